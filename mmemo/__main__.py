@@ -1,0 +1,5 @@
+import sys
+
+from mmemo.cli import main
+
+sys.exit(main())

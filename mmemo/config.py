@@ -1,0 +1,213 @@
+"""Configuration: three flat dataclasses (model, data, train) under one `Config`; YAML in, resolved YAML out.
+
+Presets live in `configs/*.yaml`. Every key is checked: an unknown or misspelt key is an error that names
+the closest valid key, and a value of the wrong type is an error that names the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mmemo.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    """What to build: encoders, fusion head, label set."""
+
+    # A BERT-family checkpoint (hub id or folder); None builds a BertModel from `text_config`.
+    text_encoder: str | None = None
+    text_config: dict = field(default_factory=dict)
+    # A wav2vec2-family checkpoint (hub id or folder); None builds a Wav2Vec2Model from `audio_config`.
+    audio_encoder: str | None = None
+    audio_config: dict = field(default_factory=dict)
+    # Tokenizer checkpoint; None uses the text encoder's, or trains a WordPiece tokenizer when that is None too.
+    tokenizer: str | None = None
+    tokenizer_vocab_size: int = 2000
+    fusion: str = "cross_attention"  # "cross_attention" or "concat"
+    fusion_dim: int = 128
+    fusion_heads: int = 4
+    fusion_layers: int = 1
+    dropout: float = 0.1
+    freeze_feature_encoder: bool = True
+    freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all
+    freeze_audio_layers: int = 0
+    max_text_tokens: int = 128
+    sampling_rate: int = 16000
+    trust_remote_code: bool = False
+    labels: list = field(default_factory=list)  # filled from the training data when empty
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how clips are cut."""
+
+    manifest: str = ""
+    max_audio_seconds: float = 8.0  # longer training clips are randomly cropped, evaluation clips centre-cropped
+    min_audio_seconds: float = 0.1
+    batch_size: int = 16
+    max_batch_seconds: float = 0.0  # > 0: batches are filled by total audio seconds instead of batch_size
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """How to train."""
+
+    output_dir: str = "runs/default"
+    overwrite: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    epochs: int = 10
+    lr: float = 1e-3  # fusion head and classifier
+    encoder_lr: float = 5e-5  # both encoders
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    patience: int = 5  # epochs without a better validation UA before stopping; 0 disables early stopping
+    bf16: bool = True  # autocast on CUDA; ignored on CPU
+    modality_dropout: dict = field(default_factory=lambda: {"name": "independent", "p_text": 0.3, "p_audio": 0.3})
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """The whole recipe: `model`, `data` and `train` sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the resolved config as YAML."""
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False, allow_unicode=True)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (a path or a preset name in configs/) and apply `key=value` overrides.
+
+    Args:
+        path: a YAML file, or the name of a preset such as "quickstart".
+        overrides: strings like "train.epochs=3" or "model.fusion_dim=64"; values are parsed as YAML.
+
+    Returns:
+        The validated Config. Relative `data.manifest` paths stay as written (relative to the working folder).
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown (the closest valid key is suggested),
+            or a value has the wrong type.
+    """
+    path = _resolve_preset(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with model/data/train sections")
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw, where=str(path))
+
+
+def config_from_dict(raw: dict, where: str = "config") -> Config:
+    """Build a Config from nested dicts, checking every key and type."""
+    sections = {}
+    for name, value in raw.items():
+        cls = _SECTIONS.get(name)
+        if cls is None:
+            raise ConfigError(_unknown(where, name, _SECTIONS))
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: section {name!r} must be a mapping, got {type(value).__name__}")
+        sections[name] = build_section(cls, value, f"{where}: {name}")
+    return Config(**sections)
+
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets shipped in configs/."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _resolve_preset(path: str | os.PathLike) -> Path:
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    preset = CONFIG_DIR / f"{path}.yaml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(f"config {path} not found; give a YAML file or a preset name ({', '.join(list_presets())})")
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, value = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=3")
+    section, name = parts
+    raw.setdefault(section, {})
+    if not isinstance(raw[section], dict):
+        raise ConfigError(f"override {item!r}: section {section!r} is not a mapping")
+    try:
+        raw[section][name] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raw[section][name] = value
+
+
+def build_section(cls: type, values: dict, where: str):
+    """Instantiate one section dataclass from a dict, checking each key and value type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        if name not in fields:
+            raise ConfigError(_unknown(where, name, fields))
+        kwargs[name] = _check_type(value, hints[name], f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _check_type(value, hint, where: str):
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        kind = typing.get_origin(kind) or kind
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if kind is float and isinstance(value, str):
+            try:  # YAML 1.1 reads "5e-4" (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        if kind is bool and not isinstance(value, bool):
+            continue
+        if kind is not bool and isinstance(value, bool):
+            continue
+        if kind is not type(None) and isinstance(value, kind):
+            return value
+    names = " or ".join("null" if k is type(None) else (typing.get_origin(k) or k).__name__ for k in allowed)
+    raise ConfigError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
+
+
+def _unknown(where: str, name: str, valid) -> str:
+    close = difflib.get_close_matches(str(name), list(valid), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+    return f"{where}: unknown key {name!r}{hint}"
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

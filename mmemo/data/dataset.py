@@ -1,0 +1,162 @@
+"""Dataset, collate and a length-bucketed batch sampler for paired transcript/audio rows."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from mmemo.data.audio import audio_duration, load_audio
+
+# Wav2vec2's convolutional front end needs at least 400 samples (25 ms) to produce one frame.
+MIN_AUDIO_SAMPLES = 400
+
+
+class EmotionDataset(Dataset):
+    """Manifest rows → dicts with `text`, `audio` (float32 array or None) and `label` (int).
+
+    Training clips longer than `max_seconds` are randomly cropped (seeded by seed, epoch and index, so a
+    resumed run sees the same crops); evaluation clips are centre-cropped.
+    """
+
+    def __init__(self, rows: list[dict], label_to_id: dict[str, int], sampling_rate: int = 16000,
+                 max_seconds: float = 8.0, train: bool = False, seed: int = 0):
+        self.rows = rows
+        self.label_to_id = label_to_id
+        self.sampling_rate = sampling_rate
+        self.max_samples = int(max_seconds * sampling_rate) if max_seconds else None
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        audio = None
+        if row["audio"]:
+            audio = load_audio(row["audio"], self.sampling_rate, row.get("start"), row.get("end"))
+            audio = self._crop(audio, index)
+        return {"id": row["id"], "text": row["text"].strip(), "audio": audio,
+                "label": self.label_to_id.get(row["label"], -100)}
+
+    def durations(self) -> list[float]:
+        """Clip durations in seconds from file headers (0 for text-only rows), capped at the crop length."""
+        cap = self.max_samples / self.sampling_rate if self.max_samples else math.inf
+        out = []
+        for row in self.rows:
+            if not row["audio"]:
+                out.append(0.0)
+                continue
+            start, end = row.get("start") or 0.0, row.get("end")
+            seconds = (end - start) if end is not None else (audio_duration(row["audio"]) or 0.0) - start
+            out.append(min(max(seconds, 0.0), cap))
+        return out
+
+    def _crop(self, audio: np.ndarray, index: int) -> np.ndarray:
+        if self.max_samples is None or len(audio) <= self.max_samples:
+            return audio
+        spare = len(audio) - self.max_samples
+        if self.train:
+            offset = int(np.random.default_rng((self.seed, self.epoch, index)).integers(spare + 1))
+        else:
+            offset = spare // 2
+        return audio[offset:offset + self.max_samples]
+
+
+class Collator:
+    """Tokenizes text and pads audio for a list of dataset items.
+
+    Returns a batch dict: `text` (input_ids, attention_mask) or None, `audio` (input_values, attention_mask)
+    or None, `text_present` / `audio_present` (B,) bools, `labels` (B,), `ids`. An empty transcript or a
+    row without audio is a missing modality for that sample, not an error.
+    """
+
+    def __init__(self, tokenizer, feature_extractor, max_text_tokens: int = 128):
+        self.tokenizer = tokenizer
+        self.feature_extractor = feature_extractor
+        self.max_text_tokens = max_text_tokens
+
+    def __call__(self, items: list[dict]) -> dict:
+        texts = [item["text"] or "" for item in items]
+        audios = [item["audio"] for item in items]
+        text_present = torch.tensor([bool(t) for t in texts])
+        audio_present = torch.tensor([a is not None for a in audios])
+        batch = {"ids": [item["id"] for item in items], "labels": torch.tensor([item["label"] for item in items]),
+                 "text_present": text_present, "audio_present": audio_present, "text": None, "audio": None}
+        if text_present.any():
+            batch["text"] = dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_tokens,
+                                                return_tensors="pt"))
+        if audio_present.any():
+            batch["audio"] = self.pad_audio(audios)
+        return batch
+
+    def pad_audio(self, audios: list[np.ndarray | None]) -> dict:
+        """Normalise and zero-pad clips (missing ones become a silent stub); returns input_values, attention_mask."""
+        stub = np.zeros(MIN_AUDIO_SAMPLES, dtype=np.float32)
+        audios = [stub if a is None else np.pad(a, (0, max(0, MIN_AUDIO_SAMPLES - len(a)))) for a in audios]
+        features = self.feature_extractor(
+            audios, sampling_rate=self.feature_extractor.sampling_rate, padding=True, return_attention_mask=True,
+            return_tensors="pt",
+        )
+        return {"input_values": features["input_values"], "attention_mask": features["attention_mask"]}
+
+
+class BucketBatchSampler(Sampler):
+    """Batches of similar-length clips, the batch order shuffled each epoch; deterministic per seed and epoch.
+
+    Clips are sorted by duration (with a little seeded jitter so buckets differ between epochs) and cut into
+    batches of `batch_size` clips, or, when `max_batch_seconds` > 0, of as many clips as fit that total of
+    padded audio seconds. Sorting keeps padding near 1.0× where random batches pad 1.5–3×.
+    """
+
+    def __init__(self, durations: list[float], batch_size: int, max_batch_seconds: float = 0.0,
+                 shuffle: bool = True, seed: int = 0):
+        self.durations = durations
+        self.batch_size = batch_size
+        self.max_batch_seconds = max_batch_seconds
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 100_003 + self.epoch)
+        jitter = [rng.uniform(0.0, 0.3) if self.shuffle else 0.0 for _ in self.durations]
+        order = sorted(range(len(self.durations)), key=lambda i: self.durations[i] + jitter[i])
+        batches, current, longest = [], [], 0.0
+        for i in order:
+            longest_if_added = max(longest, self.durations[i])
+            too_long = self.max_batch_seconds > 0 and current and longest_if_added * (len(current) + 1) > self.max_batch_seconds
+            if current and (len(current) >= self.batch_size and self.max_batch_seconds <= 0 or too_long):
+                batches.append(current)
+                current, longest_if_added = [], self.durations[i]
+            current.append(i)
+            longest = longest_if_added
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def padding_ratio(batches: list[list[int]], durations: list[float]) -> float:
+    """Padded audio seconds over real audio seconds for a list of batches (1.0 = no padding)."""
+    real = sum(durations[i] for b in batches for i in b)
+    padded = sum(max(durations[i] for i in b) * len(b) for b in batches)
+    return padded / real if real else 1.0

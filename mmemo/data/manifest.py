@@ -1,0 +1,139 @@
+"""Manifests: one row per utterance, JSONL or CSV (format in data_cards/manifest.md).
+
+A row is a plain dict with the keys in `REQUIRED` (`id`, `audio`, `text`, `label`, `speaker`, `split`) and
+optionally `start`, `end` (seconds into the audio file) and `fold`. `audio` may be empty for text-only rows.
+Relative audio paths are resolved against the manifest's folder when the manifest is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from mmemo.errors import DataError
+
+REQUIRED = ("id", "audio", "text", "label", "speaker", "split")
+OPTIONAL = ("start", "end", "fold")
+SPLITS = ("train", "valid", "test")
+
+
+def read_manifest(path: str | os.PathLike, *, resolve_audio: bool = True) -> list[dict]:
+    """Read and validate a JSONL or CSV manifest.
+
+    Args:
+        path: the manifest file (`.jsonl`/`.json` or `.csv`).
+        resolve_audio: make relative `audio` paths absolute against the manifest's folder.
+
+    Returns:
+        The rows as dicts with string `id/audio/text/label/speaker/split`, float `start`/`end` or None,
+        and string `fold` or None.
+
+    Raises:
+        DataError: the file is missing, a row cannot be parsed, lacks a column, has a wrong type,
+            an unknown split, or an id that appeared before. The message names the file and row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest {path} does not exist; make one with `mmemo synth` or `mmemo prepare`")
+    raw_rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
+    rows, seen = [], {}
+    for line_no, raw in raw_rows:
+        row = _validate_row(raw, where=f"{path}:{line_no}")
+        if row["id"] in seen:
+            raise DataError(
+                f"{path}:{line_no}: duplicate id {row['id']!r} (first at line {seen[row['id']]}); ids must be unique"
+            )
+        seen[row["id"]] = line_no
+        if resolve_audio and row["audio"] and not os.path.isabs(row["audio"]):
+            row["audio"] = str((path.parent / row["audio"]).resolve())
+        rows.append(row)
+    if not rows:
+        raise DataError(f"manifest {path} has no rows")
+    return rows
+
+
+def write_manifest(rows: Iterable[dict], path: str | os.PathLike) -> Path:
+    """Write rows as JSONL (or CSV when `path` ends in .csv) atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = list(rows)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        if path.suffix.lower() == ".csv":
+            writer = csv.DictWriter(f, fieldnames=list(REQUIRED) + list(OPTIONAL), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in writer.fieldnames})
+        else:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def label_set(rows: Iterable[dict]) -> list[str]:
+    """The sorted label names that occur in `rows`."""
+    return sorted({row["label"] for row in rows})
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg}); each line must be one JSON object")
+            if not isinstance(raw, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(raw).__name__}")
+            out.append((line_no, raw))
+    return out
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        return [(line_no, dict(raw)) for line_no, raw in enumerate(reader, 2)]
+
+
+def _validate_row(raw: dict, where: str) -> dict:
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)}; a row needs {', '.join(REQUIRED)}")
+    row = {}
+    for key in REQUIRED:
+        value = raw[key]
+        if value is None:
+            value = ""
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise DataError(f"{where}: column {key!r} must be a string, got {type(value).__name__} {value!r}")
+        row[key] = str(value)
+    row["label"] = row["label"].strip()
+    row["split"] = row["split"].strip().lower()
+    if not row["id"]:
+        raise DataError(f"{where}: empty id")
+    if not row["label"]:
+        raise DataError(f"{where}: empty label")
+    if row["split"] not in SPLITS:
+        raise DataError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
+    for key in ("start", "end"):
+        value = raw.get(key)
+        if value in (None, ""):
+            row[key] = None
+            continue
+        try:
+            row[key] = float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: column {key!r} must be a number of seconds, got {value!r}") from None
+        if row[key] < 0:
+            raise DataError(f"{where}: column {key!r} is negative ({value!r})")
+    if row["start"] is not None and row["end"] is not None and row["end"] <= row["start"]:
+        raise DataError(f"{where}: end ({row['end']}) must be after start ({row['start']})")
+    fold = raw.get("fold")
+    row["fold"] = None if fold in (None, "") else str(fold)
+    return row

@@ -1,0 +1,144 @@
+"""Modality dropout: during training, hide text or audio for some samples so one checkpoint serves
+text-only, audio-only and text+audio input.
+
+A strategy is a callable `(text_present, audio_present, progress, generator) -> (keep_text, keep_audio)`:
+it gets the (B,) bool masks of what each sample really has, the fraction of training done (0–1) and a
+seeded torch.Generator, and returns the masks to feed the model. It must never hide both modalities of a
+sample that has both, nor the only modality of a sample that has one.
+
+Select one in the config, `train.modality_dropout: {name: independent, p_text: 0.3, p_audio: 0.3}`. Add your
+own without touching mmemo, either with the decorator
+
+    from mmemo.modality_dropout import register
+
+    @register("my_strategy")
+    class MyStrategy:
+        def __init__(self, p: float = 0.5): ...
+        def __call__(self, text_present, audio_present, progress, generator): ...
+
+(imported before training starts), or by a dotted import path: `{name: my_package.module.MyStrategy, p: 0.5}`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from mmemo.errors import ConfigError
+
+STRATEGIES: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator that adds a strategy to the registry under `name`."""
+
+    def add(cls):
+        STRATEGIES[name] = cls
+        return cls
+
+    return add
+
+
+def build_strategy(spec: dict | None):
+    """Instantiate the strategy a config names: `{"name": ..., **parameters}` (None or {} means `none`).
+
+    Raises:
+        ConfigError: the name is neither registered nor an importable dotted path, or a parameter is unknown.
+    """
+    spec = dict(spec or {"name": "none"})
+    name = spec.pop("name", "none")
+    cls = STRATEGIES.get(name) or _import(name)
+    try:
+        return cls(**spec)
+    except TypeError as e:
+        raise ConfigError(f"train.modality_dropout: bad parameters for strategy {name!r}: {e}") from None
+
+
+def _import(path: str):
+    module, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(
+            f"train.modality_dropout: unknown strategy {path!r}; registered: {', '.join(sorted(STRATEGIES))}, "
+            "or give a dotted import path to your own class"
+        ) from None
+
+
+def _never_both(keep_text, keep_audio, text_present, audio_present):
+    """Give a sample that dropout left with nothing back what it really has (text first)."""
+    nothing = ~(keep_text | keep_audio)
+    return keep_text | (nothing & text_present), keep_audio | (nothing & audio_present & ~text_present)
+
+
+@register("none")
+class NoDropout:
+    """Every sample keeps what it has."""
+
+    def __call__(self, text_present, audio_present, progress, generator):
+        return text_present, audio_present
+
+
+@register("independent")
+class IndependentDropout:
+    """Drop text with p_text and audio with p_audio, independently; never both."""
+
+    def __init__(self, p_text: float = 0.3, p_audio: float = 0.3):
+        if not (0 <= p_text <= 1 and 0 <= p_audio <= 1):
+            raise ConfigError(f"modality_dropout: probabilities must be in [0, 1], got {p_text}, {p_audio}")
+        self.p_text, self.p_audio = p_text, p_audio
+
+    def __call__(self, text_present, audio_present, progress, generator):
+        n = text_present.shape[0]
+        drop_text = torch.rand(n, generator=generator) < self.p_text
+        drop_audio = torch.rand(n, generator=generator) < self.p_audio
+        both = drop_text & drop_audio  # a coin decides which one of the two drops stands
+        coin = torch.rand(n, generator=generator) < 0.5
+        drop_text, drop_audio = drop_text & ~(both & coin), drop_audio & ~(both & ~coin)
+        keep_text, keep_audio = text_present & ~drop_text, audio_present & ~drop_audio
+        return _never_both(keep_text, keep_audio, text_present, audio_present)
+
+
+@register("exclusive")
+class ExclusiveDropout:
+    """Per sample, one of: keep both (p_both), drop text (p_drop_text), drop audio (p_drop_audio)."""
+
+    def __init__(self, p_both: float = 0.5, p_drop_text: float = 0.25, p_drop_audio: float = 0.25):
+        total = p_both + p_drop_text + p_drop_audio
+        if total <= 0 or min(p_both, p_drop_text, p_drop_audio) < 0:
+            raise ConfigError("modality_dropout: exclusive needs non-negative probabilities with a positive sum")
+        self.probs = torch.tensor([p_both, p_drop_text, p_drop_audio]) / total
+
+    def __call__(self, text_present, audio_present, progress, generator):
+        choice = torch.multinomial(self.probs, text_present.shape[0], replacement=True, generator=generator)
+        keep_text, keep_audio = text_present & (choice != 1), audio_present & (choice != 2)
+        return _never_both(keep_text, keep_audio, text_present, audio_present)
+
+
+@register("scheduled")
+class ScheduledDropout:
+    """Independent dropout whose probabilities ramp linearly from `start` to `end` over the first `ramp` of training."""
+
+    def __init__(self, start: float = 0.0, end: float = 0.4, ramp: float = 0.5):
+        self.start, self.end, self.ramp = start, end, max(ramp, 1e-6)
+
+    def __call__(self, text_present, audio_present, progress, generator):
+        p = self.start + (self.end - self.start) * min(1.0, progress / self.ramp)
+        return IndependentDropout(p, p)(text_present, audio_present, progress, generator)
+
+
+@register("text_only")
+class TextOnly:
+    """Train on text alone (the dedicated text-only baseline)."""
+
+    def __call__(self, text_present, audio_present, progress, generator):
+        return _never_both(text_present, torch.zeros_like(audio_present), text_present, audio_present)
+
+
+@register("audio_only")
+class AudioOnly:
+    """Train on audio alone (the dedicated audio-only baseline)."""
+
+    def __call__(self, text_present, audio_present, progress, generator):
+        return _never_both(torch.zeros_like(text_present), audio_present, text_present, audio_present)

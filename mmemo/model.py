@@ -1,0 +1,291 @@
+"""The emotion model: a BERT-family text tower and a wav2vec2-family audio tower joined by cross-attention.
+
+What flows where:
+
+    input_ids (B, T_text) ──► TextEncoder ──► (B, T_text, D_text) ──► Linear ──► (B, T_text, D)
+    input_values (B, S) ───► AudioEncoder ─► (B, T_audio, D_audio) ─► Linear ──► (B, T_audio, D)
+                             (softmax-weighted sum of all hidden layers)
+    a missing modality ────► one learned placeholder token (B, 1, D), and for a sample that lacks it inside a
+                             batch its first position becomes the placeholder and the rest are masked out
+    + modality-presence embedding (both / text only / audio only) on every token of both streams
+    CrossAttentionFusion: L × [text attends to audio, audio attends to text, feed-forward], key padding masks
+                          → attentive pooling of each stream → (B, 2D)
+    (or ConcatFusion: masked mean of each stream → (B, 2D), the late-fusion baseline)
+    classifier ──► logits (B, C)
+
+A text-only prediction therefore never depends on audio values (and vice versa): absent positions are
+masked keys and the one visible token is the placeholder.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmemo.config import ModelConfig
+
+BOTH, TEXT_ONLY, AUDIO_ONLY = 0, 1, 2  # rows of the modality-presence embedding
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face BERT-family model returning token states and their mask; owns its freezing."""
+
+    def __init__(self, model: nn.Module, freeze_layers: int = 0):
+        super().__init__()
+        self.model = model
+        self.dim = model.config.hidden_size
+        self.lock(freeze_layers)
+
+    def lock(self, layers: int) -> None:
+        """Freeze the embeddings and the lower `layers` transformer layers; -1 freezes the whole encoder."""
+        if layers == 0:
+            return
+        blocks = self.model.encoder.layer
+        frozen = [self.model.embeddings, *blocks] if layers < 0 else [self.model.embeddings, *blocks[:layers]]
+        for module in frozen:
+            module.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T_text, D_text)
+        return states, attention_mask.bool()
+
+
+class AudioEncoder(nn.Module):
+    """A Hugging Face wav2vec2-family model; returns a learned weighted sum of all hidden layers and frame mask."""
+
+    def __init__(self, model: nn.Module, freeze_feature_encoder: bool = True, freeze_layers: int = 0):
+        super().__init__()
+        self.model = model
+        self.dim = model.config.hidden_size
+        # Base-style checkpoints (group norm) were trained without a mask and must not get one (HF docs).
+        self.pass_mask = getattr(model.config, "feat_extract_norm", "layer") == "layer"
+        self.layer_weights = nn.Parameter(torch.zeros(model.config.num_hidden_layers + 1))
+        self.lock(freeze_feature_encoder, freeze_layers)
+
+    def lock(self, feature_encoder: bool, layers: int) -> None:
+        """Freeze the CNN feature encoder and/or the lower `layers` transformer layers (-1: everything)."""
+        if feature_encoder or layers != 0:
+            self.model.freeze_feature_encoder()
+        if layers == 0:
+            return
+        blocks = self.model.encoder.layers
+        frozen = [self.model.feature_projection, *blocks] if layers < 0 else [self.model.feature_projection, *blocks[:layers]]
+        for module in frozen:
+            module.requires_grad_(False)
+        if layers < 0:
+            self.model.requires_grad_(False)
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(input_values, attention_mask=attention_mask if self.pass_mask else None,
+                         output_hidden_states=True)
+        layers = torch.stack(out.hidden_states)  # (L+1, B, T_audio, D_audio)
+        weights = torch.softmax(self.layer_weights, dim=0).to(layers.dtype)
+        states = torch.einsum("l,lbtd->btd", weights, layers)  # (B, T_audio, D_audio)
+        lengths = self.model._get_feat_extract_output_lengths(attention_mask.sum(-1))
+        mask = torch.arange(states.shape[1], device=states.device)[None, :] < lengths[:, None]  # (B, T_audio)
+        return states, mask
+
+
+class AttentivePooling(nn.Module):
+    """Masked softmax attention over time: (B, T, D) → (B, D)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))  # (B, T)
+        return torch.einsum("bt,btd->bd", torch.softmax(scores, dim=-1), x)
+
+
+class CrossAttentionBlock(nn.Module):
+    """Text attends to audio and audio attends to text (pre-norm residuals), then a feed-forward on each."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.text_norm, self.audio_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.text_from_audio = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.audio_from_text = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.text_ff, self.audio_ff = _feed_forward(dim, dropout), _feed_forward(dim, dropout)
+
+    def forward(self, text, text_mask, audio, audio_mask):
+        t, a = self.text_norm(text), self.audio_norm(audio)
+        text = text + self.text_from_audio(t, a, a, key_padding_mask=~audio_mask, need_weights=False)[0]
+        audio = audio + self.audio_from_text(a, t, t, key_padding_mask=~text_mask, need_weights=False)[0]
+        return text + self.text_ff(text), audio + self.audio_ff(audio)
+
+
+class CrossAttentionFusion(nn.Module):
+    """`layers` bidirectional cross-attention blocks, then attentive pooling of each stream: → (B, 2·dim)."""
+
+    def __init__(self, dim: int, heads: int, layers: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"fusion_dim ({dim}) must be divisible by fusion_heads ({heads})")
+        self.blocks = nn.ModuleList(CrossAttentionBlock(dim, heads, dropout) for _ in range(layers))
+        self.text_pool, self.audio_pool = AttentivePooling(dim), AttentivePooling(dim)
+        self.out_dim = 2 * dim
+
+    def forward(self, text, text_mask, audio, audio_mask) -> torch.Tensor:
+        for block in self.blocks:
+            text, audio = block(text, text_mask, audio, audio_mask)
+        return torch.cat([self.text_pool(text, text_mask), self.audio_pool(audio, audio_mask)], dim=-1)
+
+
+class ConcatFusion(nn.Module):
+    """Late fusion baseline: masked mean of each stream, concatenated: → (B, 2·dim)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.out_dim = 2 * dim
+
+    def forward(self, text, text_mask, audio, audio_mask) -> torch.Tensor:
+        return torch.cat([_masked_mean(text, text_mask), _masked_mean(audio, audio_mask)], dim=-1)
+
+
+class EmotionModel(nn.Module):
+    """Two towers, a fusion head and a classifier; `forward(text=None, audio=None)` → {"logits": (B, C)}.
+
+    Args:
+        cfg: the model section of the config (fusion sizes, freezing, dropout).
+        num_labels: number of emotion classes.
+        text_model: a Hugging Face BERT-family `PreTrainedModel` (pretrained or built from a config).
+        audio_model: a Hugging Face wav2vec2-family `PreTrainedModel`.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_labels: int, text_model: nn.Module, audio_model: nn.Module):
+        super().__init__()
+        dim = cfg.fusion_dim
+        self.text_encoder = TextEncoder(text_model, cfg.freeze_text_layers)
+        self.audio_encoder = AudioEncoder(audio_model, cfg.freeze_feature_encoder, cfg.freeze_audio_layers)
+        self.text_proj = nn.Linear(self.text_encoder.dim, dim)
+        self.audio_proj = nn.Linear(self.audio_encoder.dim, dim)
+        self.text_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
+        self.audio_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
+        self.presence = nn.Embedding(3, dim)
+        if cfg.fusion == "cross_attention":
+            self.fusion = CrossAttentionFusion(dim, cfg.fusion_heads, cfg.fusion_layers, cfg.dropout)
+        elif cfg.fusion == "concat":
+            self.fusion = ConcatFusion(dim)
+        else:
+            raise ValueError(f"model.fusion must be 'cross_attention' or 'concat', got {cfg.fusion!r}")
+        self.classifier = nn.Sequential(
+            nn.LayerNorm(self.fusion.out_dim), nn.Dropout(cfg.dropout), nn.Linear(self.fusion.out_dim, dim),
+            nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(dim, num_labels),
+        )
+
+    def encode_text(self, text: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenized text → projected token states (B, T_text, D) and mask (B, T_text)."""
+        states, mask = self.text_encoder(text["input_ids"], text["attention_mask"])
+        return self.text_proj(states), mask
+
+    def encode_audio(self, audio: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded waveforms → projected frame states (B, T_audio, D) and mask (B, T_audio)."""
+        states, mask = self.audio_encoder(audio["input_values"], audio["attention_mask"])
+        return self.audio_proj(states), mask
+
+    def fuse(self, text_enc=None, audio_enc=None, text_present=None, audio_present=None) -> torch.Tensor:
+        """Fuse encoded streams into logits (B, C); a stream that is None or not present for a sample is absent."""
+        if text_enc is None and audio_enc is None:
+            raise ValueError("at least one of text and audio is needed")
+        batch_size = (text_enc or audio_enc)[0].shape[0]
+        device = (text_enc or audio_enc)[0].device
+        text, text_mask, text_present = self._with_placeholder(text_enc, text_present, self.text_placeholder,
+                                                               batch_size, device)
+        audio, audio_mask, audio_present = self._with_placeholder(audio_enc, audio_present, self.audio_placeholder,
+                                                                  batch_size, device)
+        if not bool((text_present | audio_present).all()):
+            raise ValueError("every sample needs text or audio")
+        kind = torch.full_like(text_present, BOTH, dtype=torch.long)
+        kind = kind.masked_fill(~audio_present, TEXT_ONLY).masked_fill(~text_present, AUDIO_ONLY)
+        presence = self.presence(kind)[:, None, :]  # (B, 1, D)
+        pooled = self.fusion(text + presence, text_mask, audio + presence, audio_mask)  # (B, 2D)
+        return self.classifier(pooled)
+
+    def forward(self, text: dict | None = None, audio: dict | None = None, text_present: torch.Tensor | None = None,
+                audio_present: torch.Tensor | None = None) -> dict:
+        """Classify a batch; either modality may be None (absent for the whole batch).
+
+        Args:
+            text: {"input_ids", "attention_mask"} from the tokenizer, or None.
+            audio: {"input_values", "attention_mask"} from the feature extractor, or None.
+            text_present / audio_present: (B,) bools marking which samples really have that modality.
+
+        Returns:
+            {"logits": (B, num_labels)}
+        """
+        text_enc = self.encode_text(text) if text is not None else None
+        audio_enc = self.encode_audio(audio) if audio is not None else None
+        return {"logits": self.fuse(text_enc, audio_enc, text_present, audio_present)}
+
+    @staticmethod
+    def _with_placeholder(encoded, present, placeholder, batch_size, device):
+        """Swap absent samples' streams for the placeholder token; returns states, mask, present (B,)."""
+        if encoded is None:
+            states = placeholder.expand(batch_size, 1, -1)  # (B, 1, D)
+            mask = torch.ones(batch_size, 1, dtype=torch.bool, device=device)
+            return states, mask, torch.zeros(batch_size, dtype=torch.bool, device=device)
+        states, mask = encoded
+        if present is None:
+            return states, mask, torch.ones(batch_size, dtype=torch.bool, device=device)
+        present = present.to(device)
+        # Absent samples: zero every position (no NaN can leak through a masked key), show only the placeholder.
+        mask = mask & present[:, None]
+        states = states.masked_fill(~mask[..., None], 0.0)
+        first = torch.where(present[:, None], states[:, 0], placeholder.to(states.dtype))  # (B, D)
+        states = torch.cat([first[:, None], states[:, 1:]], dim=1)  # (B, T, D)
+        mask = torch.cat([mask[:, :1] | ~present[:, None], mask[:, 1:]], dim=1)
+        return states, mask, present
+
+
+def _feed_forward(dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(x.dtype)[..., None]  # (B, T, 1)
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.Module, nn.Module]:
+    """The two Hugging Face towers: from checkpoints (hub id or folder) or, when none is named, from configs.
+
+    Args:
+        cfg: the model config; `text_config` / `audio_config` are BertConfig / Wav2Vec2Config fields.
+        vocab_size: the tokenizer's vocabulary size for a text encoder built from a config.
+    """
+    from transformers import AutoModel, BertConfig, Wav2Vec2Config
+
+    remote = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.text_encoder:
+        text_model = AutoModel.from_pretrained(cfg.text_encoder, attn_implementation="sdpa", add_pooling_layer=False,
+                                               **remote)
+    else:
+        config = BertConfig(**{"vocab_size": vocab_size, **cfg.text_config, "attn_implementation": "sdpa"})
+        text_model = AutoModel.from_config(config, add_pooling_layer=False)
+    if cfg.audio_encoder:
+        audio_model = AutoModel.from_pretrained(cfg.audio_encoder, attn_implementation="sdpa", **remote)
+    else:
+        audio_model = AutoModel.from_config(Wav2Vec2Config(**{**cfg.audio_config, "attn_implementation": "sdpa"}))
+    return text_model, audio_model
+
+
+def encoders_from_configs(text_config: dict, audio_config: dict) -> tuple[nn.Module, nn.Module]:
+    """Rebuild both towers (random weights) from full saved Hugging Face config dicts; no network."""
+    from transformers import AutoConfig, AutoModel
+
+    def build(config: dict, **kwargs) -> nn.Module:
+        config = dict(config)
+        return AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config), **kwargs)
+
+    return build(text_config, add_pooling_layer=False), build(audio_config)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, ignore_index=-100)

@@ -1,0 +1,119 @@
+"""The model's contracts: shapes, missing modalities, masks, and modality-dropout strategies."""
+
+import pytest
+import torch
+
+from mmemo.config import ModelConfig
+from mmemo.errors import ConfigError
+from mmemo.modality_dropout import STRATEGIES, build_strategy, register
+from mmemo.model import CrossAttentionFusion, EmotionModel, build_encoders
+
+from conftest import TINY_MODEL
+
+
+def _model(fusion="cross_attention"):
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**TINY_MODEL, "fusion": fusion, "labels": ["a", "b", "c"]})
+    text_model, audio_model = build_encoders(cfg, vocab_size=50)
+    return EmotionModel(cfg, 3, text_model, audio_model).eval()
+
+
+def _batch(b=3, tokens=7, samples=8000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    text = {"input_ids": torch.randint(5, 50, (b, tokens), generator=g), "attention_mask": torch.ones(b, tokens, dtype=torch.long)}
+    audio = {"input_values": torch.randn(b, samples, generator=g), "attention_mask": torch.ones(b, samples, dtype=torch.long)}
+    return text, audio
+
+
+@pytest.mark.parametrize("fusion", ["cross_attention", "concat"])
+def test_forward_shapes_for_every_condition(fusion):
+    model = _model(fusion)
+    text, audio = _batch()
+    for t, a in [(text, audio), (text, None), (None, audio)]:
+        assert model(t, a)["logits"].shape == (3, 3)
+    with pytest.raises(ValueError, match="at least one"):
+        model(None, None)
+
+
+@torch.no_grad()
+def test_text_only_prediction_ignores_audio_values():
+    model = _model()
+    text, audio = _batch()
+    _, other_audio = _batch(seed=1)
+    absent = torch.zeros(3, dtype=torch.bool)
+    present = torch.ones(3, dtype=torch.bool)
+    reference = model(text, None)["logits"]
+    # audio computed but marked absent for every sample: same output whatever the audio holds
+    torch.testing.assert_close(model(text, audio, present, absent)["logits"], reference)
+    torch.testing.assert_close(model(text, other_audio, present, absent)["logits"], reference)
+    # and the other way round
+    reference = model(None, audio)["logits"]
+    other_text, _ = _batch(seed=2)
+    torch.testing.assert_close(model(other_text, audio, absent, present)["logits"], reference)
+
+
+@torch.no_grad()
+def test_per_sample_absence_matches_whole_batch_absence():
+    model = _model()
+    text, audio = _batch()
+    mixed = model(text, audio, torch.tensor([True, False, True]), torch.tensor([True, True, False]))["logits"]
+    torch.testing.assert_close(mixed[1], model(None, {k: v[1:2] for k, v in audio.items()})["logits"][0])
+    torch.testing.assert_close(mixed[2], model({k: v[2:3] for k, v in text.items()}, None)["logits"][0])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("fusion", ["cross_attention", "concat"])
+def test_padding_does_not_change_the_output(fusion):
+    model = _model(fusion)
+    text, audio = _batch(b=1, tokens=6, samples=6400)
+    alone = model(text, audio)["logits"]
+    padded_text = {"input_ids": torch.cat([text["input_ids"], torch.zeros(1, 5, dtype=torch.long)], 1),
+                   "attention_mask": torch.cat([text["attention_mask"], torch.zeros(1, 5, dtype=torch.long)], 1)}
+    # pad audio to a whole number of extra frames (320 samples each): the group-norm CNN sees zeros only there
+    padded_audio = {"input_values": torch.cat([audio["input_values"], torch.zeros(1, 3200)], 1),
+                    "attention_mask": torch.cat([audio["attention_mask"], torch.zeros(1, 3200, dtype=torch.long)], 1)}
+    model.audio_encoder.pass_mask = True  # the mask path must make padding invisible
+    torch.testing.assert_close(model(padded_text, padded_audio)["logits"], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_fusion_checks_heads():
+    with pytest.raises(ValueError, match="divisible"):
+        CrossAttentionFusion(30, 4, 1, 0.0)
+
+
+@pytest.mark.parametrize("spec", [{"name": "none"}, {"name": "independent", "p_text": 0.5, "p_audio": 0.5},
+                                  {"name": "exclusive"}, {"name": "scheduled", "end": 0.9},
+                                  {"name": "text_only"}, {"name": "audio_only"}])
+def test_strategies_never_leave_a_sample_empty(spec):
+    strategy = build_strategy(spec)
+    g = torch.Generator().manual_seed(0)
+    text_present = torch.rand(1000, generator=g) < 0.8
+    audio_present = ~text_present | (torch.rand(1000, generator=g) < 0.7)
+    for progress in (0.0, 0.5, 1.0):
+        keep_text, keep_audio = strategy(text_present, audio_present, progress, g)
+        assert (keep_text | keep_audio).all()
+        assert not (keep_text & ~text_present).any() and not (keep_audio & ~audio_present).any()
+
+
+def test_independent_rates_match_the_config():
+    strategy = build_strategy({"name": "independent", "p_text": 0.2, "p_audio": 0.4})
+    both = torch.ones(20000, dtype=torch.bool)
+    keep_text, keep_audio = strategy(both, both, 0.0, torch.Generator().manual_seed(0))
+    assert abs((~keep_text).float().mean() - 0.2 * (1 - 0.4 / 2)) < 0.02  # a double drop keeps one of the two
+    assert abs((~keep_audio).float().mean() - 0.4 * (1 - 0.2 / 2)) < 0.02
+
+
+def test_user_strategies_by_decorator_and_dotted_path():
+    @register("always_text")
+    class AlwaysText:
+        def __call__(self, text_present, audio_present, progress, generator):
+            return text_present, torch.zeros_like(audio_present)
+
+    assert isinstance(build_strategy({"name": "always_text"}), AlwaysText)
+    del STRATEGIES["always_text"]
+    dotted = build_strategy({"name": "mmemo.modality_dropout.ExclusiveDropout", "p_both": 1.0})
+    assert dotted.probs[0] == 1.0
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        build_strategy({"name": "nope"})
+    with pytest.raises(ConfigError, match="bad parameters"):
+        build_strategy({"name": "independent", "p": 0.1})
