@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
+    p.add_argument("--resume", action="store_true", help="continue the run in train.output_dir from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a model on a manifest split (text+audio, text-only, audio-only)")
@@ -58,7 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir")
     p.add_argument("--text", default=None)
     p.add_argument("--audio", default=None, help="an audio file (wav, flac, ogg, mp3, ...)")
+    p.add_argument("--details", action="store_true", help="also print per-modality probabilities and, for audio "
+                   "longer than the window, the time segments")
+    _add_speed_options(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("predict-batch", help="predict every row of a manifest or every audio file under a folder")
+    p.add_argument("model_dir")
+    p.add_argument("source", help="a manifest (.jsonl/.csv) or a folder of audio files (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="the results file (.csv or .jsonl)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _add_speed_options(p)
+    p.set_defaults(func=cmd_predict_batch)
+
+    p = sub.add_parser("export", help="export a model folder to ONNX (needs the export extra: pip install 'mmemo[export]')")
+    p.add_argument("model_dir")
+    p.add_argument("--onnx", required=True, metavar="OUT_DIR", help="the export folder to write")
+    p.add_argument("--int8", action="store_true", help="quantize the graphs' matrix multiplications to int8")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    p.set_defaults(func=cmd_export)
+
+    bench = sub.add_parser("bench", help="speed benchmarks: `mmemo bench predict`")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
+    p = bench_sub.add_parser("predict", help="CPU latency: PyTorch fp32/int8, ONNX fp32/int8, plain transformers")
+    p.add_argument("--size", choices=["tiny", "base"], default="base", help="random-weight model size (default base)")
+    p.add_argument("--model", default=None, help="time this model folder instead of a random one")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per workload (default 20)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
+    p.set_defaults(func=cmd_bench_predict)
 
     p = sub.add_parser("prepare", help="turn a corpus release folder into a manifest (see data_cards/)")
     p.add_argument("corpus", help="iemocap, meld, crema_d, ravdess, emodb, tess, esd, casia or generic")
@@ -67,6 +97,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output manifest")
     _add_importer_options(p)
     p.set_defaults(func=cmd_prepare)
+
+    data = sub.add_parser("data", help="manifest tools: `mmemo data check MANIFEST`")
+    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = data_sub.add_parser("check", help="decode every row; list bad rows, leakage and summary tables (exit 1 on "
+                                          "errors)")
+    p.add_argument("manifest")
+    p.add_argument("--write-clean", metavar="OUT", default=None, help="write the rows without errors to OUT")
+    p.add_argument("--overwrite", action="store_true", help="let --write-clean replace an existing OUT")
+    p.add_argument("--min-seconds", type=float, default=0.1, help="shorter clips are errors (default 0.1)")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="longer clips are warnings (default 30)")
+    p.add_argument("--labels", default=None, help="comma-separated allowed labels, e.g. angry,happy,neutral,sad")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.set_defaults(func=cmd_data_check)
+
+    p = sub.add_parser("cv", help="cross-validate: one run per fold (and seed), fold table and mean ± std")
+    p.add_argument("config", help="a YAML file or a preset name in configs/")
+    p.add_argument("manifest")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
+    p.add_argument("--folds", default=None, help="fold (the manifest's fold column; the default when every row "
+                   "has one), speaker (leave one speaker out) or K (K groups of sorted speakers)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed per fold (default 0)")
+    p.add_argument("--out-dir", default=None, help="the cross-validation folder (default train.output_dir)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
+    p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("demo", help="the voice demo in the browser (needs the demo extra: pip install 'mmemo[demo]')")
+    p.add_argument("--model", default=None, help="a model folder (default runs/quickstart/model)")
+    p.add_argument("--asr", default=None, help="a Whisper checkpoint (hub id or folder) to transcribe recordings")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this computer)")
+    p.add_argument("--port", type=int, default=None, help="default: the first free port from 7860")
+    p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    p.add_argument("--keep-recordings", action="store_true", help="keep recordings instead of deleting them")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="longest recording accepted (default 60)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -101,7 +166,7 @@ def cmd_train(args) -> None:
     from mmemo.metrics import format_table
     from mmemo.train import train
 
-    result = train(load_config(args.config, args.overrides))
+    result = train(load_config(args.config, args.overrides), resume=args.resume)
     final = result["test"] or result["valid"]
     print(format_table(final, f"{'test' if result['test'] else 'valid'} scores, best epoch {result['best_epoch']}"))
     print(f"run folder: {result['out_dir']}  model: {result['model_dir']}")
@@ -129,11 +194,83 @@ def cmd_prepare(args) -> None:
           f"labels {label_set(rows)}, splits {splits}")
 
 
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    parser.add_argument("--int8", action="store_true", help="quantize linear layers to int8 (CPU; faster, "
+                        "slightly different probabilities)")
+
+
 def cmd_predict(args) -> None:
     from mmemo.errors import DataError
     from mmemo.inference import EmotionRecognizer
 
     if not args.text and not args.audio:
         raise DataError("give --text, --audio or both")
-    recognizer = EmotionRecognizer.from_pretrained(args.model_dir)
-    print(json.dumps(recognizer.predict(text=args.text, audio=args.audio).to_dict(), ensure_ascii=False))
+    recognizer = EmotionRecognizer.from_pretrained(args.model_dir, int8=args.int8, threads=args.threads)
+    result = recognizer.predict(text=args.text, audio=args.audio).to_dict()
+    if not args.details:
+        result = {k: result[k] for k in ("label", "probabilities", "modalities")}
+    print(json.dumps(result, ensure_ascii=False))
+
+
+def cmd_predict_batch(args) -> None:
+    from mmemo.inference import EmotionRecognizer, predict_to_file
+
+    recognizer = EmotionRecognizer.from_pretrained(args.model_dir, int8=args.int8, threads=args.threads)
+    summary = predict_to_file(recognizer, args.source, args.output, batch_size=args.batch_size,
+                              overwrite=args.overwrite)
+    failed = f", {summary['errors']} failed (see the error column)" if summary["errors"] else ""
+    print(f"{summary['output']}: {summary['rows']} rows{failed}")
+
+
+def cmd_export(args) -> None:
+    from mmemo.export import FP32_TOLERANCE, export_onnx
+
+    result = export_onnx(args.model_dir, args.onnx, int8=args.int8, overwrite=args.overwrite)
+    check = "int8, expect small differences" if args.int8 else f"fp32, within {FP32_TOLERANCE:g}"
+    print(f"ONNX export: {result['out_dir']}")
+    print(f"parity with PyTorch: max |probability difference| = {result['max_abs_diff']:.2e} ({check})")
+
+
+def cmd_bench_predict(args) -> None:
+    from mmemo.bench import bench_predict, format_results, write_results
+
+    results = bench_predict(args.size, model_dir=args.model, threads=args.threads, repeats=args.repeats,
+                            log=lambda line: print(line, file=sys.stderr))
+    what = args.model or f"random {args.size} model"
+    print(format_results(results, f"mmemo bench predict: {what}, {args.threads} threads"))
+    if args.json:
+        write_results(results, args.json)
+
+
+def cmd_demo(args) -> None:
+    from mmemo.demo import launch
+
+    launch(args.model, asr=args.asr, host=args.host, port=args.port, share=args.share,
+           keep_recordings=args.keep_recordings, max_seconds=args.max_seconds, max_upload_mb=args.max_upload_mb)
+
+
+def cmd_data_check(args) -> int:
+    from mmemo.data.check import check_manifest, format_report, write_clean
+
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
+    report = check_manifest(args.manifest, labels=labels, min_seconds=args.min_seconds,
+                            max_seconds=args.max_seconds)
+    print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else format_report(report))
+    if args.write_clean:
+        out = write_clean(report, args.write_clean, overwrite=args.overwrite)
+        print(f"wrote {len(report.good_rows)} of {report.rows} rows to {out}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_cv(args) -> None:
+    from mmemo.config import load_config
+    from mmemo.cv import cross_validate, format_confusion, format_fold_table, write_results
+
+    results = cross_validate(load_config(args.config, args.overrides), args.manifest, folds=args.folds,
+                             seeds=tuple(args.seeds), out_dir=args.out_dir)
+    print(format_fold_table(results))
+    print()
+    print(format_confusion(results, "both"))
+    if args.json:
+        write_results(results, args.json)

@@ -58,6 +58,7 @@ class DataConfig:
     batch_size: int = 16
     max_batch_seconds: float = 0.0  # > 0: batches are filled by total audio seconds instead of batch_size
     num_workers: int = 0
+    on_bad_sample: str = "fail"  # fail: stop before training on unreadable audio; skip: drop and count such clips
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TrainConfig:
     bf16: bool = True  # autocast on CUDA; ignored on CPU
     modality_dropout: dict = field(default_factory=lambda: {"name": "independent", "p_text": 0.3, "p_audio": 0.3})
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     progress: bool = True
 
 

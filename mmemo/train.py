@@ -14,11 +14,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
-import math
 import random
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from mmemo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmemo.config import Config
+from mmemo.data.audio import audio_duration
 from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset, padding_ratio
 from mmemo.data.manifest import label_set, read_manifest
 from mmemo.data.text import train_wordpiece
@@ -56,25 +59,29 @@ class Run:
         return self.recognizer.model
 
 
-def setup(cfg: Config) -> Run:
+def setup(cfg: Config, resume: bool = False) -> Run:
     """Read the data, build tokenizer, feature extractor, model, loaders, optimizer and schedule.
 
     Raises:
-        ConfigError: no manifest is configured, or the output folder exists and `train.overwrite` is false.
-        DataError: the manifest is invalid, a split is empty, or valid/test hold labels that train lacks.
+        ConfigError: no manifest is configured, or the output folder exists and neither `train.overwrite` nor
+            `resume` is set.
+        DataError: the manifest is invalid, a split is empty, valid/test hold labels that train lacks, or
+            (with `data.on_bad_sample: fail`) audio files are missing or unreadable.
     """
     if not cfg.data.manifest:
         raise ConfigError("data.manifest is empty; set it in the config or pass data.manifest=PATH")
+    if cfg.data.on_bad_sample not in ("fail", "skip"):
+        raise ConfigError(f"data.on_bad_sample must be 'fail' or 'skip', got {cfg.data.on_bad_sample!r}")
     out_dir = Path(cfg.train.output_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not cfg.train.overwrite:
-        raise ConfigError(f"output folder {out_dir} already exists; pass train.overwrite=true to replace its "
-                          "contents or choose another train.output_dir=...")
+    if out_dir.exists() and any(out_dir.iterdir()) and not (cfg.train.overwrite or resume):
+        raise ConfigError(f"output folder {out_dir} already exists; resume it with --resume, pass "
+                          "train.overwrite=true to replace its contents, or choose another train.output_dir=...")
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
 
-    rows = read_manifest(cfg.data.manifest)
+    rows = drop_unreadable(read_manifest(cfg.data.manifest), cfg)
     splits = {name: [r for r in rows if r["split"] == name] for name in ("train", "valid", "test")}
     for name in ("train", "valid"):
         if not splits[name]:
@@ -87,14 +94,18 @@ def setup(cfg: Config) -> Run:
             raise DataError(f"{cfg.data.manifest}: {name} split has labels {unknown} that are not in the label set "
                             f"{model_cfg.labels}; fix the rows or set model.labels")
 
-    tokenizer = load_tokenizer(model_cfg, [r["text"] for r in splits["train"]])
-    feature_extractor = load_feature_extractor(model_cfg)
-    text_model, audio_model = build_encoders(model_cfg, vocab_size=len(tokenizer))
-    model = EmotionModel(model_cfg, len(model_cfg.labels), text_model, audio_model).to(device)
-    recognizer = EmotionRecognizer(model, tokenizer, feature_extractor, model_cfg)
+    if resume:  # the run's own tokenizer, label set and weights from its latest checkpoint
+        recognizer = EmotionRecognizer.from_pretrained(latest_checkpoint(out_dir / "checkpoints") / "model", device)
+        model, model_cfg = recognizer.model, recognizer.config
+    else:
+        tokenizer = load_tokenizer(model_cfg, [r["text"] for r in splits["train"]])
+        feature_extractor = load_feature_extractor(model_cfg)
+        text_model, audio_model = build_encoders(model_cfg, vocab_size=len(tokenizer))
+        model = EmotionModel(model_cfg, len(model_cfg.labels), text_model, audio_model).to(device)
+        recognizer = EmotionRecognizer(model, tokenizer, feature_extractor, model_cfg)
 
     label_to_id = {label: i for i, label in enumerate(model_cfg.labels)}
-    collator = Collator(tokenizer, feature_extractor, model_cfg.max_text_tokens)
+    collator = recognizer.collator
     loaders = {name: make_loader(split_rows, label_to_id, cfg, collator, train=name == "train", device=device)
                for name, split_rows in splits.items() if split_rows}
 
@@ -118,75 +129,156 @@ def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
     return cross_entropy(logits, batch["labels"], run.cfg.train.label_smoothing)
 
 
-def train(cfg: Config) -> dict:
+def train(cfg: Config, resume: bool = False) -> dict:
     """Train, keep the best checkpoint by validation UA, evaluate it on test and write the run folder.
 
+    Args:
+        cfg: the recipe.
+        resume: continue the run in `cfg.train.output_dir` from its latest checkpoint (same config).
+
     Returns:
-        {"out_dir", "model_dir", "best_epoch", "valid": scores, "test": scores or None}; scores map
-        condition ("both", "text", "audio") → metrics.
+        {"out_dir", "model_dir", "best_epoch", "valid": scores, "test": scores or None, "skipped": bad clips
+        skipped}; scores map condition ("both", "text", "audio") → metrics.
     """
-    run = setup(cfg)
-    run.out_dir.mkdir(parents=True, exist_ok=True)
-    cfg_to_save = copy.deepcopy(cfg)
-    cfg_to_save.model = run.recognizer.config
-    cfg_to_save.save(run.out_dir / "config.yaml")
-    log_path = run.out_dir / "metrics.jsonl"
-    log_path.write_text("")
+    run = setup(cfg, resume=resume)
     model_dir = run.out_dir / "model"
+    log_path = run.out_dir / "metrics.jsonl"
+    state = TrainState()
+    if resume:
+        target = latest_checkpoint(run.out_dir / "checkpoints")
+        state = TrainState(**load_checkpoint(target, run.optimizer, run.scheduler, run.generator))
+        log_path.write_text("".join(json.dumps(record) + "\n" for record in state.history))  # drop unfinished epochs
+        tqdm.write(f"resuming from epoch {state.epoch + 1}, batch {state.batch} (step {state.step})")
+    else:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        cfg_to_save = copy.deepcopy(cfg)
+        cfg_to_save.model = run.recognizer.config
+        cfg_to_save.save(run.out_dir / "config.yaml")
+        log_path.write_text("")
     _print_header(run)
 
-    best_ua, best_epoch, best_state, history, stale = -1.0, -1, None, [], 0
-    steps_per_epoch = len(run.loaders["train"])
-    for epoch in range(cfg.train.epochs):
+    while state.epoch < cfg.train.epochs and not state.stopped:
         start = time.time()
-        train_loss = train_epoch(run, epoch, steps_per_epoch)
+        train_loss = train_epoch(run, state)
         valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": round(time.time() - start, 2),
-                  "lr": run.scheduler.get_last_lr()[-1],
+        record = {"epoch": state.epoch + 1, "train_loss": train_loss, "seconds": round(time.time() - start, 2),
+                  "lr": run.scheduler.get_last_lr()[-1], "skipped": state.skipped,
                   **{f"valid_{c}_{k}": valid[c][k] for c in valid for k in ("ua", "wa", "macro_f1")}}
-        history.append(record)
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        improved = valid["both"]["ua"] > best_ua
-        tqdm.write(f"epoch {epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
+        state.history.append(record)
+        improved = valid["both"]["ua"] > state.best_ua
+        tqdm.write(f"epoch {state.epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
                    f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}{'  *' if improved else ''}")
         if improved:
-            best_ua, best_epoch, stale = valid["both"]["ua"], epoch + 1, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+            state.best_ua, state.best_epoch, state.stale = valid["both"]["ua"], state.epoch + 1, 0
             run.recognizer.save_pretrained(model_dir)
         else:
-            stale += 1
-            if cfg.train.patience and stale >= cfg.train.patience:
-                tqdm.write(f"early stop: no better validation UA for {stale} epochs")
-                break
+            state.stale += 1
+            if cfg.train.patience and state.stale >= cfg.train.patience:
+                tqdm.write(f"early stop: no better validation UA for {state.stale} epochs")
+                state.stopped = True
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        state.epoch, state.batch, state.epoch_loss, state.epoch_batches = state.epoch + 1, 0, 0.0, 0
+        _checkpoint(run, state)
 
-    run.model.load_state_dict(best_state)
+    best = EmotionRecognizer.from_pretrained(model_dir, device=run.device)
+    run.model.load_state_dict(best.model.state_dict())
     valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
     test = evaluate(run.model, run.loaders["test"], run.device, len(run.recognizer.labels)) if "test" in run.loaders else None
-    write_report(run.out_dir, cfg, run.recognizer.labels, history, best_epoch, valid, test)
-    return {"out_dir": run.out_dir, "model_dir": model_dir, "best_epoch": best_epoch, "valid": valid, "test": test}
+    write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test)
+    return {"out_dir": run.out_dir, "model_dir": model_dir, "best_epoch": state.best_epoch, "valid": valid,
+            "test": test, "skipped": state.skipped}
 
 
-def train_epoch(run: Run, epoch: int, steps_per_epoch: int) -> float:
-    """One pass over the training loader; returns the mean loss."""
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint so a killed run resumes exactly."""
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches finished in the current epoch
+    step: int = 0  # optimizer steps in all
+    epoch_loss: float = 0.0
+    epoch_batches: int = 0
+    best_ua: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0
+    stopped: bool = False
+    skipped: int = 0  # bad clips skipped (data.on_bad_sample: skip) or samples dropped after running out of memory
+    history: list = field(default_factory=list)
+
+
+def train_epoch(run: Run, state: TrainState) -> float:
+    """Train from `state.batch` to the end of epoch `state.epoch`; returns the epoch's mean loss."""
     run.model.train()
     loader = run.loaders["train"]
-    loader.batch_sampler.set_epoch(epoch)
-    loader.dataset.set_epoch(epoch)
-    total, count = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.cfg.train.epochs}", leave=False, disable=not run.cfg.train.progress)
-    for step, batch in enumerate(bar):
-        progress = (epoch * steps_per_epoch + step) / max(1, run.cfg.train.epochs * steps_per_epoch)
+    loader.batch_sampler.set_epoch(state.epoch, start=state.batch)
+    loader.dataset.set_epoch(state.epoch)
+    total_steps = run.cfg.train.epochs * len(loader.batch_sampler)
+    every = run.cfg.train.checkpoint_every
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{run.cfg.train.epochs}", leave=False,
+               initial=state.batch, total=len(loader.batch_sampler), disable=not run.cfg.train.progress)
+    for batch in bar:
+        state.skipped += batch.pop("skipped", 0)
+        if batch["labels"].numel():
+            loss = _optimizer_step(run, batch, progress=state.step / max(1, total_steps), state=state)
+            if loss is not None:
+                state.epoch_loss, state.epoch_batches = state.epoch_loss + loss, state.epoch_batches + 1
+                bar.set_postfix(loss=f"{state.epoch_loss / state.epoch_batches:.3f}")
+        state.batch, state.step = state.batch + 1, state.step + 1
+        if every and state.step % every == 0 and state.batch < len(loader.batch_sampler):
+            _checkpoint(run, state)
+    return state.epoch_loss / max(state.epoch_batches, 1)
+
+
+def _optimizer_step(run: Run, batch: dict, progress: float, state: TrainState) -> float | None:
+    """One optimizer step; a batch that runs out of memory is split in halves (down to single samples, which
+    are skipped with a warning) and its gradients accumulated, so no sample is silently lost."""
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = _backward_splitting(run, batch, progress, state, weight=1.0)
+    if loss is None:
+        return None
+    if run.cfg.train.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss
+
+
+def _backward_splitting(run: Run, batch: dict, progress: float, state: TrainState, weight: float) -> float | None:
+    try:
         loss = loss_step(run, batch, progress)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if run.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
-        run.optimizer.step()
-        run.scheduler.step()
-        total, count = total + loss.item(), count + 1
-        bar.set_postfix(loss=f"{total / count:.3f}")
-    return total / max(count, 1)
+        (loss * weight).backward()
+        return loss.item() * weight
+    except torch.OutOfMemoryError:
+        size = len(batch["ids"])
+        if run.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if size == 1:
+            warnings.warn(f"out of memory on a single sample ({batch['ids'][0]}); skipped it")
+            state.skipped += 1
+            return None
+        warnings.warn(f"out of memory on a batch of {size}; retrying it as two halves")
+        halves = [split_batch(batch, part) for part in (slice(0, size // 2), slice(size // 2, size))]
+        losses = [_backward_splitting(run, half, progress, state, weight * len(half["ids"]) / size) for half in halves]
+        kept = [l for l in losses if l is not None]
+        return sum(kept) if kept else None
+
+
+def split_batch(batch: dict, part: slice) -> dict:
+    """The samples `part` of a collated batch (tensors, nested dicts and lists sliced along the batch axis)."""
+    def cut(value):
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
+        if isinstance(value, (torch.Tensor, list)):
+            return value[part]
+        return value
+
+    return cut(batch)
+
+
+def _checkpoint(run: Run, state: TrainState) -> None:
+    save_checkpoint(run.out_dir / "checkpoints", state.step, run.recognizer, run.optimizer, run.scheduler, run.generator,
+                    dataclasses.asdict(state))
 
 
 @torch.inference_mode()
@@ -222,16 +314,39 @@ def evaluate(model: EmotionModel, loader: DataLoader, device: torch.device, num_
     return {c: classification_metrics(gold[c], pred[c], num_labels) for c in CONDITIONS}
 
 
+def drop_unreadable(rows: list[dict], cfg: Config) -> list[dict]:
+    """Check every audio file exists and has a readable header before training starts.
+
+    With `data.on_bad_sample: fail` (the default) any bad file is a DataError listing them; with `skip` the
+    rows are dropped with a warning (and clips that fail to decode later are skipped and counted).
+    """
+    bad = [(row, "missing file" if not Path(row["audio"]).is_file() else "unreadable audio")
+           for row in rows if row["audio"] and not audio_duration(row["audio"])]
+    if not bad:
+        return rows
+    listing = "; ".join(f"{row['id']} ({why}: {row['audio']})" for row, why in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    if cfg.data.on_bad_sample == "fail":
+        raise DataError(f"{cfg.data.manifest}: {len(bad)} row(s) with bad audio: {listing}{more}. Run `mmemo data "
+                        "check` to list them (and --write-clean a fixed manifest), or set data.on_bad_sample=skip")
+    warnings.warn(f"skipping {len(bad)} row(s) with bad audio: {listing}{more}")
+    bad_ids = {row["id"] for row, _ in bad}
+    return [row for row in rows if row["id"] not in bad_ids]
+
+
 def make_loader(rows: list[dict], label_to_id: dict, cfg: Config, collator: Collator, train: bool,
                 device: torch.device) -> DataLoader:
     """A DataLoader over length-bucketed batches (shuffled for training, sorted for evaluation)."""
     dataset = EmotionDataset(rows, label_to_id, cfg.model.sampling_rate, cfg.data.max_audio_seconds, train=train,
-                             seed=cfg.train.seed)
+                             seed=cfg.train.seed, skip_bad=cfg.data.on_bad_sample == "skip")
     sampler = BucketBatchSampler(dataset.durations(), cfg.data.batch_size, cfg.data.max_batch_seconds,
                                  shuffle=train, seed=cfg.train.seed)
     workers = cfg.data.num_workers
+    # Its own generator: a DataLoader otherwise draws from the global RNG each epoch, which would make a
+    # resumed run's dropout masks differ from an uninterrupted run's.
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(cfg.train.seed))
 
 
 def make_optimizer(model: EmotionModel, cfg: Config, device: torch.device) -> torch.optim.AdamW:

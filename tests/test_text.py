@@ -23,3 +23,9 @@ def test_wordpiece_saves_and_reloads(tmp_path):
     tok.save_pretrained(tmp_path)
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert again("我今天很高兴 😀")["input_ids"] == tok("我今天很高兴 😀")["input_ids"]
+
+
+def test_wordpiece_is_deterministic():
+    texts = [f"the {w} went {v} today" for w in ("cat", "dog", "bird", "fish") for v in ("home", "out", "away")]
+    vocabs = [train_wordpiece(texts * 3, vocab_size=130).get_vocab() for _ in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from mmemo.data.audio import audio_duration, load_audio
+from mmemo.errors import DataError
 
 # Wav2vec2's convolutional front end needs at least 400 samples (25 ms) to produce one frame.
 MIN_AUDIO_SAMPLES = 400
@@ -19,17 +21,19 @@ class EmotionDataset(Dataset):
     """Manifest rows → dicts with `text`, `audio` (float32 array or None) and `label` (int).
 
     Training clips longer than `max_seconds` are randomly cropped (seeded by seed, epoch and index, so a
-    resumed run sees the same crops); evaluation clips are centre-cropped.
+    resumed run sees the same crops); evaluation clips are centre-cropped. With `skip_bad`, a clip that fails
+    to decode gives None (the collator drops and counts it) instead of raising.
     """
 
     def __init__(self, rows: list[dict], label_to_id: dict[str, int], sampling_rate: int = 16000,
-                 max_seconds: float = 8.0, train: bool = False, seed: int = 0):
+                 max_seconds: float = 8.0, train: bool = False, seed: int = 0, skip_bad: bool = False):
         self.rows = rows
         self.label_to_id = label_to_id
         self.sampling_rate = sampling_rate
         self.max_samples = int(max_seconds * sampling_rate) if max_seconds else None
         self.train = train
         self.seed = seed
+        self.skip_bad = skip_bad
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -38,11 +42,17 @@ class EmotionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> dict | None:
         row = self.rows[index]
         audio = None
         if row["audio"]:
-            audio = load_audio(row["audio"], self.sampling_rate, row.get("start"), row.get("end"))
+            try:
+                audio = load_audio(row["audio"], self.sampling_rate, row.get("start"), row.get("end"))
+            except DataError as e:
+                if not self.skip_bad:
+                    raise DataError(f"row {row['id']}: {e}") from None
+                warnings.warn(f"skipping row {row['id']}: {e}")
+                return None
             audio = self._crop(audio, index)
         return {"id": row["id"], "text": row["text"].strip(), "audio": audio,
                 "label": self.label_to_id.get(row["label"], -100)}
@@ -84,13 +94,17 @@ class Collator:
         self.feature_extractor = feature_extractor
         self.max_text_tokens = max_text_tokens
 
-    def __call__(self, items: list[dict]) -> dict:
+    def __call__(self, items: list[dict | None]) -> dict:
+        skipped = sum(item is None for item in items)
+        items = [item for item in items if item is not None]
         texts = [item["text"] or "" for item in items]
         audios = [item["audio"] for item in items]
         text_present = torch.tensor([bool(t) for t in texts])
         audio_present = torch.tensor([a is not None for a in audios])
         batch = {"ids": [item["id"] for item in items], "labels": torch.tensor([item["label"] for item in items]),
                  "text_present": text_present, "audio_present": audio_present, "text": None, "audio": None}
+        if skipped:
+            batch["skipped"] = skipped
         if text_present.any():
             batch["text"] = dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_tokens,
                                                 return_tensors="pt"))
@@ -125,9 +139,11 @@ class BucketBatchSampler(Sampler):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's batch order; iteration begins at batch `start` (for resuming mid-epoch)."""
+        self.epoch, self.start = epoch, start
 
     def batches(self) -> list[list[int]]:
         rng = random.Random(self.seed * 100_003 + self.epoch)
@@ -149,7 +165,7 @@ class BucketBatchSampler(Sampler):
         return batches
 
     def __iter__(self):
-        return iter(self.batches())
+        return iter(self.batches()[self.start:])
 
     def __len__(self) -> int:
         return len(self.batches())

@@ -1,0 +1,171 @@
+"""`mmemo bench predict`: CPU latency of one model as PyTorch fp32 and int8 and as ONNX fp32 and int8,
+beside plain Hugging Face pipelines of the same encoder sizes (text pipeline + audio pipeline).
+
+Without `--model`, the model has random weights at the chosen size ("base": BERT-base 12×768 text tower and
+wav2vec2-base 12×768 audio tower, built from configs, nothing downloaded) and a WordPiece tokenizer trained on
+generated sentences; weights do not change the speed. Three workloads: a 5 s clip with a 20-word transcript
+(p50/p95 over `repeats` calls), the transcript alone, and one batch of 32 clip+transcript pairs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmemo.config import ModelConfig
+
+VARIANTS = ("fp32", "int8", "onnx", "onnx_int8", "baseline")
+CLIP_SECONDS = 5.0
+TRANSCRIPT_WORDS = 20
+BATCH = 32
+LABELS = ["angry", "happy", "neutral", "sad"]
+SIZES = {
+    "tiny": {"text_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                             "intermediate_size": 64, "max_position_embeddings": 128},
+             "audio_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                              "intermediate_size": 64, "conv_dim": [16] * 7, "num_conv_pos_embeddings": 16,
+                              "num_conv_pos_embedding_groups": 2},
+             "fusion_dim": 32, "fusion_heads": 2},
+    # BertConfig's and Wav2Vec2Config's defaults are bert-base and wav2vec2-base; spelt out for the reader.
+    "base": {"text_config": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                             "intermediate_size": 3072},
+             "audio_config": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                              "intermediate_size": 3072, "conv_dim": [512] * 7, "feat_extract_norm": "group"}},
+}
+
+
+def bench_predict(size: str = "base", model_dir: str | os.PathLike | None = None, threads: int = 2,
+                  repeats: int = 20, log=print) -> dict:
+    """Time every variant; returns {variant: {"clip_text_p50_ms", "clip_text_p95_ms", "text_p50_ms", "batch32_ms"}}.
+
+    Args:
+        size: "tiny" or "base" (random weights); ignored when `model_dir` is given.
+        model_dir: a trained model folder to time instead.
+        threads: CPU threads for torch and onnxruntime.
+        repeats: timed calls per single-input workload (after two warm-up calls); the batch runs
+            max(1, repeats // 10) times and its median is reported.
+        log: where progress lines go.
+    """
+    from mmemo.export import export_onnx
+    from mmemo.inference import EmotionRecognizer
+    from mmemo.onnx_runtime import OnnxEmotionRecognizer
+
+    if size not in SIZES and model_dir is None:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="mmemo-bench-") as tmp:
+        tmp = Path(tmp)
+        if model_dir is None:
+            log(f"building a random {size} model")
+            model_dir = _random_model(size, rng).save_pretrained(tmp / "model")
+        log("exporting ONNX fp32 and int8")
+        export_onnx(model_dir, tmp / "onnx")
+        export_onnx(model_dir, tmp / "onnx_int8", int8=True)
+        fp32 = EmotionRecognizer.from_pretrained(model_dir)
+        predictors = {
+            "fp32": fp32.predict,
+            "int8": EmotionRecognizer.from_pretrained(model_dir, int8=True).predict,
+            "onnx": OnnxEmotionRecognizer(tmp / "onnx", threads=threads).predict,
+            "onnx_int8": OnnxEmotionRecognizer(tmp / "onnx_int8", threads=threads).predict,
+            "baseline": _baseline(fp32),
+        }
+        rate = fp32.config.sampling_rate
+        transcripts = _sentences(rng, BATCH, words=TRANSCRIPT_WORDS)
+        clips = [rng.normal(0, 0.1, int(CLIP_SECONDS * rate)).astype(np.float32) for _ in range(BATCH)]
+        results = {}
+        for name, predict in predictors.items():
+            log(f"timing {name}")
+            clip_text = _times(lambda: predict(text=transcripts[0], audio=clips[0], sampling_rate=rate), repeats)
+            text = _times(lambda: predict(text=transcripts[0]), repeats)
+            batch = _times(lambda: predict(text=transcripts, audio=clips, sampling_rate=rate, batch_size=BATCH),
+                           max(1, repeats // 10), warmup=0)
+            results[name] = {"clip_text_p50_ms": _ms(clip_text, 50), "clip_text_p95_ms": _ms(clip_text, 95),
+                             "text_p50_ms": _ms(text, 50), "batch32_ms": _ms(batch, 50)}
+    return results
+
+
+def format_results(results: dict, title: str) -> str:
+    """A Markdown table of `bench_predict` results with speed-ups over fp32."""
+    lines = [title, "", "| variant | 5 s clip + text p50 (ms) | p95 (ms) | text p50 (ms) | batch of 32 (ms) | "
+             "speed-up vs fp32 (clip+text) |", "|---|---:|---:|---:|---:|---:|"]
+    base = results["fp32"]["clip_text_p50_ms"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['clip_text_p50_ms']:.1f} | {r['clip_text_p95_ms']:.1f} | {r['text_p50_ms']:.1f} "
+                     f"| {r['batch32_ms']:.0f} | {base / r['clip_text_p50_ms']:.2f}× |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, path: str | os.PathLike) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+def _random_model(size: str, rng: np.random.Generator):
+    from mmemo.data.text import train_wordpiece
+    from mmemo.inference import EmotionRecognizer
+    from mmemo.model import EmotionModel, build_encoders
+    from mmemo.train import load_feature_extractor
+
+    cfg = ModelConfig(**copy.deepcopy(SIZES[size]), labels=list(LABELS))
+    tokenizer = train_wordpiece(_sentences(rng), vocab_size=30522)
+    text_model, audio_model = build_encoders(cfg, vocab_size=len(tokenizer))
+    model = EmotionModel(cfg, len(LABELS), text_model, audio_model)
+    return EmotionRecognizer(model, tokenizer, load_feature_extractor(cfg), cfg)
+
+
+def _sentences(rng: np.random.Generator, n: int = 2000, words: int | None = None) -> list[str]:
+    """Random sentences (of `words` words, else 5-30) over the synthetic corpus's cue words and made-up words."""
+    from mmemo.data.synthetic import PLEASANT_CUES, UNPLEASANT_CUES
+
+    vocabulary = sorted({w.strip(".?,").lower() for s in PLEASANT_CUES + UNPLEASANT_CUES for w in s.split()})
+    syllables = ["ka", "lo", "mi", "tre", "sun", "bar", "el", "on", "dis", "ter", "ra", "po", "ing", "ment"]
+    vocabulary += ["".join(np.random.default_rng(i).choice(syllables, 1 + i % 3)) for i in range(500)]
+    return [" ".join(rng.choice(vocabulary, words or rng.integers(5, 30))) + "." for _ in range(n)]
+
+
+def _baseline(recognizer):
+    """Plain transformers: a text-classification pipeline, then an audio-classification one, same encoder sizes."""
+    from transformers import AutoModelForAudioClassification, AutoModelForSequenceClassification, pipeline
+
+    def build(auto, config):
+        config = copy.deepcopy(config)
+        config.num_labels = len(LABELS)
+        return auto.from_config(config).eval()
+
+    text_pipe = pipeline("text-classification", device="cpu", tokenizer=recognizer.tokenizer,
+                         model=build(AutoModelForSequenceClassification, recognizer.model.text_encoder.model.config))
+    audio_pipe = pipeline("audio-classification", device="cpu", feature_extractor=recognizer.feature_extractor,
+                          model=build(AutoModelForAudioClassification, recognizer.model.audio_encoder.model.config))
+
+    def predict(text=None, audio=None, sampling_rate=None, batch_size=1):
+        out = text_pipe(text, batch_size=batch_size) if text is not None else None
+        if audio is not None:
+            audio = [{"raw": a, "sampling_rate": sampling_rate} for a in audio] if isinstance(audio, list) else \
+                {"raw": audio, "sampling_rate": sampling_rate}
+            out = (out, audio_pipe(audio, batch_size=batch_size))
+        return out
+
+    return predict
+
+
+def _times(call, repeats: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _ms(times: list[float], percentile: float) -> float:
+    return round(float(np.percentile(times, percentile)) * 1000, 2)

@@ -1,0 +1,127 @@
+"""Probability calibration: fit one temperature on validation logits, measure expected calibration error.
+
+A network trained with cross-entropy is usually over-confident; dividing its logits by one temperature T
+fitted to minimise the validation negative log-likelihood fixes most of that without changing any argmax
+(Guo et al., 2017). `EmotionRecognizer` stores T in config.json and applies it in `predict`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize_scalar
+
+# T is searched in [1/20, 20]: wide enough for any trained classifier, bounded so that a degenerate
+# validation set (all correct, or a single row) cannot push it to 0 or infinity.
+LOG_T_BOUNDS = (-math.log(20.0), math.log(20.0))
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T that minimises the NLL of softmax(logits / T) on labelled rows.
+
+    NLL is convex in 1/T, so a bounded 1-D search (Brent) over log T finds the optimum without tuning.
+    Rows with label -100 are ignored.
+
+    Args:
+        logits: (N, C) raw logits.
+        labels: (N,) class indices.
+
+    Returns:
+        T > 0; 1.0 when there are no labelled rows.
+    """
+    logits, labels = torch.as_tensor(logits).detach().double().cpu(), torch.as_tensor(labels).long().cpu()
+    keep = labels != -100
+    logits, labels = logits[keep], labels[keep]
+    if len(labels) == 0:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        return F.cross_entropy(logits / math.exp(log_t), labels).item()
+
+    result = minimize_scalar(nll, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})
+    best = result.x if result.fun <= nll(0.0) else 0.0
+    return float(math.exp(best))
+
+
+def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
+    """Expected calibration error: |accuracy − confidence| per equal-width confidence bin, weighted by bin size.
+
+    Args:
+        probs: (N, C) probabilities (tensor or array).
+        labels: (N,) class indices; rows with -100 are ignored.
+        n_bins: number of confidence bins over [0, 1].
+
+    Returns:
+        ECE in [0, 1]; 0.0 for no labelled rows.
+    """
+    probs, labels = np.asarray(torch.as_tensor(probs).float().cpu()), np.asarray(torch.as_tensor(labels).cpu())
+    keep = labels != -100
+    probs, labels = probs[keep], labels[keep]
+    if len(labels) == 0:
+        return 0.0
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = (predicted == labels).astype(np.float64)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)  # (c-1/n, c] → bin c
+    ece = 0.0
+    for b in np.unique(bins):
+        in_bin = bins == b
+        ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+@torch.inference_mode()
+def collect_logits(model, loader, device, condition: str = "both") -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels for every row of a loader under one condition, batched as `mmemo.train.evaluate` does.
+
+    Args:
+        model: an EmotionModel.
+        loader: yields Collator batch dicts.
+        device: where the model is.
+        condition: "both" (whatever each row has), "text" (rows with text, text only) or "audio".
+
+    Returns:
+        (logits (N, C) float32 on the CPU, labels (N,) long).
+    """
+    from mmemo.inference import move_batch
+
+    if condition not in ("both", "text", "audio"):
+        raise ValueError(f"condition must be 'both', 'text' or 'audio', got {condition!r}")
+    model.eval()
+    all_logits, all_labels = [], []
+    for batch in loader:
+        batch = move_batch(batch, device)
+        tp, ap = batch["text_present"], batch["audio_present"]
+        use_text = condition in ("both", "text") and batch["text"] is not None
+        use_audio = condition in ("both", "audio") and batch["audio"] is not None
+        rows = (tp if use_text else torch.zeros_like(tp)) | (ap if use_audio else torch.zeros_like(ap))
+        if not rows.any():
+            continue
+        keep = rows.nonzero().squeeze(1)
+        text = _rows(model.encode_text(batch["text"]), keep) if use_text else None
+        audio = _rows(model.encode_audio(batch["audio"]), keep) if use_audio else None
+        logits = model.fuse(text, audio, tp[keep] if use_text else None, ap[keep] if use_audio else None)
+        all_logits.append(logits.float().cpu())
+        all_labels.append(batch["labels"][keep].cpu())
+    if not all_logits:
+        raise ValueError(f"the loader has no rows with {condition} input")
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def _rows(encoded: tuple[torch.Tensor, torch.Tensor], keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return encoded[0][keep], encoded[1][keep]
+
+
+def calibrate(recognizer, loader, condition: str = "both") -> dict:
+    """Fit the recognizer's temperature on a (validation) loader; returns {"temperature", "ece_before", "ece_after"}.
+
+    Sets `recognizer.temperature`; save the recognizer afterwards to keep it.
+    """
+    logits, labels = collect_logits(recognizer.model, loader, recognizer.device, condition)
+    temperature = fit_temperature(logits, labels)
+    recognizer.temperature = temperature
+    return {"temperature": temperature,
+            "ece_before": expected_calibration_error(torch.softmax(logits, -1), labels),
+            "ece_after": expected_calibration_error(torch.softmax(logits / temperature, -1), labels)}

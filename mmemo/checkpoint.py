@@ -1,0 +1,99 @@
+"""Training checkpoints that survive a kill at any instant, and resume from them.
+
+A checkpoint is a folder `checkpoints/step-NNNNNNN/` holding
+    model/              the current model as a model folder (config, safetensors weights, tokenizer, feature
+                        extractor), so a resumed run rebuilds exactly what it had
+    state.pt            optimizer and scheduler state, torch RNG states (tensors and numbers only:
+                        loaded with torch.load(weights_only=True), never unpickled)
+    progress.json       epoch, batches done in that epoch, best score so far, history, Python/NumPy RNG states
+It is written to a temporary folder and renamed into place; then `checkpoints/latest` (a one-line file naming
+it) is replaced atomically; older checkpoints are removed last. A kill at any point leaves `latest`
+naming a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmemo.errors import ModelLoadError
+
+
+def save_checkpoint(folder: Path, step: int, recognizer, optimizer, scheduler, generator: torch.Generator,
+                    progress: dict) -> Path:
+    """Write checkpoint `step` under `folder` atomically and point `folder/latest` at it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    recognizer.save_pretrained(tmp / "model")
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    torch.save(state, tmp / "state.pt")
+    numpy_state = np.random.get_state()
+    progress = {**progress, "step": step, "python_rng": _to_lists(random.getstate()),
+                "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
+    (tmp / "progress.json").write_text(json.dumps(progress), encoding="utf-8")
+    target = folder / f"step-{step:07d}"
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    pointer = folder / ".latest.tmp"
+    pointer.write_text(target.name + "\n", encoding="utf-8")
+    os.replace(pointer, folder / "latest")
+    for old in folder.iterdir():
+        if old != target and old.name not in ("latest",) and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(folder: Path) -> Path:
+    """The checkpoint folder `folder/latest` names.
+
+    Raises:
+        ModelLoadError: there is no complete checkpoint under `folder`.
+    """
+    pointer = folder / "latest"
+    if not pointer.is_file():
+        raise ModelLoadError(f"no checkpoint to resume from in {folder} (a run writes its first one at the end "
+                             "of epoch 1, or every train.checkpoint_every steps); start the run without --resume")
+    target = folder / pointer.read_text(encoding="utf-8").strip()
+    if not (target / "progress.json").is_file():
+        raise ModelLoadError(f"checkpoint {target} is incomplete; start the run again without --resume")
+    return target
+
+
+def load_checkpoint(target: Path, optimizer, scheduler, generator: torch.Generator) -> dict:
+    """Restore optimizer, scheduler and RNG states from checkpoint folder `target`; returns its progress dict.
+
+    The model itself is loaded from `target/model` with `EmotionRecognizer.from_pretrained`.
+    """
+    state = torch.load(target / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["generator"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    progress = json.loads((target / "progress.json").read_text(encoding="utf-8"))
+    random.setstate(_to_tuples(progress.pop("python_rng")))
+    kind, keys, *rest = progress.pop("numpy_rng")
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    return progress
+
+
+def _to_lists(value):
+    return [_to_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _to_tuples(value):
+    return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,132 @@
+"""Crash safety: a run killed with SIGKILL mid-epoch resumes to the same weights as an uninterrupted run;
+a batch that runs out of memory is split, not lost."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from mmemo.checkpoint import latest_checkpoint
+from mmemo.config import config_from_dict
+from mmemo.errors import ModelLoadError
+
+from conftest import tiny_config_dict
+
+
+def _train_cmd(config_path, *extra):
+    return [sys.executable, "-m", "mmemo", "train", str(config_path), *extra]
+
+
+def _weights(run_dir):
+    return load_file(latest_checkpoint(run_dir / "checkpoints") / "model" / "model.safetensors")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synth_corpus, tmp_path):
+    configs = {}
+    for name in ("reference", "killed"):
+        cfg = tiny_config_dict(synth_corpus, tmp_path / name, epochs=2, checkpoint_every=3, threads=1, seed=5)
+        configs[name] = tmp_path / f"{name}.yaml"
+        configs[name].write_text(yaml.safe_dump(cfg))
+    subprocess.run(_train_cmd(configs["reference"]), check=True, capture_output=True)
+
+    proc = subprocess.Popen(_train_cmd(configs["killed"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        # kill after the mid-epoch checkpoint at step 12 (epoch 2 of 10 batches), before the run ends
+        if pointer.is_file() and int(pointer.read_text().split("-")[1]) >= 12:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = int(pointer.read_text().split("-")[1])
+    assert 12 <= step < 20
+
+    resumed = subprocess.run(_train_cmd(configs["killed"], "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from epoch" in resumed.stdout + resumed.stderr
+    reference, again = _weights(tmp_path / "reference"), _weights(tmp_path / "killed")
+    assert reference.keys() == again.keys()
+    for name in reference:
+        assert torch.equal(reference[name], again[name]), name
+    lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # no epoch logged twice
+
+
+def test_resume_without_checkpoint_is_explained(synth_corpus, tmp_path):
+    from mmemo.train import train
+
+    with pytest.raises(ModelLoadError, match="no checkpoint to resume from"):
+        train(config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "fresh")), resume=True)
+
+
+def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
+    from mmemo.train import TrainState, _optimizer_step, setup
+
+    run = setup(config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "oom", threads=1)))
+    batch = next(iter(run.loaders["train"]))
+    forward, attempts, trained = run.model.forward, [], []
+
+    def small_batches_only(text=None, audio=None, *args, **kwargs):  # a "GPU" that holds at most 5 samples
+        size = (text or audio)["attention_mask"].shape[0]
+        attempts.append(size)
+        if size > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        trained.append(size)
+        return forward(text, audio, *args, **kwargs)
+
+    run.model.forward = small_batches_only
+    state = TrainState()
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = _optimizer_step(run, batch, progress=0.0, state=state)
+    assert loss is not None and torch.isfinite(torch.tensor(loss))
+    assert attempts[0] == len(batch["ids"]) and max(trained) <= 5
+    assert sum(trained) == len(batch["ids"])  # every sample trained once, none lost
+    assert state.skipped == 0
+    assert any("out of memory" in str(w.message) for w in caught)
+    assert any(not torch.equal(before[k], v) for k, v in run.model.state_dict().items())
+
+    def always_oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    run.model.forward = always_oom
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _optimizer_step(run, batch, progress=0.0, state=state) is None
+    assert state.skipped == len(batch["ids"])  # single samples that still do not fit are skipped and counted
+
+
+def test_bad_clip_fails_fast_or_is_skipped(synth_corpus, tmp_path):
+    import json
+
+    from mmemo.errors import DataError
+    from mmemo.train import train
+
+    rows = [json.loads(line) for line in synth_corpus.read_text().splitlines()]
+    for row in rows:
+        row["audio"] = str(synth_corpus.parent / row["audio"])
+    train_rows = [r for r in rows if r["split"] == "train"]
+    (tmp_path / "junk.wav").write_bytes(os.urandom(3000))
+    train_rows[0]["audio"] = str(tmp_path / "junk.wav")
+    train_rows[1]["audio"] = str(tmp_path / "missing.wav")
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"2 row\(s\) with bad audio.*mmemo data check"):
+        train(config_from_dict(tiny_config_dict(manifest, tmp_path / "fail", epochs=1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = tiny_config_dict(manifest, tmp_path / "skip", epochs=1)
+        cfg["data"]["on_bad_sample"] = "skip"
+        result = train(config_from_dict(cfg))
+    assert result["test"]["both"]["n"] > 0
