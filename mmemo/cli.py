@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speed_options(p)
     p.set_defaults(func=cmd_predict_batch)
 
-    p = sub.add_parser("export", help="export a model folder to ONNX (needs the export extra: pip install 'mmemo[export]')")
+    p = sub.add_parser("export", help="export a model folder to ONNX (needs the export extra: "
+                                      "pip install 'mmemo[export]')")
     p.add_argument("model_dir")
     p.add_argument("--onnx", required=True, metavar="OUT_DIR", help="the export folder to write")
     p.add_argument("--int8", action="store_true", help="quantize the graphs' matrix multiplications to int8")
@@ -89,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed calls per workload (default 20)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
     p.set_defaults(func=cmd_bench_predict)
+
+    p = sub.add_parser("ablate", help="train the ablation variants and print one UA/WA/F1 table")
+    p.add_argument("config", help="a YAML file or a preset name in configs/")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (results are means)")
+    p.add_argument("--variants", nargs="+", default=None, help="a subset of: joint_md joint_nomd text_only "
+                   "audio_only concat")
+    p.add_argument("--out-dir", default=None, help="where the runs go (default: <train.output_dir>-ablation)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("prepare", help="turn a corpus release folder into a manifest (see data_cards/)")
     p.add_argument("corpus", help="iemocap, meld, crema_d, ravdess, emodb, tess, esd, casia or generic")
@@ -198,6 +209,21 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     parser.add_argument("--int8", action="store_true", help="quantize linear layers to int8 (CPU; faster, "
                         "slightly different probabilities)")
+
+
+def cmd_ablate(args) -> None:
+    from mmemo.ablate import VARIANTS, ablate, format_ablation, write_json
+    from mmemo.config import load_config
+    from mmemo.errors import ConfigError
+
+    unknown = sorted(set(args.variants or ()) - set(VARIANTS))
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    results = ablate(load_config(args.config, args.overrides), seeds=tuple(args.seeds), out_dir=args.out_dir,
+                     variants=tuple(args.variants or VARIANTS))
+    print(format_ablation(results))
+    if args.json:
+        write_json(results, args.json)
 
 
 def cmd_predict(args) -> None:

@@ -72,11 +72,13 @@ class TrainConfig:
     epochs: int = 10
     lr: float = 1e-3  # fusion head and classifier
     encoder_lr: float = 5e-5  # both encoders
+    layer_decay: float = 1.0  # layer-wise LR decay: encoder layer i of L trains at encoder_lr * layer_decay**(L - i)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0
     label_smoothing: float = 0.0
     patience: int = 5  # epochs without a better validation UA before stopping; 0 disables early stopping
+    monitor: str = "both"  # validation condition (both, text, audio) whose UA picks the best epoch
     bf16: bool = True  # autocast on CUDA; ignored on CPU
     modality_dropout: dict = field(default_factory=lambda: {"name": "independent", "p_text": 0.3, "p_audio": 0.3})
     threads: int = 0  # torch CPU threads; 0 leaves torch's default

@@ -30,9 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmemo import onnx_runtime
 from mmemo.errors import MmemoError
 from mmemo.inference import EmotionRecognizer
+
+try:
+    import onnx  # noqa: F401  (torch.onnx.export writes through it)
+
+    from mmemo import onnx_runtime
+except ImportError as e:
+    raise MmemoError(f"ONNX export needs the export extra: pip install 'mmemo[export]' ({e})") from None
 
 OPSET = 17
 FP32_TOLERANCE = 1e-3  # max |Δ probability| between PyTorch and the fp32 export
@@ -92,7 +98,8 @@ class _TraceableAttention(nn.Module):
         def split(x):  # (B, T, D) → (B, heads, T, D / heads)
             return x.reshape(x.shape[0], -1, heads, a.head_dim).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=~key_padding_mask[:, None, None, :])
+        attend = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, T_key)
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=attend)
         out = out.transpose(1, 2).reshape(query.shape[0], -1, a.embed_dim)  # (B, T_query, D)
         return a.out_proj(out), None
 
@@ -156,7 +163,8 @@ def parity(recognizer: EmotionRecognizer, runtime: onnx_runtime.OnnxEmotionRecog
     got = runtime.predict(text=texts, audio=audios, sampling_rate=rate)
     diff = 0.0
     for e, g in zip(expected, got):
-        pairs = [(e.probabilities, g["probabilities"])] + [(e.per_modality[m], g["per_modality"][m]) for m in e.per_modality]
+        pairs = [(e.probabilities, g["probabilities"])]
+        pairs += [(e.per_modality[m], g["per_modality"][m]) for m in e.per_modality]
         diff = max(diff, *(abs(p[k] - q[k]) for p, q in pairs for k in p))
     return float(diff)
 
@@ -165,9 +173,10 @@ def _export_graphs(recognizer: EmotionRecognizer, out_dir: Path) -> None:
     model = recognizer.model.eval()
     rate = recognizer.config.sampling_rate
     # Padded examples (two lengths per batch) so the traced graphs keep their masking paths.
+    noise = np.random.default_rng(0).normal(0, 0.1, rate).astype(np.float32)
     batch = recognizer.collator([
-        {"id": "a", "label": -100, "text": "an example sentence that is longer", "audio": np.random.default_rng(0).normal(0, 0.1, rate).astype(np.float32)},
-        {"id": "b", "label": -100, "text": "short", "audio": np.random.default_rng(1).normal(0, 0.1, rate // 2).astype(np.float32)},
+        {"id": "a", "label": -100, "text": "an example sentence that is longer", "audio": noise},
+        {"id": "b", "label": -100, "text": "short", "audio": noise[: rate // 2]},
     ])
     text, audio = batch["text"], batch["audio"]
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -184,7 +193,8 @@ def _export_graphs(recognizer: EmotionRecognizer, out_dir: Path) -> None:
                  "audio_states": {0: "batch", 1: "frames"}, "audio_mask": {0: "batch", 1: "frames"}})
         present = torch.tensor([True, False])  # one sample without text keeps the placeholder path in the graph
         _export(_FusionGraph(model),
-                (text_states, text["attention_mask"].bool(), audio_states, audio_mask, present, torch.tensor([True, True])),
+                (text_states, text["attention_mask"].bool(), audio_states, audio_mask, present,
+                 torch.tensor([True, True])),
                 out_dir / "fusion.onnx",
                 ["text_states", "text_mask", "audio_states", "audio_mask", "text_present", "audio_present"], ["logits"],
                 {"text_states": {0: "batch", 1: "tokens"}, "text_mask": {0: "batch", 1: "tokens"},

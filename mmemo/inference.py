@@ -252,7 +252,8 @@ class EmotionRecognizer:
             raise DataError(f"predict(): {len(texts)} texts but {len(audios)} audio inputs; give one of each per item")
         items = []
         for i, (t, a) in enumerate(zip(texts, audios)):
-            waveform = None if a is None else self._waveform(a, sampling_rate, where=f"audio[{i}]" if batched else "audio")
+            where = f"audio[{i}]" if batched else "audio"
+            waveform = None if a is None else self._waveform(a, sampling_rate, where=where)
             t = (t or "").strip()
             if not t and waveform is None:
                 raise DataError(f"input {i}: empty text and no audio; give a transcript, audio, or both")
@@ -277,26 +278,28 @@ class EmotionRecognizer:
         views = self._classify(units, batch_size)
         out, k = [], 0
         for item, item_spans in zip(items, spans):
-            modalities = tuple(m for m, present in (("text", item["text"]), ("audio", item["audio"] is not None))
-                               if present)
-            if item_spans is None:
-                fused, segments = views[k]["fused"], ()
-                per_modality = {m: self._named(views[k][m]) for m in modalities}
-                k += 1
-            else:
-                unit_views = views[k:k + len(item_spans)]
-                k += len(item_spans)
-                weights = np.array([b - a for a, b in item_spans], dtype=np.float64)
-                fused = np.average([v["fused"] for v in unit_views], axis=0, weights=weights)
-                per_modality = {"audio": self._named(np.average([v["audio"] for v in unit_views], axis=0,
-                                                                weights=weights))}
-                if item["text"]:
-                    per_modality = {"text": self._named(unit_views[0]["text"]), **per_modality}
-                segments = tuple(Segment(int(a) / rate, int(b) / rate, self.labels[int(v["fused"].argmax())],
-                                         self._named(v["fused"])) for (a, b), v in zip(item_spans, unit_views))
-            out.append(Prediction(self.labels[int(fused.argmax())], self._named(fused), modalities, per_modality,
-                                  segments))
+            count = 1 if item_spans is None else len(item_spans)
+            out.append(self._assemble(item, item_spans, views[k:k + count]))
+            k += count
         return out
+
+    def _assemble(self, item: dict, spans: list[tuple[int, int]] | None, views: list[dict]) -> Prediction:
+        """One input's Prediction from its unit views (one for a whole input, one per segment of long audio)."""
+        present = {"text": bool(item["text"]), "audio": item["audio"] is not None}
+        modalities = tuple(m for m in ("text", "audio") if present[m])
+        if spans is None:
+            fused = views[0]["fused"]
+            return Prediction(self.labels[int(fused.argmax())], self._named(fused), modalities,
+                              {m: self._named(views[0][m]) for m in modalities})
+        rate = self.config.sampling_rate
+        weights = np.array([b - a for a, b in spans], dtype=np.float64)  # duration-weighted mean over segments
+        fused = np.average([v["fused"] for v in views], axis=0, weights=weights)
+        per_modality = {"audio": self._named(np.average([v["audio"] for v in views], axis=0, weights=weights))}
+        if item["text"]:  # the same transcript in every segment: any segment's text view is the text view
+            per_modality = {"text": self._named(views[0]["text"]), **per_modality}
+        segments = tuple(Segment(int(a) / rate, int(b) / rate, self.labels[int(v["fused"].argmax())],
+                                 self._named(v["fused"])) for (a, b), v in zip(spans, views))
+        return Prediction(self.labels[int(fused.argmax())], self._named(fused), modalities, per_modality, segments)
 
     def _classify(self, units: list[dict], batch_size: int) -> list[dict]:
         """Per unit {"fused", "text", "audio"} probability arrays (a view is None when its modality is absent)."""

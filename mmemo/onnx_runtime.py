@@ -47,12 +47,15 @@ class OnnxEmotionRecognizer:
 
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
         folder = Path(folder)
-        missing = [n for n in (META_FILE, "tokenizer.json", *(f"{g}.onnx" for g in GRAPHS)) if not (folder / n).is_file()]
+        needed = (META_FILE, "tokenizer.json", *(f"{g}.onnx" for g in GRAPHS))
+        missing = [name for name in needed if not (folder / name).is_file()]
         if missing:
-            raise FileNotFoundError(f"ONNX folder {folder} is missing {', '.join(missing)}; write it with `mmemo export`")
+            raise FileNotFoundError(f"ONNX folder {folder} is missing {', '.join(missing)}; "
+                                    "write it with `mmemo export`")
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         if meta.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"{folder}/{META_FILE} has format {meta.get('format')!r}; this runtime reads {EXPORT_FORMAT}")
+            raise ValueError(f"{folder}/{META_FILE} has format {meta.get('format')!r}; "
+                             f"this runtime reads {EXPORT_FORMAT}")
         self.labels = list(meta["labels"])
         self.temperature = float(meta["temperature"])
         self.sampling_rate = int(meta["sampling_rate"])
@@ -139,8 +142,9 @@ class OnnxEmotionRecognizer:
         return states, mask.astype(bool)
 
     def _encode_audio(self, waves: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
-        waves = [np.zeros(MIN_AUDIO_SAMPLES, np.float32) if w is None else np.pad(w, (0, max(0, MIN_AUDIO_SAMPLES - len(w))))
-                 for w in waves]
+        # as mmemo's Collator: a missing clip is a silent stub, a very short one is zero-padded to one frame
+        waves = [np.zeros(MIN_AUDIO_SAMPLES, np.float32) if w is None
+                 else np.pad(w, (0, max(0, MIN_AUDIO_SAMPLES - len(w)))) for w in waves]
         values = np.full((len(waves), max(len(w) for w in waves)), self.padding_value, dtype=np.float32)
         mask = np.zeros(values.shape, dtype=np.int64)
         for i, w in enumerate(waves):
@@ -163,7 +167,8 @@ class OnnxEmotionRecognizer:
 
     def _run(self, graph: str, **inputs) -> list[np.ndarray]:
         session = self.sessions[graph]
-        feed = {i.name: np.asarray(inputs[i.name]).astype(_NUMPY_TYPES[i.type], copy=False) for i in session.get_inputs()}
+        feed = {i.name: np.asarray(inputs[i.name]).astype(_NUMPY_TYPES[i.type], copy=False)
+                for i in session.get_inputs()}
         return session.run(None, feed)
 
     def _named(self, probs: np.ndarray) -> dict[str, float]:

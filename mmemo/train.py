@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import json
 import random
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     """
     if not cfg.data.manifest:
         raise ConfigError("data.manifest is empty; set it in the config or pass data.manifest=PATH")
+    if cfg.train.monitor not in CONDITIONS:
+        raise ConfigError(f"train.monitor must be one of {', '.join(CONDITIONS)}, got {cfg.train.monitor!r}")
     if cfg.data.on_bad_sample not in ("fail", "skip"):
         raise ConfigError(f"data.on_bad_sample must be 'fail' or 'skip', got {cfg.data.on_bad_sample!r}")
     out_dir = Path(cfg.train.output_dir)
@@ -165,11 +168,12 @@ def train(cfg: Config, resume: bool = False) -> dict:
                   "lr": run.scheduler.get_last_lr()[-1], "skipped": state.skipped,
                   **{f"valid_{c}_{k}": valid[c][k] for c in valid for k in ("ua", "wa", "macro_f1")}}
         state.history.append(record)
-        improved = valid["both"]["ua"] > state.best_ua
+        score = valid[cfg.train.monitor]["ua"]
+        improved = score > state.best_ua
         tqdm.write(f"epoch {state.epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
                    f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}{'  *' if improved else ''}")
         if improved:
-            state.best_ua, state.best_epoch, state.stale = valid["both"]["ua"], state.epoch + 1, 0
+            state.best_ua, state.best_epoch, state.stale = score, state.epoch + 1, 0
             run.recognizer.save_pretrained(model_dir)
         else:
             state.stale += 1
@@ -350,17 +354,31 @@ def make_loader(rows: list[dict], label_to_id: dict, cfg: Config, collator: Coll
 
 
 def make_optimizer(model: EmotionModel, cfg: Config, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with the encoders at `encoder_lr` and the head at `lr`; no weight decay on biases and norms."""
+    """AdamW: the head at `lr`, encoder layers at `encoder_lr` scaled by `layer_decay` per layer below the top
+    (embeddings and the CNN front end count as layer 0); no weight decay on biases and norms."""
+    depths = {"text_encoder": len(model.text_encoder.model.encoder.layer),
+              "audio_encoder": len(model.audio_encoder.model.encoder.layers)}
     groups = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        encoder = name.startswith(("text_encoder.model.", "audio_encoder.model."))
-        decay = param.ndim > 1 and "norm" not in name.lower()
-        key = (encoder, decay)
-        groups.setdefault(key, {"params": [], "lr": cfg.train.encoder_lr if encoder else cfg.train.lr,
-                                "weight_decay": cfg.train.weight_decay if decay else 0.0})["params"].append(param)
+        lr = cfg.train.lr
+        tower = name.split(".")[0]
+        if name.startswith(("text_encoder.model.", "audio_encoder.model.")):
+            depth = depths[tower]
+            lr = cfg.train.encoder_lr * cfg.train.layer_decay ** (depth - _layer_index(name, depth))
+        decay = cfg.train.weight_decay if param.ndim > 1 and "norm" not in name.lower() else 0.0
+        groups.setdefault((lr, decay), {"params": [], "lr": lr, "weight_decay": decay})["params"].append(param)
     return torch.optim.AdamW(list(groups.values()), fused=device.type == "cuda")
+
+
+def _layer_index(name: str, depth: int) -> int:
+    """1..depth for transformer layer i (0-based i-1), 0 below them, depth for anything above (final norms)."""
+    match = re.search(r"\.encoder\.layers?\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    below = ("embeddings", "feature_extractor", "feature_projection", "masked_spec_embed", "pos_conv_embed")
+    return 0 if any(part in name for part in below) else depth
 
 
 def load_tokenizer(cfg, train_texts: list[str]):

@@ -31,7 +31,8 @@ def _max_diff(expected, got):
     diff = 0.0
     for e, g in zip(expected, got):
         assert g["modalities"] == list(e.modalities) and set(g["per_modality"]) == set(e.per_modality)
-        pairs = [(e.probabilities, g["probabilities"])] + [(e.per_modality[m], g["per_modality"][m]) for m in e.per_modality]
+        pairs = [(e.probabilities, g["probabilities"])]
+        pairs += [(e.per_modality[m], g["per_modality"][m]) for m in e.per_modality]
         diff = max(diff, *(abs(p[k] - q[k]) for p, q in pairs for k in p))
     return diff
 

@@ -174,10 +174,12 @@ def test_long_audio_with_a_transcript_fuses_it_with_every_segment(rec, recording
 
 def test_speech_longer_than_the_window_is_cut_into_overlapping_windows():
     rng = np.random.default_rng(0)
-    speech = (np.sin(np.arange(20 * RATE) * 2 * np.pi * 150 / RATE) * (0.5 + 0.5 * rng.random(20 * RATE))).astype(np.float32)
+    t = np.arange(20 * RATE) / RATE
+    speech = (np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * rng.random(t.size))).astype(np.float32)
     wave = np.concatenate([np.zeros(3 * RATE, np.float32), speech, np.zeros(3 * RATE, np.float32)])
     regions = speech_regions(wave, RATE)
-    assert len(regions) == 1 and abs(regions[0][0] - 3 * RATE) < 0.15 * RATE and abs(regions[0][1] - 23 * RATE) < 0.15 * RATE
+    assert len(regions) == 1
+    assert abs(regions[0][0] - 3 * RATE) < 0.15 * RATE and abs(regions[0][1] - 23 * RATE) < 0.15 * RATE
     windows = speech_windows(wave, RATE, window_seconds=8.0, overlap_seconds=1.0)
     assert windows[0][0] == regions[0][0] and windows[-1][1] == regions[0][1]
     assert all(b - a == 8 * RATE for a, b in windows)
@@ -200,7 +202,8 @@ def test_fit_temperature_recovers_a_known_temperature_and_lowers_ece():
     assert fit_temperature(torch.zeros(3, 4), torch.full((3,), -100)) == 1.0
     separable = torch.eye(4).repeat(10, 1) * 50  # always right and sure: T stays finite
     assert 0 < fit_temperature(separable, torch.arange(4).repeat(10)) <= 20
-    assert expected_calibration_error(np.array([[0.8, 0.2]] * 10), np.array([0] * 8 + [1] * 2)) == pytest.approx(0.0, abs=1e-6)
+    calibrated = expected_calibration_error(np.array([[0.8, 0.2]] * 10), np.array([0] * 8 + [1] * 2))
+    assert calibrated == pytest.approx(0.0, abs=1e-6)
     assert expected_calibration_error(np.array([[0.9, 0.1]] * 10), np.array([0] * 5 + [1] * 5)) == pytest.approx(0.4)
 
 
@@ -270,10 +273,11 @@ def test_cli_predict_details_and_predict_batch(trained_run, rows, tmp_path, caps
     assert [t["id"] for t in table] == ["broken", "speaker0/clip0", "speaker0/clip2", "speaker0/clip4",
                                         "speaker1/clip1", "speaker1/clip3"]
     assert table[0]["label"] == "" and "cannot decode" in table[0]["error"]
+    rec = EmotionRecognizer.from_pretrained(model)
     for t in table[1:]:
         probs = {k[5:]: float(v) for k, v in t.items() if k.startswith("prob_")}
-        assert set(probs) == set(EmotionRecognizer.from_pretrained(model).labels) and t["label"] == max(probs, key=probs.get)
-    single = EmotionRecognizer.from_pretrained(model).predict(audio=str(folder / "speaker0" / "clip0.wav"))
+        assert set(probs) == set(rec.labels) and t["label"] == max(probs, key=probs.get)
+    single = rec.predict(audio=str(folder / "speaker0" / "clip0.wav"))
     assert table[1]["label"] == single.label
     assert main(["predict-batch", model, str(folder), "-o", str(out_csv)]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -59,6 +59,8 @@ def prepare_waveform(audio, rate: int, sampling_rate: int = 16000, where: str = 
     audio = np.asarray(audio)
     if not rate or rate <= 0:
         raise DataError(f"{where}: sampling rate must be a positive number of Hz, got {rate!r}")
+    if audio.size == 0:
+        raise DataError(f"{where}: audio is empty (0 samples)")
     if np.issubdtype(audio.dtype, np.integer):
         audio = audio / float(np.iinfo(audio.dtype).max)  # int16/int32 PCM to [-1, 1]
     if audio.ndim == 2:
@@ -66,8 +68,6 @@ def prepare_waveform(audio, rate: int, sampling_rate: int = 16000, where: str = 
     elif audio.ndim != 1:
         raise DataError(f"{where}: audio must be 1-D (samples) or 2-D (channels, samples), got shape {audio.shape}")
     audio = np.asarray(audio, dtype=np.float32)
-    if audio.size == 0:
-        raise DataError(f"{where}: audio is empty (0 samples)")
     if not np.isfinite(audio).all():
         raise DataError(f"{where}: audio contains NaN or infinite samples; re-export the file")
     if rate != sampling_rate:

@@ -27,7 +27,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from mmemo.data.audio import load_audio
-from mmemo.data.manifest import REQUIRED, SPLITS, _validate_row, write_manifest
+from mmemo.data.manifest import REQUIRED, SPLITS, validate_row, write_manifest
 from mmemo.errors import DataError
 
 
@@ -108,7 +108,7 @@ def check_manifest(
     n_rows = len(raw_rows) + sum(p.line is not None for p in errors)  # + lines that did not parse
     for line, raw in raw_rows:
         try:
-            row = _validate_row(raw, where=f"{path}:{line}")
+            row = validate_row(raw, where=f"{path}:{line}")
         except DataError as e:
             reason = str(e).removeprefix(f"{path}:{line}: ")
             errors.append(Problem("invalid-row", reason, "fix the row or remove it", line,

@@ -41,7 +41,7 @@ def read_manifest(path: str | os.PathLike, *, resolve_audio: bool = True) -> lis
     raw_rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
     rows, seen = [], {}
     for line_no, raw in raw_rows:
-        row = _validate_row(raw, where=f"{path}:{line_no}")
+        row = validate_row(raw, where=f"{path}:{line_no}")
         if row["id"] in seen:
             raise DataError(
                 f"{path}:{line_no}: duplicate id {row['id']!r} (first at line {seen[row['id']]}); ids must be unique"
@@ -101,7 +101,8 @@ def _read_csv(path: Path) -> list[tuple[int, dict]]:
         return [(line_no, dict(raw)) for line_no, raw in enumerate(reader, 2)]
 
 
-def _validate_row(raw: dict, where: str) -> dict:
+def validate_row(raw: dict, where: str) -> dict:
+    """Check one raw row and return it normalised (see `read_manifest`); raises DataError naming `where`."""
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}; a row needs {', '.join(REQUIRED)}")
