@@ -59,6 +59,7 @@ class DataConfig:
     max_batch_seconds: float = 0.0  # > 0: batches are filled by total audio seconds instead of batch_size
     num_workers: int = 0
     on_bad_sample: str = "fail"  # fail: stop before training on unreadable audio; skip: drop and count such clips
+    cache_dir: str = ""  # decoded-audio cache folder (e.g. ~/.cache/mmemo/audio); empty: decode every time
 
 
 @dataclass
@@ -80,6 +81,9 @@ class TrainConfig:
     patience: int = 5  # epochs without a better validation UA before stopping; 0 disables early stopping
     monitor: str = "both"  # validation condition (both, text, audio) whose UA picks the best epoch
     bf16: bool = True  # autocast on CUDA; ignored on CPU
+    grad_accum: int = 1  # micro-batches per optimizer step
+    gradient_checkpointing: bool = False  # recompute encoder activations in backward: less memory, ~30% slower
+    compile: bool = False  # torch.compile the model (SpecAugment masking is turned off: it draws masks on the host)
     modality_dropout: dict = field(default_factory=lambda: {"name": "independent", "p_text": 0.3, "p_audio": 0.3})
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)

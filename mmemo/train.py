@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import random
 import re
 import time
@@ -54,10 +55,18 @@ class Run:
     device: torch.device
     out_dir: Path
     generator: torch.Generator
+    forward: torch.nn.Module  # what the loss step calls: the model, or its DDP / compiled wrapper
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def model(self) -> EmotionModel:
         return self.recognizer.model
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that logs, saves checkpoints and writes the run folder."""
+        return self.rank == 0
 
 
 def setup(cfg: Config, resume: bool = False) -> Run:
@@ -79,10 +88,13 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     if out_dir.exists() and any(out_dir.iterdir()) and not (cfg.train.overwrite or resume):
         raise ConfigError(f"output folder {out_dir} already exists; resume it with --resume, pass "
                           "train.overwrite=true to replace its contents, or choose another train.output_dir=...")
+    if cfg.train.grad_accum < 1:
+        raise ConfigError(f"train.grad_accum must be at least 1, got {cfg.train.grad_accum}")
+    rank, world_size = init_distributed(cfg.train.device)
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, rank if world_size > 1 else None)
 
     rows = drop_unreadable(read_manifest(cfg.data.manifest), cfg)
     splits = {name: [r for r in rows if r["split"] == name] for name in ("train", "valid", "test")}
@@ -109,15 +121,17 @@ def setup(cfg: Config, resume: bool = False) -> Run:
 
     label_to_id = {label: i for i, label in enumerate(model_cfg.labels)}
     collator = recognizer.collator
-    loaders = {name: make_loader(split_rows, label_to_id, cfg, collator, train=name == "train", device=device)
+    loaders = {name: make_loader(split_rows, label_to_id, cfg, collator, train=name == "train", device=device,
+                                 rank=rank, world_size=world_size)
                for name, split_rows in splits.items() if split_rows}
 
     optimizer = make_optimizer(model, cfg, device)
-    total_steps = cfg.train.epochs * len(loaders["train"])
+    total_steps = cfg.train.epochs * math.ceil(len(loaders["train"]) / cfg.train.grad_accum)
     scheduler = _warmup_linear_decay(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
+    # Each rank drops different modalities; the seed offset keeps rank 0 identical to a one-process run.
+    generator = torch.Generator().manual_seed(cfg.train.seed + 1000 * rank)
     return Run(cfg, recognizer, loaders, optimizer, scheduler, build_strategy(cfg.train.modality_dropout), device,
-               out_dir, generator)
+               out_dir, generator, wrap_model(model, cfg, device, world_size), rank, world_size)
 
 
 def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
@@ -125,7 +139,7 @@ def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
     keep_text, keep_audio = run.strategy(batch["text_present"], batch["audio_present"], progress, run.generator)
     batch = move_batch(batch, run.device, non_blocking=True)
     with _autocast(run):
-        logits = run.model(
+        logits = run.forward(
             batch["text"] if keep_text.any() else None, batch["audio"] if keep_audio.any() else None,
             keep_text, keep_audio,
         )["logits"]
@@ -150,16 +164,19 @@ def train(cfg: Config, resume: bool = False) -> dict:
     if resume:
         target = latest_checkpoint(run.out_dir / "checkpoints")
         state = TrainState(**load_checkpoint(target, run.optimizer, run.scheduler, run.generator))
-        log_path.write_text("".join(json.dumps(record) + "\n" for record in state.history))  # drop unfinished epochs
-        tqdm.write(f"resuming from epoch {state.epoch + 1}, batch {state.batch} (step {state.step})")
-    else:
+        if run.main:
+            log_path.write_text("".join(json.dumps(record) + "\n" for record in state.history))  # drop unfinished epochs
+            tqdm.write(f"resuming from epoch {state.epoch + 1}, batch {state.batch} (step {state.step})")
+    elif run.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
         cfg_to_save = copy.deepcopy(cfg)
         cfg_to_save.model = run.recognizer.config
         cfg_to_save.save(run.out_dir / "config.yaml")
         log_path.write_text("")
-    _print_header(run)
+    if run.main:
+        _print_header(run)
 
+    # Every rank evaluates the whole validation split with the same weights, so all reach the same decisions.
     while state.epoch < cfg.train.epochs and not state.stopped:
         start = time.time()
         train_loss = train_epoch(run, state)
@@ -170,26 +187,33 @@ def train(cfg: Config, resume: bool = False) -> dict:
         state.history.append(record)
         score = valid[cfg.train.monitor]["ua"]
         improved = score > state.best_ua
-        tqdm.write(f"epoch {state.epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
-                   f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}{'  *' if improved else ''}")
+        if run.main:
+            tqdm.write(f"epoch {state.epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
+                       f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}{'  *' if improved else ''}")
         if improved:
             state.best_ua, state.best_epoch, state.stale = score, state.epoch + 1, 0
-            run.recognizer.save_pretrained(model_dir)
+            if run.main:
+                run.recognizer.save_pretrained(model_dir)
         else:
             state.stale += 1
             if cfg.train.patience and state.stale >= cfg.train.patience:
-                tqdm.write(f"early stop: no better validation UA for {state.stale} epochs")
                 state.stopped = True
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+                if run.main:
+                    tqdm.write(f"early stop: no better validation UA for {state.stale} epochs")
+        if run.main:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
         state.epoch, state.batch, state.epoch_loss, state.epoch_batches = state.epoch + 1, 0, 0.0, 0
         _checkpoint(run, state)
 
+    _barrier(run)  # rank 0 has written the best model
     best = EmotionRecognizer.from_pretrained(model_dir, device=run.device)
     run.model.load_state_dict(best.model.state_dict())
     valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
     test = evaluate(run.model, run.loaders["test"], run.device, len(run.recognizer.labels)) if "test" in run.loaders else None
-    write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test)
+    if run.main:
+        write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test)
+    _barrier(run)
     return {"out_dir": run.out_dir, "model_dir": model_dir, "best_epoch": state.best_epoch, "valid": valid,
             "test": test, "skipped": state.skipped}
 
@@ -200,7 +224,7 @@ class TrainState:
 
     epoch: int = 0  # epochs finished
     batch: int = 0  # batches finished in the current epoch
-    step: int = 0  # optimizer steps in all
+    step: int = 0  # batches trained in all (micro-batches when accumulating gradients)
     epoch_loss: float = 0.0
     epoch_batches: int = 0
     best_ua: float = -1.0
@@ -212,43 +236,63 @@ class TrainState:
 
 
 def train_epoch(run: Run, state: TrainState) -> float:
-    """Train from `state.batch` to the end of epoch `state.epoch`; returns the epoch's mean loss."""
+    """Train from `state.batch` to the end of epoch `state.epoch`; returns the epoch's mean loss.
+
+    Gradients of `train.grad_accum` consecutive batches are summed before each optimizer step (under DDP
+    only the last of them synchronises); checkpoints fall on optimizer-step boundaries.
+    """
     run.model.train()
     loader = run.loaders["train"]
     loader.batch_sampler.set_epoch(state.epoch, start=state.batch)
     loader.dataset.set_epoch(state.epoch)
-    total_steps = run.cfg.train.epochs * len(loader.batch_sampler)
-    every = run.cfg.train.checkpoint_every
-    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{run.cfg.train.epochs}", leave=False,
-               initial=state.batch, total=len(loader.batch_sampler), disable=not run.cfg.train.progress)
+    batches = len(loader.batch_sampler)
+    total = run.cfg.train.epochs * batches
+    accum, every = run.cfg.train.grad_accum, run.cfg.train.checkpoint_every
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{run.cfg.train.epochs}", leave=False, initial=state.batch,
+               total=batches, disable=not (run.cfg.train.progress and run.main))
+    run.optimizer.zero_grad(set_to_none=True)
     for batch in bar:
         state.skipped += batch.pop("skipped", 0)
-        if batch["labels"].numel():
-            loss = _optimizer_step(run, batch, progress=state.step / max(1, total_steps), state=state)
-            if loss is not None:
-                state.epoch_loss, state.epoch_batches = state.epoch_loss + loss, state.epoch_batches + 1
-                bar.set_postfix(loss=f"{state.epoch_loss / state.epoch_batches:.3f}")
+        boundary = (state.batch + 1) % accum == 0 or state.batch + 1 == batches
+        with _no_sync(run, skip=not boundary):
+            loss = _accumulate(run, batch, state.step / max(1, total), state, 1.0 / accum)
+        if loss is not None:
+            state.epoch_loss, state.epoch_batches = state.epoch_loss + loss * accum, state.epoch_batches + 1
+            bar.set_postfix(loss=f"{state.epoch_loss / state.epoch_batches:.3f}")
+        if boundary:
+            _apply_gradients(run)
         state.batch, state.step = state.batch + 1, state.step + 1
-        if every and state.step % every == 0 and state.batch < len(loader.batch_sampler):
+        if boundary and every and state.step % every == 0 and state.batch < batches:
             _checkpoint(run, state)
     return state.epoch_loss / max(state.epoch_batches, 1)
 
 
 def _optimizer_step(run: Run, batch: dict, progress: float, state: TrainState) -> float | None:
-    """One optimizer step; a batch that runs out of memory is split in halves (down to single samples, which
-    are skipped with a warning) and its gradients accumulated, so no sample is silently lost."""
+    """One optimizer step on one batch (no accumulation); returns its loss, or None if nothing trained."""
     run.optimizer.zero_grad(set_to_none=True)
-    loss = _backward_splitting(run, batch, progress, state, weight=1.0)
-    if loss is None:
+    loss = _accumulate(run, batch, progress, state, 1.0)
+    _apply_gradients(run)
+    return loss
+
+
+def _accumulate(run: Run, batch: dict, progress: float, state: TrainState, weight: float) -> float | None:
+    """Add one batch's gradients (scaled by `weight`); None for an empty batch or one lost to memory."""
+    if not batch["labels"].numel():
         return None
+    return _backward_splitting(run, batch, progress, state, weight)
+
+
+def _apply_gradients(run: Run) -> None:
     if run.cfg.train.grad_clip:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
-    return loss
+    run.optimizer.zero_grad(set_to_none=True)
 
 
 def _backward_splitting(run: Run, batch: dict, progress: float, state: TrainState, weight: float) -> float | None:
+    """Backward one batch; on out-of-memory split it in halves (down to single samples, skipped with a warning
+    and counted) and accumulate their gradients, so no sample is silently lost."""
     try:
         loss = loss_step(run, batch, progress)
         (loss * weight).backward()
@@ -281,8 +325,10 @@ def split_batch(batch: dict, part: slice) -> dict:
 
 
 def _checkpoint(run: Run, state: TrainState) -> None:
-    save_checkpoint(run.out_dir / "checkpoints", state.step, run.recognizer, run.optimizer, run.scheduler, run.generator,
-                    dataclasses.asdict(state))
+    if run.main:
+            save_checkpoint(run.out_dir / "checkpoints", state.step, run.recognizer, run.optimizer, run.scheduler,
+                        run.generator, dataclasses.asdict(state))
+    _barrier(run)
 
 
 @torch.inference_mode()
@@ -339,12 +385,16 @@ def drop_unreadable(rows: list[dict], cfg: Config) -> list[dict]:
 
 
 def make_loader(rows: list[dict], label_to_id: dict, cfg: Config, collator: Collator, train: bool,
-                device: torch.device) -> DataLoader:
-    """A DataLoader over length-bucketed batches (shuffled for training, sorted for evaluation)."""
+                device: torch.device, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A DataLoader over length-bucketed batches (shuffled for training, sorted for evaluation).
+
+    Under DDP each rank trains on its own share of the training batches; evaluation loaders are not sharded.
+    """
     dataset = EmotionDataset(rows, label_to_id, cfg.model.sampling_rate, cfg.data.max_audio_seconds, train=train,
                              seed=cfg.train.seed, skip_bad=cfg.data.on_bad_sample == "skip")
     sampler = BucketBatchSampler(dataset.durations(), cfg.data.batch_size, cfg.data.max_batch_seconds,
-                                 shuffle=train, seed=cfg.train.seed)
+                                 shuffle=train, seed=cfg.train.seed, rank=rank if train else 0,
+                                 world_size=world_size if train else 1)
     workers = cfg.data.num_workers
     # Its own generator: a DataLoader otherwise draws from the global RNG each epoch, which would make a
     # resumed run's dropout masks differ from an uninterrupted run's.
@@ -445,14 +495,72 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" → cuda when available, else cpu; anything else as given (checked)."""
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """"auto" → cuda when available, else cpu; anything else as given (checked). Under torchrun, a "cuda" or
+    "auto" device becomes this process's GPU (LOCAL_RANK)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        name = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
     return device
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1); returns (rank, world size).
+
+    NCCL on GPUs, gloo on CPUs. A one-process run does nothing.
+    """
+    import os
+
+    import torch.distributed as dist
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        gpu = device != "cpu" and torch.cuda.is_available()
+        dist.init_process_group("nccl" if gpu else "gloo")
+    return dist.get_rank(), world_size
+
+
+def wrap_model(model: EmotionModel, cfg: Config, device: torch.device, world_size: int) -> torch.nn.Module:
+    """Apply gradient checkpointing, torch.compile and DDP as configured; returns what the loss step calls.
+
+    DDP needs `find_unused_parameters`: modality dropout (a whole tower unused in a step) and wav2vec2's
+    layerdrop leave parameters without gradients.
+    """
+    if cfg.train.gradient_checkpointing:
+        model.text_encoder.model.gradient_checkpointing_enable()
+        model.audio_encoder.model.gradient_checkpointing_enable()
+    forward = model
+    if cfg.train.compile:
+        model.audio_encoder.model.config.mask_time_prob = 0.0  # host-side SpecAugment masks break the graph
+        model.audio_encoder.model.config.mask_feature_prob = 0.0
+        forward = torch.compile(model)
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=True)
+    return forward
+
+
+def _no_sync(run: Run, skip: bool):
+    """DDP's no_sync() for micro-batches before an accumulation boundary; a no-op otherwise."""
+    import contextlib
+
+    return run.forward.no_sync() if skip and run.world_size > 1 else contextlib.nullcontext()
+
+
+def _barrier(run: Run) -> None:
+    if run.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _autocast(run: Run):

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mmemo.data.audio import audio_duration, load_audio
+from mmemo.data.cache import AudioCache
 from mmemo.errors import DataError
 
 # Wav2vec2's convolutional front end needs at least 400 samples (25 ms) to produce one frame.
@@ -22,11 +23,13 @@ class EmotionDataset(Dataset):
 
     Training clips longer than `max_seconds` are randomly cropped (seeded by seed, epoch and index, so a
     resumed run sees the same crops); evaluation clips are centre-cropped. With `skip_bad`, a clip that fails
-    to decode gives None (the collator drops and counts it) instead of raising.
+    to decode gives None (the collator drops and counts it) instead of raising. With `cache_dir`, clips are
+    decoded once into an `AudioCache` there and memory-mapped afterwards (see mmemo/data/cache.py).
     """
 
     def __init__(self, rows: list[dict], label_to_id: dict[str, int], sampling_rate: int = 16000,
-                 max_seconds: float = 8.0, train: bool = False, seed: int = 0, skip_bad: bool = False):
+                 max_seconds: float = 8.0, train: bool = False, seed: int = 0, skip_bad: bool = False,
+                 cache_dir: str | None = None):
         self.rows = rows
         self.label_to_id = label_to_id
         self.sampling_rate = sampling_rate
@@ -34,6 +37,7 @@ class EmotionDataset(Dataset):
         self.train = train
         self.seed = seed
         self.skip_bad = skip_bad
+        self.cache = AudioCache(cache_dir, sampling_rate) if cache_dir else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -47,7 +51,10 @@ class EmotionDataset(Dataset):
         audio = None
         if row["audio"]:
             try:
-                audio = load_audio(row["audio"], self.sampling_rate, row.get("start"), row.get("end"))
+                if self.cache is not None:
+                    audio = self.cache.load(row["audio"], row.get("start"), row.get("end"))
+                else:
+                    audio = load_audio(row["audio"], self.sampling_rate, row.get("start"), row.get("end"))
             except DataError as e:
                 if not self.skip_bad:
                     raise DataError(f"row {row['id']}: {e}") from None
@@ -128,16 +135,19 @@ class BucketBatchSampler(Sampler):
 
     Clips are sorted by duration (with a little seeded jitter so buckets differ between epochs) and cut into
     batches of `batch_size` clips, or, when `max_batch_seconds` > 0, of as many clips as fit that total of
-    padded audio seconds. Sorting keeps padding near 1.0× where random batches pad 1.5–3×.
+    padded audio seconds. Sorting keeps padding near 1.0× where random batches pad 1.5–3×. Under DDP every
+    rank computes the same batch order and takes every `world_size`-th batch from its `rank` on (dropping the
+    few at the end that would give ranks unequal counts), so ranks see disjoint data in equal steps.
     """
 
     def __init__(self, durations: list[float], batch_size: int, max_batch_seconds: float = 0.0,
-                 shuffle: bool = True, seed: int = 0):
+                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.durations = durations
         self.batch_size = batch_size
         self.max_batch_seconds = max_batch_seconds
         self.shuffle = shuffle
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.start = 0
 
@@ -162,6 +172,9 @@ class BucketBatchSampler(Sampler):
             batches.append(current)
         if self.shuffle:
             rng.shuffle(batches)
+        if self.world_size > 1:
+            usable = len(batches) // self.world_size * self.world_size
+            batches = batches[self.rank:usable:self.world_size]
         return batches
 
     def __iter__(self):
