@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     p.set_defaults(func=cmd_export)
 
-    bench = sub.add_parser("bench", help="speed benchmarks: `mmemo bench predict`")
+    bench = sub.add_parser("bench", help="speed benchmarks: `mmemo bench predict`, `mmemo bench train`")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
     p = bench_sub.add_parser("predict", help="CPU latency: PyTorch fp32/int8, ONNX fp32/int8, plain transformers")
     p.add_argument("--size", choices=["tiny", "base"], default="base", help="random-weight model size (default base)")
@@ -90,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed calls per workload (default 20)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
     p.set_defaults(func=cmd_bench_predict)
+    p = bench_sub.add_parser("train", help="training throughput: the fast path (bucketing, audio cache, frozen CNN, "
+                                           "SDPA, bf16) against a naive baseline, with MFU")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--size", choices=["tiny", "base"], default="tiny", help="random-weight model size (default tiny)")
+    p.add_argument("--steps", type=int, default=20, help="timed naive-baseline steps; both recipes train on the same "
+                   "(steps + warmup) × batch-size utterances (default 20)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each recipe (default 2)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU (default: measure a "
+                   "large matmul, bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the fast path's model")
+    p.add_argument("--ablate", action="store_true", help="also time the fast path with each feature switched off")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
+    p.set_defaults(func=cmd_bench_train)
 
     p = sub.add_parser("ablate", help="train the ablation variants and print one UA/WA/F1 table")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
@@ -265,6 +279,20 @@ def cmd_bench_predict(args) -> None:
                             log=lambda line: print(line, file=sys.stderr))
     what = args.model or f"random {args.size} model"
     print(format_results(results, f"mmemo bench predict: {what}, {args.threads} threads"))
+    if args.json:
+        write_results(results, args.json)
+
+
+def cmd_bench_train(args) -> None:
+    import torch
+
+    from mmemo.bench_train import bench_train, format_results, write_results
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = bench_train(device, args.size, steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops,
+                          compile=args.compile, ablate=args.ablate, threads=args.threads,
+                          log=lambda line: print(line, file=sys.stderr))
+    print(format_results(results))
     if args.json:
         write_results(results, args.json)
 

@@ -146,7 +146,10 @@ class EmotionRecognizer:
         if missing:
             raise ModelLoadError(f"model folder {folder} is missing {', '.join(missing)}; "
                                  "it should be a folder written by `save_pretrained` (e.g. runs/NAME/model)")
-        meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        try:
+            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"{folder}/config.json is not valid JSON ({e}); copy the model folder again") from None
         version = meta.get("mmemo_format")
         if version != FORMAT_VERSION:
             raise ModelLoadError(f"{folder}/config.json has mmemo_format {version!r}; this mmemo reads "
@@ -160,7 +163,15 @@ class EmotionRecognizer:
             raise ModelLoadError(f"{folder}/config.json: temperature must be a positive number, got {temperature!r}")
         text_model, audio_model = encoders_from_configs(meta["text_config"], meta["audio_config"])
         model = EmotionModel(config, len(config.labels), text_model, audio_model)
-        state = load_file(folder / "model.safetensors")
+        try:
+            state = load_file(folder / "model.safetensors")
+        except Exception as e:  # safetensors raises SafetensorError for a truncated or corrupt file
+            raise ModelLoadError(f"{folder}/model.safetensors cannot be read ({e}); copy the model folder again") from None
+        expected = model.state_dict()
+        wrong = [f"{k} {tuple(v.shape)} (config.json gives {tuple(expected[k].shape)})" for k, v in state.items()
+                 if k in expected and v.shape != expected[k].shape]
+        if wrong:
+            raise ModelLoadError(f"{folder}/model.safetensors does not match config.json: {', '.join(wrong[:3])}")
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ModelLoadError(f"{folder}/model.safetensors does not match config.json "

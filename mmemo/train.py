@@ -97,6 +97,10 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     device = resolve_device(cfg.train.device, rank if world_size > 1 else None)
 
     rows = drop_unreadable(read_manifest(cfg.data.manifest), cfg)
+    empty = [r["id"] for r in rows if not r["audio"] and not r["text"].strip()]
+    if empty:
+        raise DataError(f"{cfg.data.manifest}: {len(empty)} row(s) have neither text nor audio ({', '.join(empty[:5])}"
+                        f"{', ...' if len(empty) > 5 else ''}); give each row a transcript or an audio file")
     splits = {name: [r for r in rows if r["split"] == name] for name in ("train", "valid", "test")}
     for name in ("train", "valid"):
         if not splits[name]:

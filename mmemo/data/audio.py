@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -9,6 +10,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from scipy.signal import resample_poly
 
 from mmemo.errors import DataError
 
@@ -36,20 +38,25 @@ def load_audio(
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"audio file {path} does not exist; check the manifest's audio path")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"audio file {path} is empty (0 bytes); re-export or re-download it")
     try:
         audio, rate = _decode(path, start, end)
     except DataError:
         raise
     except Exception as e:  # decoders raise many types for corrupt input; all mean "cannot read this file"
-        raise DataError(f"cannot decode audio file {path}: {e}; is it a valid audio file?") from None
+        # audioread's NoBackendError (random bytes, text, an unknown container) carries no message
+        reason = str(e).strip() or f"no decoder recognises its content ({type(e).__name__})"
+        raise DataError(f"cannot decode audio file {path}: {reason}; is it a valid audio file?") from None
     return prepare_waveform(audio, rate, sampling_rate, where=path)
 
 
 def prepare_waveform(audio, rate: int, sampling_rate: int = 16000, where: str = "audio") -> np.ndarray:
     """Turn an array or tensor (samples, or channels × samples / samples × channels) into mono float32.
 
-    Integer arrays are scaled to [-1, 1]; the channel axis is the smaller one; the rate is converted with
-    torchaudio's band-limited resampler.
+    Integer arrays are scaled to [-1, 1]; the channel axis of a 2-D array is the shorter one (a square array
+    is read as samples × channels); the rate is converted with torchaudio's band-limited resampler, or
+    scipy's polyphase one for odd rates (see `_resample`).
 
     Raises:
         DataError: empty input, NaN/inf samples, more than two dimensions, or a non-positive rate.
@@ -60,7 +67,7 @@ def prepare_waveform(audio, rate: int, sampling_rate: int = 16000, where: str = 
     if not rate or rate <= 0:
         raise DataError(f"{where}: sampling rate must be a positive number of Hz, got {rate!r}")
     if audio.size == 0:
-        raise DataError(f"{where}: audio is empty (0 samples)")
+        raise DataError(f"{where}: audio is empty (0 samples); give a recording, or drop the row")
     if np.issubdtype(audio.dtype, np.integer):
         audio = audio / float(np.iinfo(audio.dtype).max)  # int16/int32 PCM to [-1, 1]
     if audio.ndim == 2:
@@ -71,8 +78,21 @@ def prepare_waveform(audio, rate: int, sampling_rate: int = 16000, where: str = 
     if not np.isfinite(audio).all():
         raise DataError(f"{where}: audio contains NaN or infinite samples; re-export the file")
     if rate != sampling_rate:
-        audio = AF.resample(torch.from_numpy(audio), int(rate), int(sampling_rate)).numpy()
+        audio = _resample(audio, int(rate), int(sampling_rate))
     return audio
+
+
+def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Resample; output length ceil(len * target / rate).
+
+    torchaudio's kernel holds (target / g) × (rate / g) taps for g = gcd(rate, target): tiny for 44.1/48/8 kHz,
+    but an odd rate such as 44101 Hz → 16 kHz would need 12 GB and a minute, so such ratios go through scipy's
+    polyphase filter, whose memory grows with the larger of the two only.
+    """
+    g = math.gcd(rate, target)
+    if (rate // g) * (target // g) <= 1_000_000:
+        return AF.resample(torch.from_numpy(audio), rate, target).numpy()
+    return resample_poly(audio, target // g, rate // g).astype(np.float32)
 
 
 def audio_duration(path: str | os.PathLike) -> float | None:
@@ -94,7 +114,7 @@ def _decode(path: str, start: float | None, end: float | None) -> tuple[np.ndarr
     if first >= info.frames and info.frames > 0:
         raise DataError(f"{path}: start {start}s is past the end of the file ({info.frames / info.samplerate:.2f}s)")
     audio, rate = sf.read(path, start=first, stop=min(last, info.frames), dtype="float32", always_2d=True)
-    return audio.T, rate  # (channels, samples)
+    return audio.mean(axis=1), rate  # (frames, channels) → mono here, where the layout is known
 
 
 def _decode_librosa(path: str, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
@@ -103,5 +123,5 @@ def _decode_librosa(path: str, start: float | None, end: float | None) -> tuple[
     duration = None if end is None else end - (start or 0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # librosa warns about its audioread fallback on every call
-        audio, rate = librosa.load(path, sr=None, mono=False, offset=start or 0.0, duration=duration)
+        audio, rate = librosa.load(path, sr=None, mono=True, offset=start or 0.0, duration=duration)
     return audio, int(rate)

@@ -33,13 +33,14 @@ def read_manifest(path: str | os.PathLike, *, resolve_audio: bool = True) -> lis
 
     Raises:
         DataError: the file is missing, a row cannot be parsed, lacks a column, has a wrong type,
-            an unknown split, or an id that appeared before. The message names the file and row.
+            an unknown split, an id that appeared before, or two labels that differ only in case ("Happy" and
+            "happy": labels are matched exactly, after stripping whitespace). The message names the file and row.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist; make one with `mmemo synth` or `mmemo prepare`")
     raw_rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
-    rows, seen = [], {}
+    rows, seen, label_lines = [], {}, {}
     for line_no, raw in raw_rows:
         row = validate_row(raw, where=f"{path}:{line_no}")
         if row["id"] in seen:
@@ -47,6 +48,7 @@ def read_manifest(path: str | os.PathLike, *, resolve_audio: bool = True) -> lis
                 f"{path}:{line_no}: duplicate id {row['id']!r} (first at line {seen[row['id']]}); ids must be unique"
             )
         seen[row["id"]] = line_no
+        _check_label_case(row["label"], label_lines, f"{path}:{line_no}")
         if resolve_audio and row["audio"] and not os.path.isabs(row["audio"]):
             row["audio"] = str((path.parent / row["audio"]).resolve())
         rows.append(row)
@@ -77,6 +79,14 @@ def write_manifest(rows: Iterable[dict], path: str | os.PathLike) -> Path:
 def label_set(rows: Iterable[dict]) -> list[str]:
     """The sorted label names that occur in `rows`."""
     return sorted({row["label"] for row in rows})
+
+
+def _check_label_case(label: str, first_lines: dict[str, tuple[str, str]], where: str) -> None:
+    """Labels are case-sensitive; two spellings of one name would silently become two classes, so refuse them."""
+    first = first_lines.setdefault(label.casefold(), (label, where))
+    if first[0] != label:
+        raise DataError(f"{where}: label {label!r} differs only in case from {first[0]!r} ({first[1]}); "
+                        "labels are case-sensitive, so write every label the same way")
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:

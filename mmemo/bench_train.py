@@ -1,0 +1,411 @@
+"""`mmemo bench train`: training throughput of the fast path against a naive baseline, in one process.
+
+Both recipes train a random-weight model of the chosen size (built from configs, nothing downloaded) on the
+same generated utterances (16-bit mono WAV at 48 kHz, as many corpus releases ship, of uniformly drawn
+lengths, with random transcripts) for one timed pass over all of them, after a few untimed warm-up steps:
+
+    recipe    precision       attention  CNN front end  batches                        audio                 loader
+    fast      bf16 autocast*  SDPA       frozen         length-bucketed, max seconds   memory-mapped cache   workers, pinned, non-blocking*
+    naive     fp32            eager      trainable      random, fixed batch size       decoded every step    in the main process
+
+(* on CUDA only; on CPU both run fp32 in the main process, and AdamW is fused on CUDA only.) The fast path's
+cache is filled before timing, as an earlier epoch or run would have. SpecAugment (`mask_time_prob`) and
+layerdrop are off in both: the first draws masks with NumPy on the host (a graph break under torch.compile),
+the second makes the work per step random. `--ablate` adds runs of the fast path with one feature at a time
+switched to the naive setting, to show where the speed comes from.
+
+Model FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` on single-utterance training steps
+(forward + backward, no padding) at the shortest and longest clip length, fitted as `a + b·seconds` per
+utterance and summed over the utterances trained: padding is not credited. MFU divides the achieved FLOP/s
+by `--peak-tflops`, else by a measured large-matmul rate (bf16 on CUDA, fp32 on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import json
+import os
+import resource
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from mmemo.bench import SIZES as PREDICT_SIZES
+from mmemo.bench import _sentences
+from mmemo.config import ModelConfig
+from mmemo.data.cache import AudioCache
+from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset, padding_ratio
+from mmemo.errors import ConfigError
+
+LABELS = ["angry", "happy", "neutral", "sad"]
+SOURCE_RATE = 48000  # the generated files' rate: loading them resamples to 16 kHz, as for RAVDESS or MELD
+METRICS = ("utt_per_s", "audio_h_per_min", "padding_ratio", "tflops", "mfu", "peak_mem_gb")
+_QUIET = {"layerdrop": 0.0, "mask_time_prob": 0.0}
+SIZES = {
+    # The quick-start shapes.
+    "tiny": {"model": {"text_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                       "intermediate_size": 128, "max_position_embeddings": 128},
+                       "audio_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                        "intermediate_size": 128, "conv_dim": [32] * 7, "num_conv_pos_embeddings": 32,
+                                        "num_conv_pos_embedding_groups": 4, "feat_extract_norm": "group", **_QUIET},
+                       "fusion_dim": 64, "fusion_heads": 4},
+             "seconds": (1.0, 4.0), "batch_size": 8, "vocab_size": 500},
+    # BERT-base and wav2vec2-base shapes (as `mmemo bench predict --size base`), BERT's full vocabulary.
+    "base": {"model": {**copy.deepcopy(PREDICT_SIZES["base"]),
+                       "audio_config": {**PREDICT_SIZES["base"]["audio_config"], **_QUIET}},
+             "seconds": (2.0, 10.0), "batch_size": 8, "vocab_size": 30522},
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The switches that separate the fast path from the naive baseline."""
+
+    name: str
+    bf16: bool  # bf16 autocast (CUDA only)
+    sdpa: bool  # scaled_dot_product_attention, else eager attention
+    freeze_cnn: bool  # no gradients through the convolutional front end
+    bucketing: bool  # length-bucketed batches of `max_batch_seconds`, else random batches of `batch_size`
+    cache: bool  # memory-mapped decoded audio, else decode and resample every clip every step
+    loader: bool  # DataLoader workers, pinned memory, non-blocking copies, fused AdamW (CUDA only)
+    compile: bool = False
+
+
+FAST = Recipe("fast", bf16=True, sdpa=True, freeze_cnn=True, bucketing=True, cache=True, loader=True)
+NAIVE = Recipe("naive", bf16=False, sdpa=False, freeze_cnn=False, bucketing=False, cache=False, loader=False)
+ABLATIONS = ("bucketing", "cache", "freeze_cnn", "sdpa", "bf16", "loader")
+
+
+def bench_train(device: str = "cpu", size: str = "tiny", steps: int = 20, warmup: int = 2,
+                peak_tflops: float | None = None, compile: bool = False, ablate: bool = False,
+                threads: int | None = None, seed: int = 0, log=print) -> dict:
+    """Time the fast path and the naive baseline on the same generated utterances.
+
+    Args:
+        device: "cpu" or "cuda" (or "cuda:N").
+        size: "tiny" (quick-start shapes, 1–4 s clips) or "base" (BERT-base + wav2vec2-base, 2–10 s clips).
+        steps: each recipe makes one pass over `(steps + warmup) × batch_size` utterances: the naive baseline
+            in `steps + warmup` random batches, the fast path in its own bucketed batches.
+        warmup: the first steps of each pass are not timed (first calls, workers starting, compilation).
+        peak_tflops: the device's peak for MFU; None measures a large matmul.
+        compile: torch.compile the fast path's model (dynamic shapes).
+        ablate: also time the fast path with each feature in `ABLATIONS` switched off in turn.
+        threads: torch CPU threads (None: torch's default).
+        seed: data, weights and batch order.
+        log: where progress lines go.
+
+    Returns:
+        {"fast": metrics, "naive": metrics, "speedup": fast/naive utterances per second, "setup": {...}},
+        metrics holding `METRICS`; with `ablate`, also "ablation": {"fast - FEATURE": metrics}.
+    """
+    if size not in SIZES:
+        raise ConfigError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but torch sees no CUDA device; use --device cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    spec = SIZES[size]
+    fast = dataclasses.replace(FAST, compile=compile)
+    recipes = [NAIVE, fast]
+    if ablate:
+        recipes += [dataclasses.replace(fast, name=f"fast - {f}", **{f: getattr(NAIVE, f)}) for f in ABLATIONS
+                    if device.type == "cuda" or f not in ("bf16", "loader")]  # CUDA-only switches
+    rng = np.random.default_rng(seed)
+    load_before = _load_average()
+    with tempfile.TemporaryDirectory(prefix="mmemo-bench-train-") as tmp:
+        tmp = Path(tmp)
+        n = (steps + warmup) * spec["batch_size"]
+        log(f"writing {n} utterances of {spec['seconds'][0]:g}-{spec['seconds'][1]:g} s at {SOURCE_RATE} Hz")
+        rows = _write_corpus(tmp / "wavs", n, spec["seconds"], rng)
+        from mmemo.data.text import train_wordpiece
+
+        tokenizer = train_wordpiece([r["text"] for r in rows] + _sentences(rng, 500), spec["vocab_size"])
+        collator = Collator(tokenizer, _feature_extractor(), max_text_tokens=128)
+        log("filling the audio cache (untimed, as an earlier epoch would)")
+        cache = AudioCache(tmp / "cache")
+        for row in rows:
+            cache.load(row["audio"])
+        peak = peak_tflops or measure_peak_tflops(device)
+        results = {}
+        for recipe in recipes:
+            log(f"timing {recipe.name}")
+            results[recipe.name] = _run(recipe, size, device, rows, warmup, collator, tmp / "cache", peak, seed, log)
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    out = {"fast": results["fast"], "naive": results["naive"],
+           "speedup": results["fast"]["utt_per_s"] / results["naive"]["utt_per_s"],
+           "setup": {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                     "size": size, "utterances": len(rows), "warmup_steps": warmup,
+                     "clip_seconds": list(spec["seconds"]), "batch_size": spec["batch_size"],
+                     "max_batch_seconds": _max_batch_seconds(spec), "peak_tflops": peak,
+                     "peak_source": "given" if peak_tflops else "measured matmul",
+                     "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "compile": compile,
+                     "load_average": [load_before, _load_average()]}}
+    if ablate:
+        out["ablation"] = {name: r for name, r in results.items() if name not in ("fast", "naive")}
+    return out
+
+
+def format_results(results: dict) -> str:
+    """A Markdown table of `bench_train` results, with the setup underneath."""
+    s = results["setup"]
+    lines = ["| recipe | utterances/s | audio h/min | padding ratio | TFLOP/s | MFU | peak memory (GB) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = {"fast": results["fast"], "naive": results["naive"], **results.get("ablation", {})}
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['utt_per_s']:.2f} | {r['audio_h_per_min']:.3f} | {r['padding_ratio']:.2f} | "
+                     f"{r['tflops']:.4g} | {r['mfu']:.2%} | {r['peak_mem_gb']:.2f} |")
+    lines += ["", f"speed-up (fast / naive utterances per second): {results['speedup']:.2f}×",
+              f"{s['size']} model on {s['device']} ({s['threads']} CPU threads), one pass over {s['utterances']} utterances of "
+              f"{s['clip_seconds'][0]:g}-{s['clip_seconds'][1]:g} s per recipe, the first {s['warmup_steps']} steps untimed; "
+              f"naive batches of {s['batch_size']}, fast batches of ≤ {s['max_batch_seconds']:g} padded s; "
+              f"peak {s['peak_tflops']:.4g} TFLOP/s ({s['peak_source']}); "
+              f"peak memory is {'torch.cuda.max_memory_allocated' if 'cpu' not in s['device'] else 'process RSS'}; "
+              f"{s['cpu_count']} CPU cores, load average {s['load_average'][0]} before, {s['load_average'][1]} after"]
+    return "\n".join(lines)
+
+
+def write_results(results: dict, path: str | os.PathLike) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+def measure_peak_tflops(device: torch.device) -> float:
+    """The achieved TFLOP/s of a large square matmul: bf16 on CUDA, fp32 on CPU (a practical peak)."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    n, repeats = (8192, 20) if cuda else (2048, 3)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16 if cuda else torch.float32)
+    b = torch.randn_like(a)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def count_step_flops(model, collator: Collator, seconds: float, text: str, device: torch.device,
+                     bf16: bool = False) -> int:
+    """FLOPs of one training step (forward + backward) on one utterance of `seconds` of audio and `text`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    audio = np.random.default_rng(0).normal(0, 0.1, int(seconds * 16000)).astype(np.float32)
+    batch = collator([{"id": "x", "text": text, "audio": audio, "label": 0}])
+    with FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as counter:
+        _step(model, None, batch, device, bf16=bf16, non_blocking=False)
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def build_model(size: str, sdpa: bool = True, freeze_cnn: bool = True, vocab_size: int | None = None):
+    """A random-weight EmotionModel of `size` with SDPA or eager attention (set in the encoder configs)."""
+    from transformers import AutoModel, BertConfig, Wav2Vec2Config
+
+    from mmemo.model import EmotionModel
+
+    spec = SIZES[size]
+    cfg = ModelConfig(**copy.deepcopy(spec["model"]), freeze_feature_encoder=freeze_cnn, labels=list(LABELS))
+    attention = "sdpa" if sdpa else "eager"
+    text = AutoModel.from_config(BertConfig(**{"vocab_size": vocab_size or spec["vocab_size"], **cfg.text_config,
+                                               "attn_implementation": attention}), add_pooling_layer=False)
+    audio = AutoModel.from_config(Wav2Vec2Config(**{**cfg.audio_config, "attn_implementation": attention}))
+    return EmotionModel(cfg, len(LABELS), text, audio)
+
+
+def _run(recipe: Recipe, size: str, device: torch.device, rows: list, warmup: int, collator: Collator,
+         cache_dir: Path, peak: float, seed: int, log) -> dict:
+    spec = SIZES[size]
+    torch.manual_seed(seed)
+    model = build_model(size, sdpa=recipe.sdpa, freeze_cnn=recipe.freeze_cnn,
+                        vocab_size=max(spec["vocab_size"], len(collator.tokenizer))).to(device).train()
+    cuda = device.type == "cuda"
+    bf16 = recipe.bf16 and cuda
+    text = sorted((r["text"] for r in rows), key=len)[len(rows) // 2]  # a median-length transcript
+    lo, hi = spec["seconds"]
+    flops_lo, flops_hi = (count_step_flops(model, collator, s, text, device, bf16) for s in (lo, hi))
+    per_second = (flops_hi - flops_lo) / (hi - lo)  # FLOPs(utterance) ≈ fixed + per_second · seconds
+    fixed = flops_lo - per_second * lo
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True if recipe.loader and cuda else None)
+    step_model = torch.compile(model, dynamic=True) if recipe.compile else model
+    non_blocking = recipe.loader and cuda
+    loader = _loader(recipe, spec, rows, collator, cache_dir, cuda, seed)
+    seconds_of = {r["id"]: r["seconds"] for r in rows}
+    pad = padding_ratio(list(loader.batch_sampler), [r["seconds"] for r in rows])
+    timed_utts, timed_seconds, steps, start = 0, 0.0, 0, None
+    with _PeakRSS() as rss:
+        for i, batch in enumerate(loader):
+            if i == warmup:  # the warm-up steps (first calls, workers starting, compilation) are not timed
+                _sync(device)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                rss.reset()
+                start = time.perf_counter()
+            if start is not None:
+                timed_utts += len(batch["ids"])
+                timed_seconds += sum(seconds_of[uid] for uid in batch["ids"])
+                steps += 1
+            _step(step_model, optimizer, batch, device, bf16, non_blocking)
+        _sync(device)
+        if start is None:
+            raise ConfigError(f"{len(loader)} batches are not more than the {warmup} warm-up steps; raise --steps")
+        elapsed = time.perf_counter() - start
+    flops = fixed * timed_utts + per_second * timed_seconds
+    tflops = flops / elapsed / 1e12
+    log(f"  {recipe.name}: {steps} timed steps, {timed_utts} utterances, {elapsed:.2f} s, padding {pad:.2f}, "
+        f"{flops / timed_utts / 1e9:.3g} GFLOP per utterance")
+    mem = torch.cuda.max_memory_allocated(device) if cuda else rss.peak
+    del optimizer, step_model, model
+    return {"utt_per_s": timed_utts / elapsed, "audio_h_per_min": timed_seconds / 3600 / (elapsed / 60),
+            "padding_ratio": pad, "tflops": tflops, "mfu": tflops / peak, "peak_mem_gb": mem / 1e9}
+
+
+def _loader(recipe: Recipe, spec: dict, rows: list, collator: Collator, cache_dir: Path, cuda: bool, seed: int):
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    label_to_id = {label: i for i, label in enumerate(LABELS)}
+    dataset = EmotionDataset(rows, label_to_id, max_seconds=spec["seconds"][1], train=True, seed=seed,
+                             cache_dir=str(cache_dir) if recipe.cache else None)
+    generator = torch.Generator().manual_seed(seed)
+    if recipe.bucketing:
+        sampler = BucketBatchSampler([r["seconds"] for r in rows], spec["batch_size"], _max_batch_seconds(spec),
+                                     shuffle=True, seed=seed)
+    else:
+        sampler = BatchSampler(RandomSampler(dataset, generator=generator), spec["batch_size"], drop_last=False)
+    workers = min(4, (os.cpu_count() or 1) - 1) if recipe.loader and cuda else 0
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=workers,
+                      pin_memory=recipe.loader and cuda, prefetch_factor=4 if workers else None, generator=generator)
+
+
+def _step(model, optimizer, batch: dict, device: torch.device, bf16: bool, non_blocking: bool) -> torch.Tensor:
+    """One training step; no `.item()`, so nothing waits on the device until the pass ends."""
+    from mmemo.inference import move_batch
+    from mmemo.model import cross_entropy
+
+    batch = move_batch(batch, device, non_blocking=non_blocking)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(batch["text"], batch["audio"], batch["text_present"], batch["audio_present"])["logits"]
+    loss = cross_entropy(logits, batch["labels"])
+    loss.backward()
+    if optimizer is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def _write_corpus(folder: Path, n: int, seconds: tuple[float, float], rng: np.random.Generator) -> list[dict]:
+    folder.mkdir(parents=True)
+    texts = _sentences(rng, n)
+    rows = []
+    for i in range(n):
+        duration = round(float(rng.uniform(*seconds)), 3)
+        t = np.arange(int(duration * SOURCE_RATE)) / SOURCE_RATE
+        audio = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + rng.normal(0, 0.05, t.size)
+        path = folder / f"utt{i:05d}.wav"
+        sf.write(path, audio.astype(np.float32), SOURCE_RATE, subtype="PCM_16")
+        rows.append({"id": f"utt{i:05d}", "audio": str(path), "text": texts[i], "label": LABELS[i % len(LABELS)],
+                     "seconds": t.size / SOURCE_RATE})
+    return rows
+
+
+def _feature_extractor():
+    from transformers import Wav2Vec2FeatureExtractor
+
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                    return_attention_mask=True)
+
+
+def _max_batch_seconds(spec: dict) -> float:
+    """The fast path's batch budget: the naive batch's real audio on average, so memory per step is comparable."""
+    return spec["batch_size"] * sum(spec["seconds"]) / 2
+
+
+def _flop_formulas() -> dict:
+    """Two fixes to FlopCounterMode's table (torch 2.11): it lacks the CPU flash-attention kernels (same arithmetic
+    as the CUDA ones), and its convolution-backward formula ignores `groups` for the weight gradient, counting
+    wav2vec2's grouped positional convolution (768 channels, 16 groups, kernel 128) 16× over: +42 GFLOP on a
+    6 s clip at base size."""
+    from math import prod
+
+    from torch.utils.flop_counter import conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    def sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+    def conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                      _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+        flops = 0
+        if output_mask[0]:  # grad_input: a transposed convolution of grad_out with the weight (groups-aware)
+            flops += conv_flop_count(grad_out_shape, w_shape, x_shape, not transposed)
+        if output_mask[1]:  # grad_weight: one multiply-add per weight element per position, as the forward
+            positions = prod((x_shape if transposed else grad_out_shape)[2:])
+            flops += 2 * x_shape[0] * positions * prod(w_shape)
+        return flops
+
+    return {aten._scaled_dot_product_flash_attention_for_cpu: sdpa,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward,
+            aten.convolution_backward: conv_backward}
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (other work on the machine slows both recipes, not always equally)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _PeakRSS:
+    """The process's peak resident memory while the block runs, sampled from /proc every 20 ms (Linux);
+    elsewhere the process-wide high-water mark (which includes what ran before)."""
+
+    def __enter__(self):
+        self.peak = self._current()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._current())
+
+    def reset(self):
+        self.peak = self._current()
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._current())
+
+    @staticmethod
+    def _current() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
