@@ -2,7 +2,15 @@
 
 from mmemo.config import Config, load_config
 from mmemo.errors import MmemoError
-from mmemo.inference import EmotionRecognizer, Prediction
 
-__all__ = ["Config", "EmotionRecognizer", "MmemoError", "Prediction", "load_config"]
+__all__ = ["Config", "EmotionRecognizer", "MmemoError", "Prediction", "Segment", "load_config"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Imported on first use, so `mmemo.onnx_runtime` (and the CLI's start-up) does not load torch.
+    if name in ("EmotionRecognizer", "Prediction", "Segment"):
+        from mmemo import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'mmemo' has no attribute {name!r}")

@@ -1,14 +1,17 @@
 """`mmemo bench train`: training throughput of the fast path against a naive baseline, in one process.
 
 Both recipes train a random-weight model of the chosen size (built from configs, nothing downloaded) on the
-same generated utterances (16-bit mono WAV at 48 kHz, as many corpus releases ship, of uniformly drawn
-lengths, with random transcripts) for one timed pass over all of them, after a few untimed warm-up steps:
+same generated utterances (16-bit mono WAV at 48 kHz, as RAVDESS ships, of uniformly drawn
+lengths, with random transcripts) for one pass over all of them, the first few steps untimed. On CUDA the
+recipes run one after the other, each pass timed as a whole; on CPU (a shared machine whose load changes) they
+take turns step by step, each step timed with the loading of its batch, so that load hits every recipe alike.
 
-    recipe    precision       attention  CNN front end  batches                        audio                 loader
-    fast      bf16 autocast*  SDPA       frozen         length-bucketed, max seconds   memory-mapped cache   workers, pinned, non-blocking*
-    naive     fp32            eager      trainable      random, fixed batch size       decoded every step    in the main process
+    recipe  precision       attention  CNN        batches                       audio               loader
+    fast    bf16 autocast*  SDPA       frozen     bucketed by max seconds       memory-mapped cache workers*
+    naive   fp32            eager      trainable  random, fixed batch size      decoded every step  main process
 
-(* on CUDA only; on CPU both run fp32 in the main process, and AdamW is fused on CUDA only.) The fast path's
+(* on CUDA only, with pinned memory, non-blocking copies and fused AdamW; on CPU both run fp32 in the main
+process.) The fast path's
 cache is filled before timing, as an earlier epoch or run would have. SpecAugment (`mask_time_prob`) and
 layerdrop are off in both: the first draws masks with NumPy on the host (a graph break under torch.compile),
 the second makes the work per step random. `--ablate` adds runs of the fast path with one feature at a time
@@ -46,7 +49,7 @@ from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset, pad
 from mmemo.errors import ConfigError
 
 LABELS = ["angry", "happy", "neutral", "sad"]
-SOURCE_RATE = 48000  # the generated files' rate: loading them resamples to 16 kHz, as for RAVDESS or MELD
+SOURCE_RATE = 48000  # the generated files' rate: loading them resamples to 16 kHz, as for RAVDESS
 METRICS = ("utt_per_s", "audio_h_per_min", "padding_ratio", "tflops", "mfu", "peak_mem_gb")
 _QUIET = {"layerdrop": 0.0, "mask_time_prob": 0.0}
 SIZES = {
@@ -135,13 +138,25 @@ def bench_train(device: str = "cpu", size: str = "tiny", steps: int = 20, warmup
         for row in rows:
             cache.load(row["audio"])
         peak = peak_tflops or measure_peak_tflops(device)
-        results = {}
-        for recipe in recipes:
-            log(f"timing {recipe.name}")
-            results[recipe.name] = _run(recipe, size, device, rows, warmup, collator, tmp / "cache", peak, seed, log)
-            gc.collect()
-            if device.type == "cuda":
+        if device.type == "cuda":  # a dedicated device: one recipe after the other, each timed as a whole pass
+            results = {}
+            for recipe in recipes:
+                log(f"timing {recipe.name}")
+                run = _RecipeRun(recipe, size, device, rows, collator, tmp / "cache", seed)
+                run.warm_up(warmup)
+                results[recipe.name] = run.timed_pass().metrics(peak, log)
+                del run
+                gc.collect()
                 torch.cuda.empty_cache()
+        else:  # a shared CPU: one step of each recipe in turn, so changing load hits every recipe alike
+            log(f"timing {', '.join(r.name for r in recipes)}, interleaved step by step")
+            runs = [_RecipeRun(recipe, size, device, rows, collator, tmp / "cache", seed) for recipe in recipes]
+            for run in runs:
+                run.warm_up(warmup)
+            while any(not run.done for run in runs):
+                for run in runs:
+                    run.timed_step()
+            results = {run.recipe.name: run.metrics(peak, log) for run in runs}
     out = {"fast": results["fast"], "naive": results["naive"],
            "speedup": results["fast"]["utt_per_s"] / results["naive"]["utt_per_s"],
            "setup": {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
@@ -165,13 +180,14 @@ def format_results(results: dict) -> str:
     for name, r in rows.items():
         lines.append(f"| {name} | {r['utt_per_s']:.2f} | {r['audio_h_per_min']:.3f} | {r['padding_ratio']:.2f} | "
                      f"{r['tflops']:.4g} | {r['mfu']:.2%} | {r['peak_mem_gb']:.2f} |")
+    memory = "process RSS, every recipe resident" if s["device"] == "cpu" else "torch.cuda.max_memory_allocated"
     lines += ["", f"speed-up (fast / naive utterances per second): {results['speedup']:.2f}×",
-              f"{s['size']} model on {s['device']} ({s['threads']} CPU threads), one pass over {s['utterances']} utterances of "
-              f"{s['clip_seconds'][0]:g}-{s['clip_seconds'][1]:g} s per recipe, the first {s['warmup_steps']} steps untimed; "
-              f"naive batches of {s['batch_size']}, fast batches of ≤ {s['max_batch_seconds']:g} padded s; "
-              f"peak {s['peak_tflops']:.4g} TFLOP/s ({s['peak_source']}); "
-              f"peak memory is {'torch.cuda.max_memory_allocated' if 'cpu' not in s['device'] else 'process RSS'}; "
-              f"{s['cpu_count']} CPU cores, load average {s['load_average'][0]} before, {s['load_average'][1]} after"]
+              f"{s['size']} model on {s['device']} ({s['threads']} CPU threads), one pass over {s['utterances']} "
+              f"utterances of {s['clip_seconds'][0]:g}-{s['clip_seconds'][1]:g} s per recipe, the first "
+              f"{s['warmup_steps']} steps untimed; naive batches of {s['batch_size']}, fast batches of "
+              f"≤ {s['max_batch_seconds']:g} padded s; peak {s['peak_tflops']:.4g} TFLOP/s ({s['peak_source']}); "
+              f"peak memory is {memory}; {s['cpu_count']} CPU cores, load average {s['load_average'][0]} before, "
+              f"{s['load_average'][1]} after"]
     return "\n".join(lines)
 
 
@@ -225,52 +241,92 @@ def build_model(size: str, sdpa: bool = True, freeze_cnn: bool = True, vocab_siz
     return EmotionModel(cfg, len(LABELS), text, audio)
 
 
-def _run(recipe: Recipe, size: str, device: torch.device, rows: list, warmup: int, collator: Collator,
-         cache_dir: Path, peak: float, seed: int, log) -> dict:
-    spec = SIZES[size]
-    torch.manual_seed(seed)
-    model = build_model(size, sdpa=recipe.sdpa, freeze_cnn=recipe.freeze_cnn,
-                        vocab_size=max(spec["vocab_size"], len(collator.tokenizer))).to(device).train()
-    cuda = device.type == "cuda"
-    bf16 = recipe.bf16 and cuda
-    text = sorted((r["text"] for r in rows), key=len)[len(rows) // 2]  # a median-length transcript
-    lo, hi = spec["seconds"]
-    flops_lo, flops_hi = (count_step_flops(model, collator, s, text, device, bf16) for s in (lo, hi))
-    per_second = (flops_hi - flops_lo) / (hi - lo)  # FLOPs(utterance) ≈ fixed + per_second · seconds
-    fixed = flops_lo - per_second * lo
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True if recipe.loader and cuda else None)
-    step_model = torch.compile(model, dynamic=True) if recipe.compile else model
-    non_blocking = recipe.loader and cuda
-    loader = _loader(recipe, spec, rows, collator, cache_dir, cuda, seed)
-    seconds_of = {r["id"]: r["seconds"] for r in rows}
-    pad = padding_ratio(list(loader.batch_sampler), [r["seconds"] for r in rows])
-    timed_utts, timed_seconds, steps, start = 0, 0.0, 0, None
-    with _PeakRSS() as rss:
-        for i, batch in enumerate(loader):
-            if i == warmup:  # the warm-up steps (first calls, workers starting, compilation) are not timed
-                _sync(device)
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats(device)
-                rss.reset()
-                start = time.perf_counter()
-            if start is not None:
-                timed_utts += len(batch["ids"])
-                timed_seconds += sum(seconds_of[uid] for uid in batch["ids"])
-                steps += 1
-            _step(step_model, optimizer, batch, device, bf16, non_blocking)
-        _sync(device)
-        if start is None:
-            raise ConfigError(f"{len(loader)} batches are not more than the {warmup} warm-up steps; raise --steps")
-        elapsed = time.perf_counter() - start
-    flops = fixed * timed_utts + per_second * timed_seconds
-    tflops = flops / elapsed / 1e12
-    log(f"  {recipe.name}: {steps} timed steps, {timed_utts} utterances, {elapsed:.2f} s, padding {pad:.2f}, "
-        f"{flops / timed_utts / 1e9:.3g} GFLOP per utterance")
-    mem = torch.cuda.max_memory_allocated(device) if cuda else rss.peak
-    del optimizer, step_model, model
-    return {"utt_per_s": timed_utts / elapsed, "audio_h_per_min": timed_seconds / 3600 / (elapsed / 60),
-            "padding_ratio": pad, "tflops": tflops, "mfu": tflops / peak, "peak_mem_gb": mem / 1e9}
+class _RecipeRun:
+    """One recipe's model, optimizer and loader over the utterances, and the clock on its training steps."""
+
+    def __init__(self, recipe: Recipe, size: str, device: torch.device, rows: list, collator: Collator,
+                 cache_dir: Path, seed: int):
+        spec = SIZES[size]
+        self.recipe, self.device, self.rows = recipe, device, rows
+        self.cuda = device.type == "cuda"
+        self.bf16 = recipe.bf16 and self.cuda
+        self.non_blocking = recipe.loader and self.cuda
+        torch.manual_seed(seed)
+        self.model = build_model(size, sdpa=recipe.sdpa, freeze_cnn=recipe.freeze_cnn,
+                                 vocab_size=max(spec["vocab_size"], len(collator.tokenizer))).to(device).train()
+        text = sorted((r["text"] for r in rows), key=len)[len(rows) // 2]  # a median-length transcript
+        lo, hi = spec["seconds"]
+        flops_lo, flops_hi = (count_step_flops(self.model, collator, s, text, device, self.bf16) for s in (lo, hi))
+        self.flops_per_second = (flops_hi - flops_lo) / (hi - lo)  # FLOPs(utterance) ≈ fixed + per_second · s
+        self.flops_fixed = flops_lo - self.flops_per_second * lo
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True if self.non_blocking else None)
+        self.step_model = torch.compile(self.model, dynamic=True) if recipe.compile else self.model
+        self.loader = _loader(recipe, spec, rows, collator, cache_dir, self.cuda, seed)
+        self.padding = padding_ratio(list(self.loader.batch_sampler), [r["seconds"] for r in rows])
+        self.seconds_of = {r["id"]: r["seconds"] for r in rows}
+        self.batches = iter(self.loader)
+        self.done = False
+        self.utterances, self.audio_seconds, self.steps, self.elapsed = 0, 0.0, 0, 0.0
+        self.peak_rss = 0
+
+    def warm_up(self, steps: int) -> None:
+        """Untimed steps: first calls, DataLoader workers starting, compilation."""
+        for _ in range(steps):
+            batch = next(self.batches, None)
+            if batch is None:
+                raise ConfigError(f"{len(self.loader)} batches are not more than the {steps} warm-up steps; "
+                                  "raise --steps")
+            _step(self.step_model, self.optimizer, batch, self.device, self.bf16, self.non_blocking)
+        _sync(self.device)
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def timed_step(self) -> None:
+        """One timed step, loading its batch included, waiting for the device before the clock stops."""
+        if self.done:
+            return
+        with _PeakRSS() as rss:
+            start = time.perf_counter()
+            batch = next(self.batches, None)
+            if batch is not None:
+                _step(self.step_model, self.optimizer, batch, self.device, self.bf16, self.non_blocking)
+                _sync(self.device)
+            self.elapsed += time.perf_counter() - start
+        self.peak_rss = max(self.peak_rss, rss.peak)
+        if batch is None:
+            self.done = True
+            return
+        self._count(batch)
+
+    def timed_pass(self) -> "_RecipeRun":
+        """The rest of the pass timed as a whole: the device is waited for only at the end."""
+        with _PeakRSS() as rss:
+            start = time.perf_counter()
+            for batch in self.batches:
+                _step(self.step_model, self.optimizer, batch, self.device, self.bf16, self.non_blocking)
+                self._count(batch)
+            _sync(self.device)
+            self.elapsed += time.perf_counter() - start
+        self.peak_rss, self.done = rss.peak, True
+        return self
+
+    def metrics(self, peak_tflops: float, log) -> dict:
+        if not self.steps:
+            raise ConfigError(f"{len(self.loader)} batches leave none to time after the warm-up; raise --steps")
+        flops = self.flops_fixed * self.utterances + self.flops_per_second * self.audio_seconds
+        tflops = flops / self.elapsed / 1e12
+        log(f"  {self.recipe.name}: {self.steps} timed steps, {self.utterances} utterances, {self.elapsed:.2f} s, "
+            f"padding {self.padding:.2f}, {flops / self.utterances / 1e9:.3g} GFLOP per utterance")
+        memory = torch.cuda.max_memory_allocated(self.device) if self.cuda else self.peak_rss
+        return {"utt_per_s": self.utterances / self.elapsed,
+                "audio_h_per_min": self.audio_seconds / 3600 / (self.elapsed / 60), "padding_ratio": self.padding,
+                "tflops": tflops, "mfu": tflops / peak_tflops, "peak_mem_gb": memory / 1e9}
+
+    def _count(self, batch: dict) -> None:
+        self.utterances += len(batch["ids"])
+        self.audio_seconds += sum(self.seconds_of[uid] for uid in batch["ids"])
+        self.steps += 1
 
 
 def _loader(recipe: Recipe, spec: dict, rows: list, collator: Collator, cache_dir: Path, cuda: bool, seed: int):
@@ -394,9 +450,6 @@ class _PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._current())
-
-    def reset(self):
-        self.peak = self._current()
 
     def _sample(self):
         while not self._stop.wait(0.02):

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from mmemo.calibration import calibrate
 from mmemo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmemo.config import Config
 from mmemo.data.audio import audio_duration
@@ -73,29 +74,62 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     """Read the data, build tokenizer, feature extractor, model, loaders, optimizer and schedule.
 
     Raises:
-        ConfigError: no manifest is configured, or the output folder exists and neither `train.overwrite` nor
+        ConfigError: an invalid setting, or the output folder exists and neither `train.overwrite` nor
             `resume` is set.
-        DataError: the manifest is invalid, a split is empty, valid/test hold labels that train lacks, or
-            (with `data.on_bad_sample: fail`) audio files are missing or unreadable.
+        DataError: the manifest is invalid, a split is empty, valid/test hold labels that train lacks, a row
+            has neither text nor audio, or (with `data.on_bad_sample: fail`) audio files are unreadable.
     """
+    _check_settings(cfg, resume)
+    rank, world_size = init_distributed(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device, rank if world_size > 1 else None)
+    out_dir = Path(cfg.train.output_dir)
+
+    splits = load_splits(cfg)
+    if resume:  # the run's own tokenizer, label set and weights from its latest checkpoint
+        recognizer = EmotionRecognizer.from_pretrained(latest_checkpoint(out_dir / "checkpoints") / "model", device)
+    else:
+        recognizer = build_recognizer(cfg.model, splits, device)
+    labels = recognizer.labels
+    for name, split_rows in splits.items():
+        unknown = sorted({r["label"] for r in split_rows} - set(labels))
+        if unknown:
+            raise DataError(f"{cfg.data.manifest}: {name} split has labels {unknown} that are not in the label set "
+                            f"{labels}; fix the rows or set model.labels")
+
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    loaders = {name: make_loader(split_rows, label_to_id, cfg, recognizer.collator, train=name == "train",
+                                 device=device, rank=rank, world_size=world_size)
+               for name, split_rows in splits.items() if split_rows}
+    model = recognizer.model
+    optimizer = make_optimizer(model, cfg, device)
+    total_steps = cfg.train.epochs * math.ceil(len(loaders["train"]) / cfg.train.grad_accum)
+    scheduler = _warmup_linear_decay(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
+    # Each rank drops different modalities; the seed offset keeps rank 0 identical to a one-process run.
+    generator = torch.Generator().manual_seed(cfg.train.seed + 1000 * rank)
+    return Run(cfg, recognizer, loaders, optimizer, scheduler, build_strategy(cfg.train.modality_dropout), device,
+               out_dir, generator, wrap_model(model, cfg, device, world_size), rank, world_size)
+
+
+def _check_settings(cfg: Config, resume: bool) -> None:
     if not cfg.data.manifest:
         raise ConfigError("data.manifest is empty; set it in the config or pass data.manifest=PATH")
     if cfg.train.monitor not in CONDITIONS:
         raise ConfigError(f"train.monitor must be one of {', '.join(CONDITIONS)}, got {cfg.train.monitor!r}")
     if cfg.data.on_bad_sample not in ("fail", "skip"):
         raise ConfigError(f"data.on_bad_sample must be 'fail' or 'skip', got {cfg.data.on_bad_sample!r}")
+    if cfg.train.grad_accum < 1:
+        raise ConfigError(f"train.grad_accum must be at least 1, got {cfg.train.grad_accum}")
     out_dir = Path(cfg.train.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (cfg.train.overwrite or resume):
         raise ConfigError(f"output folder {out_dir} already exists; resume it with --resume, pass "
                           "train.overwrite=true to replace its contents, or choose another train.output_dir=...")
-    if cfg.train.grad_accum < 1:
-        raise ConfigError(f"train.grad_accum must be at least 1, got {cfg.train.grad_accum}")
-    rank, world_size = init_distributed(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device, rank if world_size > 1 else None)
 
+
+def load_splits(cfg: Config) -> dict[str, list[dict]]:
+    """The manifest's rows by split, after the bad-audio check; train and valid must not be empty."""
     rows = drop_unreadable(read_manifest(cfg.data.manifest), cfg)
     empty = [r["id"] for r in rows if not r["audio"] and not r["text"].strip()]
     if empty:
@@ -105,37 +139,18 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     for name in ("train", "valid"):
         if not splits[name]:
             raise DataError(f"{cfg.data.manifest}: the {name} split is empty; every run needs train and valid rows")
-    model_cfg = copy.deepcopy(cfg.model)
+    return splits
+
+
+def build_recognizer(model_cfg, splits: dict[str, list[dict]], device: torch.device) -> EmotionRecognizer:
+    """A fresh recognizer: label set (config or training labels), tokenizer, feature extractor and model."""
+    model_cfg = copy.deepcopy(model_cfg)
     model_cfg.labels = list(model_cfg.labels) or label_set(splits["train"])
-    for name, split_rows in splits.items():
-        unknown = sorted({r["label"] for r in split_rows} - set(model_cfg.labels))
-        if unknown:
-            raise DataError(f"{cfg.data.manifest}: {name} split has labels {unknown} that are not in the label set "
-                            f"{model_cfg.labels}; fix the rows or set model.labels")
-
-    if resume:  # the run's own tokenizer, label set and weights from its latest checkpoint
-        recognizer = EmotionRecognizer.from_pretrained(latest_checkpoint(out_dir / "checkpoints") / "model", device)
-        model, model_cfg = recognizer.model, recognizer.config
-    else:
-        tokenizer = load_tokenizer(model_cfg, [r["text"] for r in splits["train"]])
-        feature_extractor = load_feature_extractor(model_cfg)
-        text_model, audio_model = build_encoders(model_cfg, vocab_size=len(tokenizer))
-        model = EmotionModel(model_cfg, len(model_cfg.labels), text_model, audio_model).to(device)
-        recognizer = EmotionRecognizer(model, tokenizer, feature_extractor, model_cfg)
-
-    label_to_id = {label: i for i, label in enumerate(model_cfg.labels)}
-    collator = recognizer.collator
-    loaders = {name: make_loader(split_rows, label_to_id, cfg, collator, train=name == "train", device=device,
-                                 rank=rank, world_size=world_size)
-               for name, split_rows in splits.items() if split_rows}
-
-    optimizer = make_optimizer(model, cfg, device)
-    total_steps = cfg.train.epochs * math.ceil(len(loaders["train"]) / cfg.train.grad_accum)
-    scheduler = _warmup_linear_decay(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
-    # Each rank drops different modalities; the seed offset keeps rank 0 identical to a one-process run.
-    generator = torch.Generator().manual_seed(cfg.train.seed + 1000 * rank)
-    return Run(cfg, recognizer, loaders, optimizer, scheduler, build_strategy(cfg.train.modality_dropout), device,
-               out_dir, generator, wrap_model(model, cfg, device, world_size), rank, world_size)
+    tokenizer = load_tokenizer(model_cfg, [r["text"] for r in splits["train"]])
+    feature_extractor = load_feature_extractor(model_cfg)
+    text_model, audio_model = build_encoders(model_cfg, vocab_size=len(tokenizer))
+    model = EmotionModel(model_cfg, len(model_cfg.labels), text_model, audio_model).to(device)
+    return EmotionRecognizer(model, tokenizer, feature_extractor, model_cfg)
 
 
 def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
@@ -213,13 +228,20 @@ def train(cfg: Config, resume: bool = False) -> dict:
     _barrier(run)  # rank 0 has written the best model
     best = EmotionRecognizer.from_pretrained(model_dir, device=run.device)
     run.model.load_state_dict(best.model.state_dict())
+    # Every rank holds the whole validation split, so all fit the same temperature.
+    calibration = calibrate(run.recognizer, run.loaders["valid"])
+    if run.main:
+        run.recognizer.save_pretrained(model_dir)  # config.json gains the temperature
+        tqdm.write(f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
+                   f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}")
     valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
     test = evaluate(run.model, run.loaders["test"], run.device, len(run.recognizer.labels)) if "test" in run.loaders else None
     if run.main:
-        write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test)
+        write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test,
+                     calibration)
     _barrier(run)
     return {"out_dir": run.out_dir, "model_dir": model_dir, "best_epoch": state.best_epoch, "valid": valid,
-            "test": test, "skipped": state.skipped}
+            "test": test, "skipped": state.skipped, "calibration": calibration}
 
 
 @dataclass
@@ -395,7 +417,8 @@ def make_loader(rows: list[dict], label_to_id: dict, cfg: Config, collator: Coll
     Under DDP each rank trains on its own share of the training batches; evaluation loaders are not sharded.
     """
     dataset = EmotionDataset(rows, label_to_id, cfg.model.sampling_rate, cfg.data.max_audio_seconds, train=train,
-                             seed=cfg.train.seed, skip_bad=cfg.data.on_bad_sample == "skip")
+                             seed=cfg.train.seed, skip_bad=cfg.data.on_bad_sample == "skip",
+                             cache_dir=cfg.data.cache_dir or None)
     sampler = BucketBatchSampler(dataset.durations(), cfg.data.batch_size, cfg.data.max_batch_seconds,
                                  shuffle=train, seed=cfg.train.seed, rank=rank if train else 0,
                                  world_size=world_size if train else 1)
@@ -456,7 +479,7 @@ def load_feature_extractor(cfg):
 
 
 def write_report(out_dir: Path, cfg: Config, labels: list[str], history: list[dict], best_epoch: int,
-                 valid: dict, test: dict | None) -> None:
+                 valid: dict, test: dict | None, calibration: dict) -> None:
     """report.md, confusion_matrix.png and training_curves.png in the run folder."""
     import matplotlib
 
@@ -469,7 +492,9 @@ def write_report(out_dir: Path, cfg: Config, labels: list[str], history: list[di
     lines = [f"# mmemo run: {out_dir.name}", "", f"Manifest: `{cfg.data.manifest}`; labels: {', '.join(labels)}; "
              f"best epoch {best_epoch} of {len(history)} (by validation UA, text+audio).", "",
              format_table(valid, "## Validation"), "", format_table(final, f"## {split.capitalize()}")
-             if test else "", "", "![confusion matrix](confusion_matrix.png)", "",
+             if test else "", "", f"Calibration (temperature scaling on validation, text+audio): T = "
+             f"{calibration['temperature']:.3f}, expected calibration error {calibration['ece_before']:.3f} → "
+             f"{calibration['ece_after']:.3f}.", "", "![confusion matrix](confusion_matrix.png)", "",
              "![training curves](training_curves.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
 

@@ -15,7 +15,8 @@ TINY_MODEL = {
     "audio_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
                      "conv_dim": [16, 16, 16, 16, 16, 16, 16], "num_conv_pos_embeddings": 16,
                      "num_conv_pos_embedding_groups": 2, "feat_extract_norm": "group", "layerdrop": 0.0,
-                     "mask_time_prob": 0.0},
+                     "mask_time_prob": 0.0, "hidden_dropout": 0.0, "attention_dropout": 0.0,
+                     "activation_dropout": 0.0, "feat_proj_dropout": 0.0},
     "tokenizer_vocab_size": 300,
     "fusion_dim": 32,
     "fusion_heads": 2,
@@ -49,4 +50,6 @@ def trained_run(synth_corpus, tmp_path_factory):
     from mmemo.train import train
 
     out = tmp_path_factory.mktemp("run") / "run"
-    return train(config_from_dict(tiny_config_dict(synth_corpus, out, epochs=8)))
+    cfg = tiny_config_dict(synth_corpus, out, epochs=12)
+    cfg["data"]["batch_size"] = 8  # more, smaller steps: a from-scratch audio encoder needs them
+    return train(config_from_dict(cfg))

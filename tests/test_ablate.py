@@ -22,8 +22,8 @@ def test_variant_configs_change_only_what_they_name(synth_corpus, tmp_path):
 
 def test_ablation_runs_and_reports_every_condition(synth_corpus, tmp_path):
     cfg = config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "base", epochs=1))
-    results = ablate(cfg, seeds=(0, 1), out_dir=tmp_path / "abl", variants=("joint_md", "text_only", "concat"))
-    assert set(results) == {"joint_md", "text_only", "concat"}
+    results = ablate(cfg, seeds=(0, 1), out_dir=tmp_path / "abl", variants=("joint_md", "text_only"))
+    assert set(results) == {"joint_md", "text_only"}
     assert set(results["joint_md"]) == {"both", "text", "audio"} and set(results["text_only"]) == {"text"}
     for scores in results["joint_md"].values():
         assert {"ua", "wa", "macro_f1"} <= set(scores) and scores["n_runs"] == 2
@@ -31,4 +31,4 @@ def test_ablation_runs_and_reports_every_condition(synth_corpus, tmp_path):
     table = format_ablation(results)
     assert "| text_only |" in table and "text-only UA" in table
     json.dumps(results)  # the --json output is plain JSON
-    assert (tmp_path / "abl" / "concat" / "seed-1" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "abl" / "text_only" / "seed-1" / "model" / "model.safetensors").is_file()

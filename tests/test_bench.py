@@ -53,7 +53,7 @@ def test_frozen_cnn_and_flop_counting():
 
 @pytest.mark.parametrize("groups", [1, 16])
 def test_conv_backward_flops_count_groups(groups):
-    """Forward + backward of a convolution is 3× its forward (torch 2.11's own formula counts grouped ones 16× over)."""
+    """Forward + backward of a convolution is 3× its forward (torch 2.11 counts grouped ones `groups`× over)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from mmemo.bench_train import _flop_formulas

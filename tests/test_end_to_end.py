@@ -29,9 +29,9 @@ def test_training_learns_and_writes_the_run_folder(trained_run):
                  "model/preprocessor_config.json"):
         assert (out / name).is_file(), name
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(history) == 8 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert len(history) == 12 and history[-1]["train_loss"] < history[0]["train_loss"]
     test = trained_run["test"]
-    # a 240-clip corpus and 8 tiny epochs: well above chance (0.25) when fused, text-only near its ceiling
+    # a 240-clip corpus and 12 tiny epochs: well above chance (0.25) when fused; text alone tells only valence
     assert test["both"]["ua"] >= 0.5, test
     assert test["text"]["ua"] >= 0.35, test
     assert set(test) == {"both", "text", "audio"}

@@ -84,8 +84,10 @@ def test_batches_are_sorted_by_length_and_answers_come_back_in_input_order(rec, 
     for i, (t, a) in enumerate(zip(texts, audios)):
         single = rec.predict(text=t or None, audio=a, sampling_rate=RATE)
         assert batch[i].modalities == single.modalities
-        # zero padding changes a group-norm wav2vec2's frames a little (no attention mask for those models)
-        assert _close(batch[i].probabilities, single.probabilities, 5e-3), i
+        # zero padding changes a group-norm wav2vec2's frames a little (no attention mask for those models,
+        # by design; sorting keeps the padding small): close, not equal
+        assert _close(batch[i].probabilities, single.probabilities, 2e-2), i
+        assert batch[i].label == single.label or max(single.probabilities.values()) < 0.5, i
     with pytest.raises(ValueError, match="batch_size"):
         rec.predict(text="hi", batch_size=0)
 
@@ -231,10 +233,13 @@ def test_temperature_is_fitted_saved_loaded_and_applied(trained_run, rec, rows, 
     copy.save_pretrained(tmp_path / "calibrated")
     assert json.loads((tmp_path / "calibrated" / "config.json").read_text())["temperature"] == 2.0
     loaded = EmotionRecognizer.from_pretrained(tmp_path / "calibrated")
-    assert loaded.temperature == 2.0 and rec.temperature == 1.0  # the trained folder predates calibration
+    assert loaded.temperature == 2.0
+    trained = rec.temperature  # training calibrated the model on its validation split
+    assert trained == pytest.approx(trained_run["calibration"]["temperature"]) and trained > 0
     p1 = np.array(list(rec.predict(text="What a lovely surprise.").probabilities.values()))
     p2 = np.array(list(loaded.predict(text="What a lovely surprise.").probabilities.values()))
-    assert np.allclose(p2, np.sqrt(p1) / np.sqrt(p1).sum(), atol=1e-5)  # softmax(z / 2) ∝ softmax(z) ** 0.5
+    expected = p1 ** (trained / 2.0)  # softmax(z / 2) ∝ softmax(z / T) ** (T / 2)
+    assert np.allclose(p2, expected / expected.sum(), atol=1e-5)
 
 
 def test_int8_stays_close_to_fp32(trained_run, rec, rows):
