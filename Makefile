@@ -25,9 +25,11 @@ quickstart: $(VENV)/.installed
 	$(PY) -m mmemo synth data/synth --n 1000 --seed 0
 	$(PY) -m mmemo train configs/quickstart.yaml train.overwrite=true
 	$(PY) -m mmemo evaluate runs/quickstart/model data/synth/manifest.jsonl --split test
+	@echo "Example 1, text only:"
 	$(PY) -m mmemo predict runs/quickstart/model --text "I am so glad. We are meeting Anna at the park tomorrow."
-	$(PY) -m mmemo predict runs/quickstart/model --audio data/synth/wavs/synth_0003.wav \
-		--text "$$($(PY) -c "import json; print(next(r['text'] for r in map(json.loads, open('data/synth/manifest.jsonl')) if r['id'] == 'synth_0003'))")"
+	@echo "Example 2, a held-out speaker's clip (gold label: angry) with its transcript:"
+	$(PY) -m mmemo predict runs/quickstart/model --audio data/synth/wavs/synth00011.wav --details \
+		--text "That is the worst news. Ines called about the umbrella this morning."
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
