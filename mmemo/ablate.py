@@ -4,7 +4,8 @@
     joint_nomd   the same without modality dropout
     text_only    a dedicated text model (audio never shown in training), scored text-only
     audio_only   a dedicated audio model, scored audio-only
-    concat       late fusion (masked mean + concatenation) instead of cross-attention, with modality dropout
+    concat       late fusion (masked mean of each stream, concatenated) instead of cross-attention, with
+                 modality dropout
 
 Each variant picks its best epoch by validation UA on the condition it is scored on first (text_only by
 text-only UA, ...). Scores are test-split means (and standard deviations) over seeds.
@@ -28,7 +29,7 @@ VARIANTS = {  # name -> (config changes, conditions it is scored on)
     "joint_nomd": ({"modality_dropout": {"name": "none"}}, CONDITIONS),
     "text_only": ({"modality_dropout": {"name": "text_only"}, "monitor": "text"}, ("text",)),
     "audio_only": ({"modality_dropout": {"name": "audio_only"}, "monitor": "audio"}, ("audio",)),
-    "concat": ({"fusion": "concat"}, CONDITIONS),
+    "concat": ({"fusion": "concat", "pooling": "mean"}, CONDITIONS),
 }
 SCORES = ("ua", "wa", "macro_f1")
 
@@ -67,6 +68,7 @@ def variant_config(cfg: Config, name: str, seed: int, output_dir: Path) -> Confi
         cfg.train.modality_dropout = dict(DEFAULT_DROPOUT)
     if "fusion" in changes:
         cfg.model.fusion = changes["fusion"]
+        cfg.model.text_pooling = cfg.model.audio_pooling = changes["pooling"]
     cfg.train.modality_dropout = changes.get("modality_dropout", cfg.train.modality_dropout)
     cfg.train.monitor = changes.get("monitor", "both")
     cfg.train.seed, cfg.train.output_dir, cfg.train.overwrite = seed, str(output_dir), True

@@ -38,6 +38,8 @@ class ModelConfig:
     fusion_dim: int = 128
     fusion_heads: int = 4
     fusion_layers: int = 1
+    text_pooling: str = "attentive"  # attentive, mean, or first (the [CLS] token)
+    audio_pooling: str = "attentive"  # attentive or mean
     dropout: float = 0.1
     freeze_feature_encoder: bool = True
     freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all

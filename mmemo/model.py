@@ -9,8 +9,8 @@ What flows where:
                              batch its first position becomes the placeholder and the rest are masked out
     + modality-presence embedding (both / text only / audio only) on every token of both streams
     CrossAttentionFusion: L × [text attends to audio, audio attends to text, feed-forward], key padding masks
-                          → attentive pooling of each stream → (B, 2D)
-    (or ConcatFusion: masked mean of each stream → (B, 2D), the late-fusion baseline)
+                          → pooling of each stream (attentive, mean or first token) → (B, 2D)
+    (or ConcatFusion: each stream pooled on its own → (B, 2D), the late-fusion baseline)
     classifier ──► logits (B, C)
 
 A text-only prediction therefore never depends on audio values (and vice versa): absent positions are
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmemo.config import ModelConfig
+from mmemo.errors import ConfigError
 
 BOTH, TEXT_ONLY, AUDIO_ONLY = 0, 1, 2  # rows of the modality-presence embedding
 
@@ -87,14 +88,24 @@ class AudioEncoder(nn.Module):
         return states, mask
 
 
-class AttentivePooling(nn.Module):
-    """Masked softmax attention over time: (B, T, D) → (B, D)."""
+class Pooling(nn.Module):
+    """Masked pooling over time, (B, T, D) → (B, D): "attentive" (learned softmax scores), "mean", or "first"
+    (the first position: BERT's [CLS] token, or a missing modality's placeholder)."""
 
-    def __init__(self, dim: int):
+    KINDS = ("attentive", "mean", "first")
+
+    def __init__(self, kind: str, dim: int):
         super().__init__()
-        self.score = nn.Linear(dim, 1)
+        if kind not in self.KINDS:
+            raise ConfigError(f"pooling must be one of {', '.join(self.KINDS)}, got {kind!r}")
+        self.kind = kind
+        self.score = nn.Linear(dim, 1) if kind == "attentive" else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.kind == "first":
+            return x[:, 0]
+        if self.kind == "mean":
+            return _masked_mean(x, mask)
         scores = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))  # (B, T)
         return torch.einsum("bt,btd->bd", torch.softmax(scores, dim=-1), x)
 
@@ -117,14 +128,15 @@ class CrossAttentionBlock(nn.Module):
 
 
 class CrossAttentionFusion(nn.Module):
-    """`layers` bidirectional cross-attention blocks, then attentive pooling of each stream: → (B, 2·dim)."""
+    """`layers` bidirectional cross-attention blocks, then pooling of each stream: → (B, 2·dim)."""
 
-    def __init__(self, dim: int, heads: int, layers: int, dropout: float):
+    def __init__(self, dim: int, heads: int, layers: int, dropout: float, text_pooling: str = "attentive",
+                 audio_pooling: str = "attentive"):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"fusion_dim ({dim}) must be divisible by fusion_heads ({heads})")
+            raise ConfigError(f"fusion_dim ({dim}) must be divisible by fusion_heads ({heads})")
         self.blocks = nn.ModuleList(CrossAttentionBlock(dim, heads, dropout) for _ in range(layers))
-        self.text_pool, self.audio_pool = AttentivePooling(dim), AttentivePooling(dim)
+        self.text_pool, self.audio_pool = Pooling(text_pooling, dim), Pooling(audio_pooling, dim)
         self.out_dim = 2 * dim
 
     def forward(self, text, text_mask, audio, audio_mask) -> torch.Tensor:
@@ -134,14 +146,15 @@ class CrossAttentionFusion(nn.Module):
 
 
 class ConcatFusion(nn.Module):
-    """Late fusion baseline: masked mean of each stream, concatenated: → (B, 2·dim)."""
+    """Late fusion baseline: each stream pooled on its own, concatenated: → (B, 2·dim)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, text_pooling: str = "mean", audio_pooling: str = "mean"):
         super().__init__()
+        self.text_pool, self.audio_pool = Pooling(text_pooling, dim), Pooling(audio_pooling, dim)
         self.out_dim = 2 * dim
 
     def forward(self, text, text_mask, audio, audio_mask) -> torch.Tensor:
-        return torch.cat([_masked_mean(text, text_mask), _masked_mean(audio, audio_mask)], dim=-1)
+        return torch.cat([self.text_pool(text, text_mask), self.audio_pool(audio, audio_mask)], dim=-1)
 
 
 class EmotionModel(nn.Module):
@@ -165,11 +178,12 @@ class EmotionModel(nn.Module):
         self.audio_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.presence = nn.Embedding(3, dim)
         if cfg.fusion == "cross_attention":
-            self.fusion = CrossAttentionFusion(dim, cfg.fusion_heads, cfg.fusion_layers, cfg.dropout)
+            self.fusion = CrossAttentionFusion(dim, cfg.fusion_heads, cfg.fusion_layers, cfg.dropout,
+                                               cfg.text_pooling, cfg.audio_pooling)
         elif cfg.fusion == "concat":
-            self.fusion = ConcatFusion(dim)
+            self.fusion = ConcatFusion(dim, cfg.text_pooling, cfg.audio_pooling)
         else:
-            raise ValueError(f"model.fusion must be 'cross_attention' or 'concat', got {cfg.fusion!r}")
+            raise ConfigError(f"model.fusion must be 'cross_attention' or 'concat', got {cfg.fusion!r}")
         self.classifier = nn.Sequential(
             nn.LayerNorm(self.fusion.out_dim), nn.Dropout(cfg.dropout), nn.Linear(self.fusion.out_dim, dim),
             nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(dim, num_labels),

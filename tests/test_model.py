@@ -80,9 +80,41 @@ def test_padding_does_not_change_the_output(fusion):
     torch.testing.assert_close(model(padded_text, padded_audio)["logits"], alone, atol=1e-4, rtol=1e-4)
 
 
-def test_fusion_checks_heads():
-    with pytest.raises(ValueError, match="divisible"):
+def test_fusion_checks_heads_and_pooling():
+    with pytest.raises(ConfigError, match="divisible"):
         CrossAttentionFusion(30, 4, 1, 0.0)
+    with pytest.raises(ConfigError, match="pooling must be one of"):
+        CrossAttentionFusion(32, 4, 1, 0.0, text_pooling="max")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("fusion", ["cross_attention", "concat"])
+@pytest.mark.parametrize("text_pooling, audio_pooling", [("first", "mean"), ("mean", "attentive")])
+def test_pooling_choices(fusion, text_pooling, audio_pooling):
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**TINY_MODEL, "fusion": fusion, "text_pooling": text_pooling, "audio_pooling": audio_pooling})
+    model = EmotionModel(cfg, 3, *build_encoders(cfg, vocab_size=50)).eval()
+    text, audio = _batch()
+    for t, a in [(text, audio), (text, None), (None, audio)]:
+        logits = model(t, a)["logits"]
+        assert logits.shape == (3, 3) and torch.isfinite(logits).all()
+
+
+def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
+    from mmemo.config import config_from_dict
+    from mmemo.train import TrainState, _optimizer_step, setup
+
+    from conftest import tiny_config_dict
+
+    cfg = tiny_config_dict(synth_corpus, tmp_path / "gc", gradient_checkpointing=True, grad_accum=2)
+    run = setup(config_from_dict(cfg))
+    assert run.model.text_encoder.model.is_gradient_checkpointing
+    assert run.model.audio_encoder.model.is_gradient_checkpointing
+    run.model.train()
+    batch = next(iter(run.loaders["train"]))
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    assert _optimizer_step(run, batch, 0.0, TrainState()) is not None
+    assert any(not torch.equal(before[k], v) for k, v in run.model.state_dict().items())
 
 
 @pytest.mark.parametrize("spec", [{"name": "none"}, {"name": "independent", "p_text": 0.5, "p_audio": 0.5},
