@@ -174,7 +174,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
 
     Returns:
         {"out_dir", "model_dir", "best_epoch", "valid": scores, "test": scores or None, "skipped": bad clips
-        skipped}; scores map condition ("both", "text", "audio") → metrics.
+        skipped, "calibration": temperature and ECE}; scores map condition ("both", "text", "audio") → metrics.
     """
     run = setup(cfg, resume=resume)
     model_dir = run.out_dir / "model"
@@ -195,35 +195,10 @@ def train(cfg: Config, resume: bool = False) -> dict:
     if run.main:
         _print_header(run)
 
-    # Every rank evaluates the whole validation split with the same weights, so all reach the same decisions.
     while state.epoch < cfg.train.epochs and not state.stopped:
         start = time.time()
         train_loss = train_epoch(run, state)
-        valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
-        record = {"epoch": state.epoch + 1, "train_loss": train_loss, "seconds": round(time.time() - start, 2),
-                  "lr": run.scheduler.get_last_lr()[-1], "skipped": state.skipped,
-                  **{f"valid_{c}_{k}": valid[c][k] for c in valid for k in ("ua", "wa", "macro_f1")}}
-        state.history.append(record)
-        score = valid[cfg.train.monitor]["ua"]
-        improved = score > state.best_ua
-        if run.main:
-            tqdm.write(f"epoch {state.epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
-                       f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}{'  *' if improved else ''}")
-        if improved:
-            state.best_ua, state.best_epoch, state.stale = score, state.epoch + 1, 0
-            if run.main:
-                run.recognizer.save_pretrained(model_dir)
-        else:
-            state.stale += 1
-            if cfg.train.patience and state.stale >= cfg.train.patience:
-                state.stopped = True
-                if run.main:
-                    tqdm.write(f"early stop: no better validation UA for {state.stale} epochs")
-        if run.main:
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        state.epoch, state.batch, state.epoch_loss, state.epoch_batches = state.epoch + 1, 0, 0.0, 0
-        _checkpoint(run, state)
+        end_epoch(run, state, train_loss, time.time() - start)
 
     _barrier(run)  # rank 0 has written the best model
     best = EmotionRecognizer.from_pretrained(model_dir, device=run.device)
@@ -259,6 +234,39 @@ class TrainState:
     stopped: bool = False
     skipped: int = 0  # bad clips skipped (data.on_bad_sample: skip) or samples dropped after running out of memory
     history: list = field(default_factory=list)
+
+
+def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) -> None:
+    """Validate, log the epoch, keep the model if it is the best so far, decide on early stopping, checkpoint.
+
+    Every rank evaluates the whole validation split with the same weights, so all reach the same decisions.
+    """
+    cfg = run.cfg
+    valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
+    record = {"epoch": state.epoch + 1, "train_loss": train_loss, "seconds": round(seconds, 2),
+              "lr": run.scheduler.get_last_lr()[-1], "skipped": state.skipped,
+              **{f"valid_{c}_{k}": valid[c][k] for c in valid for k in ("ua", "wa", "macro_f1")}}
+    state.history.append(record)
+    score = valid[cfg.train.monitor]["ua"]
+    improved = score > state.best_ua
+    if run.main:
+        tqdm.write(f"epoch {state.epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
+                   f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}{'  *' if improved else ''}")
+    if improved:
+        state.best_ua, state.best_epoch, state.stale = score, state.epoch + 1, 0
+        if run.main:
+            run.recognizer.save_pretrained(run.out_dir / "model")
+    else:
+        state.stale += 1
+        if cfg.train.patience and state.stale >= cfg.train.patience:
+            state.stopped = True
+            if run.main:
+                tqdm.write(f"early stop: no better validation UA for {state.stale} epochs")
+    if run.main:
+        with open(run.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    state.epoch, state.batch, state.epoch_loss, state.epoch_batches = state.epoch + 1, 0, 0.0, 0
+    _checkpoint(run, state)
 
 
 def train_epoch(run: Run, state: TrainState) -> float:
