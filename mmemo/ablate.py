@@ -18,10 +18,8 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 from mmemo.config import Config
-from mmemo.metrics import CONDITIONS
+from mmemo.metrics import CONDITIONS, mean_and_std
 
 DEFAULT_DROPOUT = {"name": "independent", "p_text": 0.3, "p_audio": 0.3}
 VARIANTS = {  # name -> (config changes, conditions it is scored on)
@@ -94,9 +92,5 @@ def write_json(results: dict, path: str | os.PathLike) -> None:
 
 
 def _mean_std(scores: list[dict]) -> dict:
-    out = {}
-    for key in SCORES:
-        values = np.array([s[key] for s in scores], dtype=float)
-        out[key], out[f"{key}_std"] = float(values.mean()), float(values.std())
-    out["n_runs"] = len(scores)
-    return out
+    mean, std = mean_and_std(scores, SCORES)
+    return {**mean, **{f"{k}_std": v for k, v in std.items()}, "n_runs": len(scores)}

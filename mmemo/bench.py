@@ -10,7 +10,6 @@ generated sentences; weights do not change the speed. Three workloads: a 5 s cli
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import os
 import tempfile
@@ -51,7 +50,7 @@ def bench_predict(size: str = "base", model_dir: str | os.PathLike | None = None
         model_dir: a trained model folder to time instead.
         threads: CPU threads for torch and onnxruntime.
         repeats: timed calls per single-input workload (after two warm-up calls); the batch runs
-            max(1, repeats // 10) times and its median is reported.
+            max(1, repeats // 10) times and its median is reported. Variants take turns call by call.
         log: where progress lines go.
     """
     from mmemo.export import export_onnx
@@ -70,29 +69,29 @@ def bench_predict(size: str = "base", model_dir: str | os.PathLike | None = None
         log("exporting ONNX fp32 and int8")
         export_onnx(model_dir, tmp / "onnx")
         export_onnx(model_dir, tmp / "onnx_int8", int8=True)
-        # One variant in memory at a time: peak memory stays near one model's (5.3 GB RSS at base size).
-        builders = {
-            "fp32": lambda: EmotionRecognizer.from_pretrained(model_dir).predict,
-            "int8": lambda: EmotionRecognizer.from_pretrained(model_dir, int8=True).predict,
-            "onnx": lambda: OnnxEmotionRecognizer(tmp / "onnx", threads=threads).predict,
-            "onnx_int8": lambda: OnnxEmotionRecognizer(tmp / "onnx_int8", threads=threads).predict,
-            "baseline": lambda: _baseline(EmotionRecognizer.from_pretrained(model_dir)),
+        # All variants stay loaded so that every timed round calls each of them once: a machine that speeds up
+        # or slows down during the run moves every variant alike.
+        predictors = {
+            "fp32": EmotionRecognizer.from_pretrained(model_dir).predict,
+            "int8": EmotionRecognizer.from_pretrained(model_dir, int8=True).predict,
+            "onnx": OnnxEmotionRecognizer(tmp / "onnx", threads=threads).predict,
+            "onnx_int8": OnnxEmotionRecognizer(tmp / "onnx_int8", threads=threads).predict,
+            "baseline": _baseline(EmotionRecognizer.from_pretrained(model_dir)),
         }
         rate = json.loads((Path(model_dir) / "config.json").read_text())["model"]["sampling_rate"]
         transcripts = _sentences(rng, BATCH, words=TRANSCRIPT_WORDS)
         clips = [rng.normal(0, 0.1, int(CLIP_SECONDS * rate)).astype(np.float32) for _ in range(BATCH)]
-        results = {}
-        for name, build in builders.items():
-            predict = build()
-            clip_text = _times(lambda: predict(text=transcripts[0], audio=clips[0], sampling_rate=rate), repeats)
-            text = _times(lambda: predict(text=transcripts[0]), repeats)
-            batch = _times(lambda: predict(text=transcripts, audio=clips, sampling_rate=rate, batch_size=BATCH),
-                           max(1, repeats // 10), warmup=0)
-            results[name] = {"clip_text_p50_ms": _ms(clip_text, 50), "clip_text_p95_ms": _ms(clip_text, 95),
-                             "text_p50_ms": _ms(text, 50), "batch32_ms": _ms(batch, 50)}
-            log(f"{name}: {results[name]}")
-            del predict
-            gc.collect()
+        log(f"timing {', '.join(predictors)} in turn")
+        clip_text = _interleaved(predictors, lambda p: p(text=transcripts[0], audio=clips[0], sampling_rate=rate),
+                                 repeats)
+        text = _interleaved(predictors, lambda p: p(text=transcripts[0]), repeats)
+        batch = _interleaved(predictors, lambda p: p(text=transcripts, audio=clips, sampling_rate=rate,
+                                                     batch_size=BATCH), max(1, repeats // 10), warmup=0)
+        results = {name: {"clip_text_p50_ms": _ms(clip_text[name], 50), "clip_text_p95_ms": _ms(clip_text[name], 95),
+                          "text_p50_ms": _ms(text[name], 50), "batch32_ms": _ms(batch[name], 50)}
+                   for name in predictors}
+        for name, r in results.items():
+            log(f"{name}: {r}")
     return results
 
 
@@ -160,14 +159,21 @@ def _baseline(recognizer):
     return predict
 
 
-def _times(call, repeats: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
+def _interleaved(predictors: dict, call, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per `call(predictor)` for each predictor, taken in rounds that call every predictor once.
+
+    Each round starts one predictor later than the one before, so none always runs right after the same other.
+    """
+    for predict in predictors.values():
+        for _ in range(warmup):
+            call(predict)
+    names = list(predictors)
+    times = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            start = time.perf_counter()
+            call(predictors[name])
+            times[name].append(time.perf_counter() - start)
     return times
 
 

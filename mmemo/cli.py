@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1000, help="number of utterances (default 1000)")
     p.add_argument("--speakers", type=int, default=12)
+    p.add_argument("--design", choices=["complementary", "redundant"], default="complementary",
+                   help="complementary: text tells valence, audio arousal (default); redundant: text names the "
+                        "emotion in most transcripts")
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus in OUT_DIR")
     p.set_defaults(func=cmd_synth)
 
@@ -182,7 +185,7 @@ def cmd_synth(args) -> None:
     from mmemo.data.synthetic import generate_corpus
 
     manifest = generate_corpus(args.out_dir, n=args.n, seed=args.seed, n_speakers=args.speakers,
-                               overwrite=args.overwrite)
+                               design=args.design, overwrite=args.overwrite)
     print(f"synthetic corpus: {manifest}")
 
 

@@ -29,7 +29,7 @@ from mmemo.config import Config
 from mmemo.data.corpora._common import contiguous_folds
 from mmemo.data.manifest import label_set, read_manifest, write_manifest
 from mmemo.errors import ConfigError, DataError
-from mmemo.metrics import CONDITIONS
+from mmemo.metrics import CONDITIONS, mean_and_std
 
 METRICS = ("wa", "ua", "macro_f1", "weighted_f1")
 _CONDITION_NAMES = {"both": "text+audio", "text": "text-only", "audio": "audio-only"}
@@ -162,12 +162,13 @@ def cross_validate(
                 "confusion": {c: m["confusion"] for c, m in result["test"].items()},
             })
 
+    mean, std = _summary([r["test"] for r in runs])
     results = {
         "manifest": str(manifest), "folds_by": str(folds), "folds": order, "seeds": list(seeds), "labels": labels,
         "runs": runs,
-        "fold_means": {f: _average([r["test"] for r in runs if r["fold"] == f], np.mean) for f in order},
-        "mean": _average([r["test"] for r in runs], np.mean),
-        "std": _average([r["test"] for r in runs], np.std),
+        "fold_means": {f: _summary([r["test"] for r in runs if r["fold"] == f])[0] for f in order},
+        "mean": mean,
+        "std": std,
         "confusion": {c: np.sum([r["confusion"][c] for r in runs], axis=0).tolist() for c in CONDITIONS},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,13 +211,14 @@ def format_confusion(results: dict, condition: str = "both") -> str:
     return "\n".join(lines)
 
 
-def _average(scores: list[dict], reduce) -> dict:
-    """{condition: {metric: reduce over runs}}; `n` is summed."""
-    out = {}
+def _summary(scores: list[dict]) -> tuple[dict, dict]:
+    """({condition: {metric: mean over runs}}, the same with standard deviations); `n` is summed in both."""
+    means, stds = {}, {}
     for c in CONDITIONS:
-        out[c] = {k: float(reduce([s[c][k] for s in scores])) for k in METRICS}
-        out[c]["n"] = int(sum(s[c]["n"] for s in scores))
-    return out
+        mean, std = mean_and_std([s[c] for s in scores], METRICS)
+        n = int(sum(s[c]["n"] for s in scores))
+        means[c], stds[c] = {**mean, "n": n}, {**std, "n": n}
+    return means, stds
 
 
 def _num(value) -> str:

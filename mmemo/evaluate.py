@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 
 import torch
-from torch.utils.data import DataLoader
 
-from mmemo.data.dataset import BucketBatchSampler, EmotionDataset
+from mmemo.config import Config, DataConfig
 from mmemo.data.manifest import read_manifest
 from mmemo.errors import DataError
 from mmemo.inference import EmotionRecognizer
-from mmemo.train import evaluate, resolve_device
+from mmemo.train import evaluate, make_loader, resolve_device
 
 
 def evaluate_manifest(model_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test",
@@ -32,8 +31,9 @@ def evaluate_manifest(model_dir: str | os.PathLike, manifest: str | os.PathLike,
     if unknown:
         raise DataError(f"{manifest}: labels {unknown} are not in the model's label set {recognizer.labels}")
     label_to_id = {label: i for i, label in enumerate(recognizer.labels)}
-    dataset = EmotionDataset(rows, label_to_id, recognizer.config.sampling_rate, max_seconds=0)
-    sampler = BucketBatchSampler(dataset.durations(), batch_size, shuffle=False)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=recognizer.collator)
+    # Whole clips (no crop), sorted by length, as the training run's evaluation loader but for the crop.
+    cfg = Config(model=recognizer.config, data=DataConfig(manifest=str(manifest), batch_size=batch_size,
+                                                          max_audio_seconds=0.0))
+    loader = make_loader(rows, label_to_id, cfg, recognizer.collator, train=False, device=recognizer.device)
     with torch.inference_mode():
         return evaluate(recognizer.model, loader, recognizer.device, len(recognizer.labels))

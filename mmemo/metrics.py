@@ -35,6 +35,12 @@ def classification_metrics(y_true, y_pred, num_labels: int) -> dict:
     }
 
 
+def mean_and_std(scores: list[dict], keys) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-key mean and (population) standard deviation over several runs' score dicts."""
+    values = {k: np.array([s[k] for s in scores], dtype=float) for k in keys}
+    return {k: float(v.mean()) for k, v in values.items()}, {k: float(v.std()) for k, v in values.items()}
+
+
 def format_table(results: dict[str, dict], title: str = "") -> str:
     """A Markdown table of WA/UA/F1 per condition (rows in CONDITIONS order, others after)."""
     lines = [title] if title else []

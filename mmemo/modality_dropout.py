@@ -4,7 +4,9 @@ text-only, audio-only and text+audio input.
 A strategy is a callable `(text_present, audio_present, progress, generator) -> (keep_text, keep_audio)`:
 it gets the (B,) bool masks of what each sample really has, the fraction of training done (0–1) and a
 seeded torch.Generator, and returns the masks to feed the model. It must never hide both modalities of a
-sample that has both, nor the only modality of a sample that has one.
+sample that has both, nor the only modality of a sample that has one. A strategy may instead return several
+views of the batch, a list of `(keep_text, keep_audio, weight)`: the encoders still run once, the fusion head
+runs once per view, and the loss is the weighted mean of the views' losses (`all_subsets` does this).
 
 Select one in the config, `train.modality_dropout: {name: independent, p_text: 0.3, p_audio: 0.3}`. Add your
 own without touching mmemo, either with the decorator
@@ -66,6 +68,26 @@ def _import(path: str):
         ) from None
 
 
+def as_views(masks) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """A strategy's answer as a list of (keep_text, keep_audio, weight) views; one pair of masks is one view.
+
+    Raises:
+        ConfigError: the answer is neither a pair of masks nor a non-empty list of such triples with
+            non-negative weights summing to more than zero.
+    """
+    if len(masks) == 2 and all(isinstance(m, torch.Tensor) for m in masks):
+        return [(masks[0], masks[1], 1.0)]
+    try:
+        views = [(keep_text, keep_audio, float(weight)) for keep_text, keep_audio, weight in masks]
+    except (TypeError, ValueError):
+        views = []
+    if not views or min(w for _, _, w in views) < 0 or sum(w for _, _, w in views) <= 0:
+        raise ConfigError("train.modality_dropout: a strategy must return (keep_text, keep_audio) or a non-empty "
+                          "list of (keep_text, keep_audio, weight) with non-negative weights and a positive sum; "
+                          f"got {type(masks).__name__} of length {len(masks)}")
+    return views
+
+
 def _never_both(keep_text, keep_audio, text_present, audio_present):
     """Give a sample that dropout left with nothing back what it really has (text first)."""
     nothing = ~(keep_text | keep_audio)
@@ -114,6 +136,27 @@ class ExclusiveDropout:
         choice = torch.multinomial(self.probs, text_present.shape[0], replacement=True, generator=generator)
         keep_text, keep_audio = text_present & (choice != 1), audio_present & (choice != 2)
         return _never_both(keep_text, keep_audio, text_present, audio_present)
+
+
+@register("all_subsets")
+class AllSubsets:
+    """Every sample three ways in the same step: with both modalities, text alone and audio alone.
+
+    The expected loss of exclusive dropout without its sampling noise: each condition learns from every sample
+    at every step, for the price of two more passes through the (small) fusion head.
+    """
+
+    def __init__(self, w_both: float = 1.0, w_text: float = 1.0, w_audio: float = 1.0):
+        if min(w_both, w_text, w_audio) < 0 or w_both + w_text + w_audio <= 0:
+            raise ConfigError("modality_dropout: all_subsets needs non-negative weights with a positive sum")
+        self.weights = (w_both, w_text, w_audio)
+
+    def __call__(self, text_present, audio_present, progress, generator):
+        nothing = torch.zeros_like(text_present)
+        views = [(text_present, audio_present),
+                 _never_both(text_present, nothing, text_present, audio_present),
+                 _never_both(nothing, audio_present, text_present, audio_present)]
+        return [(t, a, w) for (t, a), w in zip(views, self.weights) if w > 0]
 
 
 @register("scheduled")

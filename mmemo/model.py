@@ -19,6 +19,8 @@ masked keys and the one visible token is the placeholder.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -218,20 +220,26 @@ class EmotionModel(nn.Module):
         return self.classifier(pooled)
 
     def forward(self, text: dict | None = None, audio: dict | None = None, text_present: torch.Tensor | None = None,
-                audio_present: torch.Tensor | None = None) -> dict:
+                audio_present: torch.Tensor | None = None,
+                views: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> dict:
         """Classify a batch; either modality may be None (absent for the whole batch).
 
         Args:
             text: {"input_ids", "attention_mask"} from the tokenizer, or None.
             audio: {"input_values", "attention_mask"} from the feature extractor, or None.
             text_present / audio_present: (B,) bools marking which samples really have that modality.
+            views: more (text_present, audio_present) pairs to fuse the same encodings with (training on
+                several modality subsets at once: the encoders run once, the fusion head once per view).
 
         Returns:
-            {"logits": (B, num_labels)}
+            {"logits": (B, num_labels)}, plus "view_logits": one (B, num_labels) per view when views are given.
         """
         text_enc = self.encode_text(text) if text is not None else None
         audio_enc = self.encode_audio(audio) if audio is not None else None
-        return {"logits": self.fuse(text_enc, audio_enc, text_present, audio_present)}
+        out = {"logits": self.fuse(text_enc, audio_enc, text_present, audio_present)}
+        if views:
+            out["view_logits"] = [self.fuse(text_enc, audio_enc, t, a) for t, a in views]
+        return out
 
     @staticmethod
     def _with_placeholder(encoded, present, placeholder, batch_size, device):

@@ -39,7 +39,7 @@ from mmemo.data.text import train_wordpiece
 from mmemo.errors import ConfigError, DataError
 from mmemo.inference import EmotionRecognizer, move_batch
 from mmemo.metrics import CONDITIONS, classification_metrics, format_table
-from mmemo.modality_dropout import build_strategy
+from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, build_encoders, count_parameters, cross_entropy
 
 
@@ -154,15 +154,21 @@ def build_recognizer(model_cfg, splits: dict[str, list[dict]], device: torch.dev
 
 
 def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
-    """Apply modality dropout, run the model on one batch and return the cross-entropy loss."""
-    keep_text, keep_audio = run.strategy(batch["text_present"], batch["audio_present"], progress, run.generator)
+    """Apply modality dropout, run the model on one batch and return the cross-entropy loss.
+
+    A strategy that answers with several views of the batch gets the weighted mean of their losses.
+    """
+    views = as_views(run.strategy(batch["text_present"], batch["audio_present"], progress, run.generator))
     batch = move_batch(batch, run.device, non_blocking=True)
+    any_text, any_audio = (any(bool(view[i].any()) for view in views) for i in (0, 1))
+    (keep_text, keep_audio, _), *others = views
     with _autocast(run):
-        logits = run.forward(
-            batch["text"] if keep_text.any() else None, batch["audio"] if keep_audio.any() else None,
-            keep_text, keep_audio,
-        )["logits"]
-    return cross_entropy(logits, batch["labels"], run.cfg.train.label_smoothing)
+        out = run.forward(batch["text"] if any_text else None, batch["audio"] if any_audio else None,
+                          keep_text, keep_audio, views=[(t, a) for t, a, _ in others])
+    losses = [cross_entropy(logits, batch["labels"], run.cfg.train.label_smoothing)
+              for logits in (out["logits"], *out.get("view_logits", ()))]
+    weights = [weight for _, _, weight in views]
+    return sum(w * loss for w, loss in zip(weights, losses)) / sum(weights)
 
 
 def train(cfg: Config, resume: bool = False) -> dict:

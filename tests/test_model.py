@@ -5,7 +5,7 @@ import torch
 
 from mmemo.config import ModelConfig
 from mmemo.errors import ConfigError
-from mmemo.modality_dropout import STRATEGIES, build_strategy, register
+from mmemo.modality_dropout import STRATEGIES, as_views, build_strategy, register
 from mmemo.model import CrossAttentionFusion, EmotionModel, build_encoders
 
 from conftest import TINY_MODEL
@@ -119,16 +119,50 @@ def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
 
 @pytest.mark.parametrize("spec", [{"name": "none"}, {"name": "independent", "p_text": 0.5, "p_audio": 0.5},
                                   {"name": "exclusive"}, {"name": "scheduled", "end": 0.9},
-                                  {"name": "text_only"}, {"name": "audio_only"}])
+                                  {"name": "text_only"}, {"name": "audio_only"}, {"name": "all_subsets"}])
 def test_strategies_never_leave_a_sample_empty(spec):
     strategy = build_strategy(spec)
     g = torch.Generator().manual_seed(0)
     text_present = torch.rand(1000, generator=g) < 0.8
     audio_present = ~text_present | (torch.rand(1000, generator=g) < 0.7)
     for progress in (0.0, 0.5, 1.0):
-        keep_text, keep_audio = strategy(text_present, audio_present, progress, g)
-        assert (keep_text | keep_audio).all()
-        assert not (keep_text & ~text_present).any() and not (keep_audio & ~audio_present).any()
+        for keep_text, keep_audio, _ in as_views(strategy(text_present, audio_present, progress, g)):
+            assert (keep_text | keep_audio).all()
+            assert not (keep_text & ~text_present).any() and not (keep_audio & ~audio_present).any()
+
+
+def test_views_from_a_strategy_are_checked():
+    t = torch.ones(4, dtype=torch.bool)
+    [(keep_text, keep_audio, weight)] = as_views((t, ~t))
+    assert keep_text.all() and not keep_audio.any() and weight == 1.0
+    assert [w for _, _, w in as_views([(t, t, 2), (t, ~t, 0)])] == [2.0, 0.0]
+    for bad in ([], [(t, t, 0.0)], [(t, t, -1.0), (t, t, 2.0)], [(t, t)], (t, t, 1.0)):
+        with pytest.raises(ConfigError, match="a strategy must return"):
+            as_views(bad)
+
+
+def test_all_subsets_loss_is_the_weighted_mean_over_views(synth_corpus, tmp_path):
+    from mmemo.config import config_from_dict
+    from mmemo.inference import move_batch
+    from mmemo.model import cross_entropy
+    from mmemo.train import loss_step, setup
+
+    from conftest import tiny_config_dict
+
+    cfg = tiny_config_dict(synth_corpus, tmp_path / "views")
+    cfg["train"]["modality_dropout"] = {"name": "all_subsets", "w_both": 2.0, "w_text": 1.0, "w_audio": 0.5}
+    run = setup(config_from_dict(cfg))
+    run.model.eval()  # no dropout: the views can be recomputed one by one
+    batch = next(iter(run.loaders["train"]))
+    with torch.no_grad():
+        loss = loss_step(run, batch, 0.0)
+        moved = move_batch(batch, run.device)
+        nothing = torch.zeros_like(moved["text_present"])
+        masks = [(moved["text_present"], moved["audio_present"]), (moved["text_present"], nothing),
+                 (nothing, moved["audio_present"])]
+        single = [cross_entropy(run.model(moved["text"], moved["audio"], t, a)["logits"], moved["labels"])
+                  for t, a in masks]
+    assert loss.item() == pytest.approx((2.0 * single[0] + single[1] + 0.5 * single[2]).item() / 3.5, rel=1e-5)
 
 
 def test_independent_rates_match_the_config():

@@ -8,7 +8,8 @@ import pytest
 import soundfile as sf
 
 from mmemo.data.manifest import read_manifest
-from mmemo.data.synthetic import CUE_PROBABILITY, PLEASANT_CUES, UNPLEASANT_CUES, generate_corpus
+from mmemo.data.synthetic import (CUE_PROBABILITY, EMOTION_CUES, PLEASANT_CUES, REDUNDANT_CUE_PROBABILITY,
+                                  UNPLEASANT_CUES, generate_corpus)
 from mmemo.errors import DataError
 
 N = 48  # 12 speakers x 4 labels: the smallest corpus where every split holds every label
@@ -81,7 +82,8 @@ def test_refuses_foreign_files_other_parameters_and_half_written_corpora(tmp_pat
         generate_corpus(out, n=N, seed=1)
 
 
-@pytest.mark.parametrize("kwargs", [{"labels": ("happy", "bored")}, {"n": 20}, {"n_speakers": 4}])
+@pytest.mark.parametrize("kwargs", [{"labels": ("happy", "bored")}, {"n": 20}, {"n_speakers": 4},
+                                    {"design": "shuffled"}])
 def test_rejects_bad_parameters(tmp_path, kwargs):
     with pytest.raises(DataError):
         generate_corpus(tmp_path, **{"n": N, **kwargs})
@@ -119,3 +121,18 @@ def test_text_cues_carry_valence_in_the_declared_fraction(corpus):
         words = [{w for r in rows if r["label"] == lab for c in cues if c in r["text"] for w in c.split()}
                  for lab in labels]
         assert words[0] and words[1]
+
+
+def test_redundant_design_names_the_emotion_in_the_declared_fraction(corpus, tmp_path):
+    out = tmp_path / "redundant"
+    rows = read_manifest(generate_corpus(out, n=N, seed=0, design="redundant"))
+    cued = 0
+    for row in rows:
+        named = [label for label, cues in EMOTION_CUES.items() if any(cue in row["text"] for cue in cues)]
+        assert named in ([], [row["label"]]), row
+        assert not any(cue in row["text"] for cue in PLEASANT_CUES + UNPLEASANT_CUES), row["text"]
+        cued += bool(named)
+    assert cued == round(REDUNDANT_CUE_PROBABILITY * N)
+    assert json.loads((out / "synth.json").read_text())["design"] == "redundant"
+    # The default design keeps the parameter set it had before `design` existed, so old corpora still match.
+    assert "design" not in json.loads((corpus[0] / "synth.json").read_text())

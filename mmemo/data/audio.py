@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -96,9 +97,22 @@ def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def audio_duration(path: str | os.PathLike) -> float | None:
-    """Duration in seconds from the file header (no decoding), or None when the header cannot be read."""
+    """Duration in seconds from the file header (no decoding), or None when the header cannot be read.
+
+    Answers are remembered per (absolute path, modification time, size): training asks once to check every
+    file and again to bucket by length, and only the first ask should open the files.
+    """
     try:
-        info = sf.info(os.fspath(path))
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _header_duration(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1 << 15)  # a corpus of up to 32k clips; each entry is a few hundred bytes
+def _header_duration(path: str, mtime_ns: int, size: int) -> float | None:
+    try:
+        info = sf.info(path)
     except Exception:
         return None
     return info.frames / info.samplerate if info.samplerate else None

@@ -16,7 +16,6 @@ row) and clips longer than `max_seconds` (training crops them to `data.max_audio
 from __future__ import annotations
 
 import csv
-import json
 import os
 import struct
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from mmemo.data.audio import load_audio
-from mmemo.data.manifest import REQUIRED, SPLITS, validate_row, write_manifest
+from mmemo.data.manifest import REQUIRED, SPLITS, jsonl_objects, validate_row, write_manifest
 from mmemo.errors import DataError
 
 
@@ -209,20 +208,10 @@ def _read_lenient(path: Path, errors: list) -> list[tuple[int, dict]]:
                     continue
                 out.append((line_start, {k: v for k, v in raw.items() if v is not None}))  # short row: missing
         return out
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError as e:
-                errors.append(Problem("invalid-row", f"not valid JSON ({e.msg})", "each line must be one JSON object",
-                                      line))
-                continue
-            if not isinstance(raw, dict):
-                errors.append(Problem("invalid-row", f"expected a JSON object, got {type(raw).__name__}",
-                                      "each line must be one JSON object", line))
-                continue
+    for line, raw, problem in jsonl_objects(path, encoding_errors="replace"):
+        if problem:
+            errors.append(Problem("invalid-row", problem, "each line must be one JSON object", line))
+        else:
             out.append((line, raw))
     return out
 

@@ -11,7 +11,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from mmemo.errors import DataError
 
@@ -89,19 +89,38 @@ def _check_label_case(label: str, first_lines: dict[str, tuple[str, str]], where
                         "labels are case-sensitive, so write every label the same way")
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    out = []
-    with open(path, encoding="utf-8") as f:
+def jsonl_objects(path: Path, encoding_errors: str = "strict") -> Iterator[tuple[int, dict | None, str | None]]:
+    """Read a JSON Lines file line by line without stopping at a bad line.
+
+    Args:
+        path: the file.
+        encoding_errors: how undecodable UTF-8 is handled ("strict" raises, "replace" substitutes).
+
+    Yields:
+        (line number, object, None) per non-blank line, or (line number, None, what is wrong) for a line that
+        is not one JSON object: `read_manifest` raises on the first, `data check` lists them all.
+    """
+    with open(path, encoding="utf-8", errors=encoding_errors) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 raw = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg}); each line must be one JSON object")
+                yield line_no, None, f"not valid JSON ({e.msg})"
+                continue
             if not isinstance(raw, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(raw).__name__}")
-            out.append((line_no, raw))
+                yield line_no, None, f"expected a JSON object, got {type(raw).__name__}"
+                continue
+            yield line_no, raw, None
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    out = []
+    for line_no, raw, problem in jsonl_objects(path):
+        if problem:
+            raise DataError(f"{path}:{line_no}: {problem}; each line must be one JSON object")
+        out.append((line_no, raw))
     return out
 
 

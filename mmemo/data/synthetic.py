@@ -6,6 +6,10 @@ and range, speaking rate, spectral tilt) and only hints at valence; the transcri
 cue phrase that happy and neutral share, and angry and sad share, and some transcripts carry no cue at all.
 So only a model that fuses both can tell all four apart (ideal accuracies in data_cards/synthetic.md).
 
+That is the default `design="complementary"`. With `design="redundant"` the transcript names the emotion itself
+(a cue family per label, `REDUNDANT_CUE_PROBABILITY` of transcripts cued) while the audio is unchanged: text
+alone is then strong and audio alone weak, the setting where a jointly trained model learns to lean on text.
+
 Audio is a source-filter voice: a low-passed glottal pulse train with jitter and breath noise, a pitch contour
 over syllables with pauses, and three formant resonators per syllable (a random vowel, scaled by the
 speaker's vocal tract). Speakers differ in base pitch, formant scale and tempo; splits are speaker-disjoint.
@@ -29,6 +33,8 @@ from mmemo.errors import DataError
 
 SYNTH_VERSION = 1
 CUE_PROBABILITY = 0.92  # the rest carry no cue, so text alone cannot be perfect even on valence
+REDUNDANT_CUE_PROBABILITY = 0.8  # design="redundant": a shortcut, but one that leaves audio work to do
+DESIGNS = ("complementary", "redundant")
 
 # Same vocabulary within a family: text tells valence, never arousal.
 PLEASANT_CUES = (
@@ -42,6 +48,18 @@ UNPLEASANT_CUES = (
     "I cannot stand it.", "Everything went wrong.", "That is just miserable.", "What a disaster.",
 )
 _VALENCE = {"happy": "pleasant", "neutral": "pleasant", "angry": "unpleasant", "sad": "unpleasant"}
+
+# design="redundant": one family per label, so the words tell the emotion itself.
+EMOTION_CUES = {
+    "happy": ("I am so happy.", "I am overjoyed.", "What a joy.", "I could dance all day.",
+              "That is fantastic news.", "I am thrilled."),
+    "angry": ("I am furious.", "This makes me so mad.", "How dare they.", "I am sick of this.",
+              "That is outrageous.", "I could scream."),
+    "neutral": ("It is fine.", "Nothing special.", "That is as expected.", "It is an ordinary day.",
+                "I have no strong feelings about it.", "It is all the same to me."),
+    "sad": ("I feel so sad.", "I miss them terribly.", "It breaks my heart.", "I feel so alone.",
+            "Everything feels empty.", "I cannot stop crying."),
+}
 
 _CARRIERS = (
     "{name} left the {obj} at the {place}.", "We are meeting {name} at the {place} tomorrow.",
@@ -109,7 +127,7 @@ class _Prosody:
 
 def generate_corpus(out_dir: str | os.PathLike, n: int = 1000, seed: int = 0,
                     labels=("neutral", "happy", "angry", "sad"), n_speakers: int = 12,
-                    sampling_rate: int = 16000, *, overwrite: bool = False) -> Path:
+                    sampling_rate: int = 16000, *, design: str = "complementary", overwrite: bool = False) -> Path:
     """Write the synthetic corpus: `wavs/<id>.wav`, `manifest.jsonl` and, last, `synth.json`.
 
     Args:
@@ -120,6 +138,8 @@ def generate_corpus(out_dir: str | os.PathLike, n: int = 1000, seed: int = 0,
         n_speakers: speakers, alternately female and male; the last two go to test, the two before to
             valid, the rest to train. At least 6.
         sampling_rate: of the 16-bit mono wavs.
+        design: "complementary" (text tells valence, audio arousal: fusion is needed) or "redundant"
+            (text names the emotion in `REDUNDANT_CUE_PROBABILITY` of transcripts; audio as before).
         overwrite: replace a corpus made with other parameters (or left half-written by a killed run):
             its `wavs/`, `manifest.jsonl` and `synth.json`; other files stay. A finished corpus with the
             same parameters is kept either way.
@@ -133,21 +153,25 @@ def generate_corpus(out_dir: str | os.PathLike, n: int = 1000, seed: int = 0,
             and `overwrite` is False.
     """
     labels = list(labels)
-    _check_params(n, labels, n_speakers, sampling_rate)
+    _check_params(n, labels, n_speakers, sampling_rate, design)
     out_dir = Path(out_dir)
     params = {"version": SYNTH_VERSION, "n": n, "seed": seed, "labels": labels, "n_speakers": n_speakers,
               "sampling_rate": sampling_rate}
+    if design != "complementary":  # only then: complementary corpora written before `design` existed still match
+        params["design"] = design
     manifest = out_dir / "manifest.jsonl"
     if _prepare_out_dir(out_dir, params, overwrite):
         return manifest
     rng = np.random.default_rng(seed)
     speakers = _make_speakers(n_speakers, rng)
     plan = _plan(n, labels, speakers, rng)
-    cued = rng.permutation(n) < round(CUE_PROBABILITY * n)  # an exact, documented fraction
+    cue_probability, cues = ((CUE_PROBABILITY, _valence_cues) if design == "complementary"
+                             else (REDUNDANT_CUE_PROBABILITY, EMOTION_CUES.get))
+    cued = rng.permutation(n) < round(cue_probability * n)  # an exact, documented fraction
     rows = []
     for i, (speaker, label) in enumerate(plan):
         clip_rng = np.random.default_rng([seed, i])
-        text = _sentence(_VALENCE[label] if cued[i] else None, clip_rng)
+        text = _sentence(cues(label) if cued[i] else None, clip_rng)
         audio = _synthesize(len(text.split()), speaker, _prosody(label, clip_rng), sampling_rate, clip_rng)
         utt_id = f"synth{i:05d}"
         sf.write(out_dir / "wavs" / f"{utt_id}.wav", audio, sampling_rate, subtype="PCM_16")
@@ -159,7 +183,9 @@ def generate_corpus(out_dir: str | os.PathLike, n: int = 1000, seed: int = 0,
     return manifest
 
 
-def _check_params(n: int, labels: list, n_speakers: int, sampling_rate: int) -> None:
+def _check_params(n: int, labels: list, n_speakers: int, sampling_rate: int, design: str) -> None:
+    if design not in DESIGNS:
+        raise DataError(f"design must be one of {', '.join(DESIGNS)}, got {design!r}")
     unknown = [lab for lab in labels if lab not in _PROSODY]
     if unknown or len(set(labels)) != len(labels) or len(labels) < 2:
         raise DataError(f"labels {labels} must be two or more distinct names from {', '.join(_PROSODY)}")
@@ -213,14 +239,17 @@ def _plan(n: int, labels: list, speakers: list[_Speaker], rng: np.random.Generat
             for i in range(n)]
 
 
-def _sentence(valence: str | None, rng: np.random.Generator) -> str:
-    """A factual carrier sentence, with a cue phrase of the given valence before or after it."""
+def _valence_cues(label: str) -> tuple[str, ...]:
+    return PLEASANT_CUES if _VALENCE[label] == "pleasant" else UNPLEASANT_CUES
+
+
+def _sentence(cues: tuple[str, ...] | None, rng: np.random.Generator) -> str:
+    """A factual carrier sentence, with one of `cues` before or after it (none when `cues` is None)."""
     template = _CARRIERS[rng.integers(len(_CARRIERS))]
     carrier = template.format(name=_NAMES[rng.integers(len(_NAMES))], obj=_OBJECTS[rng.integers(len(_OBJECTS))],
                               place=_PLACES[rng.integers(len(_PLACES))])
-    if valence is None:
+    if cues is None:
         return carrier
-    cues = PLEASANT_CUES if valence == "pleasant" else UNPLEASANT_CUES
     cue = cues[rng.integers(len(cues))]
     return f"{cue} {carrier}" if rng.random() < 0.5 else f"{carrier} {cue}"
 
