@@ -332,15 +332,25 @@ class EmotionRecognizer:
         text_present, audio_present = batch["text_present"], batch["audio_present"]
         text_enc = self.model.encode_text(batch["text"]) if batch["text"] is not None else None
         audio_enc = self.model.encode_audio(batch["audio"]) if batch["audio"] is not None else None
-        fused = self._probabilities(self.model.fuse(text_enc, audio_enc, text_present, audio_present))
-        views = [{"fused": p, "text": p if t else None, "audio": p if a else None}
-                 for p, t, a in zip(fused, text_present.tolist(), audio_present.tolist())]
         both = (text_present & audio_present).nonzero().squeeze(1)
         if len(both):
-            text_only = self.model.fuse((text_enc[0][both], text_enc[1][both]), None)
-            audio_only = self.model.fuse(None, (audio_enc[0][both], audio_enc[1][both]))
-            for i, t, a in zip(both.tolist(), self._probabilities(text_only), self._probabilities(audio_only)):
-                views[i] = {"fused": views[i]["fused"], "text": t, "audio": a}
+            # One fusion call over B + 2·len(both) rows: each sample as given, then the samples that have both
+            # modalities once with the text alone and once with the audio alone (a sample's row depends only on
+            # its own masked streams, so stacking changes nothing but the number of calls).
+            def stack(encoded):  # (B, T, D) → (B + 2·len(both), T, D), and its mask alike
+                return tuple(torch.cat([x, x[both], x[both]]) for x in encoded)
+
+            yes, no = torch.ones_like(both, dtype=torch.bool), torch.zeros_like(both, dtype=torch.bool)
+            text_enc, audio_enc = stack(text_enc), stack(audio_enc)
+            text_present = torch.cat([text_present, yes, no])
+            audio_present = torch.cat([audio_present, no, yes])
+        probabilities = self._probabilities(self.model.fuse(text_enc, audio_enc, text_present, audio_present))
+        n = len(units)
+        fused = probabilities[:n]
+        views = [{"fused": p, "text": p if t else None, "audio": p if a else None}
+                 for p, t, a in zip(fused, batch["text_present"].tolist(), batch["audio_present"].tolist())]
+        for k, i in enumerate(both.tolist()):
+            views[i] = {"fused": fused[i], "text": probabilities[n + k], "audio": probabilities[n + len(both) + k]}
         return views
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
