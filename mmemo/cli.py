@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     p.add_argument("--split", default="test", help="train, valid, test or all (default test)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--int8", action="store_true", help="score the int8-quantized model (CPU), to see what int8 costs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_evaluate)
 
@@ -204,7 +205,8 @@ def cmd_evaluate(args) -> None:
     from mmemo.evaluate import evaluate_manifest
     from mmemo.metrics import format_table
 
-    results = evaluate_manifest(args.model_dir, args.manifest, split=args.split, batch_size=args.batch_size)
+    results = evaluate_manifest(args.model_dir, args.manifest, split=args.split, batch_size=args.batch_size,
+                                int8=args.int8)
     if args.json:
         print(json.dumps({c: {k: v for k, v in m.items() if k != "confusion"} for c, m in results.items()}))
     else:

@@ -14,8 +14,10 @@ from mmemo.train import evaluate, make_loader, resolve_device
 
 
 def evaluate_manifest(model_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test",
-                      batch_size: int = 16, device: str = "auto") -> dict:
+                      batch_size: int = 16, device: str = "auto", int8: bool = False) -> dict:
     """Score the model in `model_dir` on one split of `manifest` ("all" for every row).
+
+    With `int8` the model's linear layers are quantized first (CPU only), as `from_pretrained(..., int8=True)`.
 
     Returns:
         {"both": metrics, "text": metrics, "audio": metrics} (see `mmemo.metrics.classification_metrics`).
@@ -23,7 +25,8 @@ def evaluate_manifest(model_dir: str | os.PathLike, manifest: str | os.PathLike,
     Raises:
         DataError: the split is empty, or it holds labels the model does not know.
     """
-    recognizer = EmotionRecognizer.from_pretrained(model_dir, device=resolve_device(device))
+    recognizer = EmotionRecognizer.from_pretrained(model_dir, device="cpu" if int8 else resolve_device(device),
+                                                   int8=int8)
     rows = [r for r in read_manifest(manifest) if split == "all" or r["split"] == split]
     if not rows:
         raise DataError(f"{manifest}: no rows in split {split!r}; use --split train/valid/test/all")

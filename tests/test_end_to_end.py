@@ -95,6 +95,9 @@ def test_cli_evaluate_json_and_predict(trained_run, synth_corpus):
     scores = json.loads(_mmemo("evaluate", model, synth_corpus, "--json").stdout)
     assert set(scores) == {"both", "text", "audio"}
     assert set(scores["both"]) == {"wa", "ua", "macro_f1", "weighted_f1", "n"}
+    int8 = json.loads(_mmemo("evaluate", model, synth_corpus, "--int8", "--json").stdout)
+    assert {c: int8[c]["n"] for c in int8} == {c: scores[c]["n"] for c in scores}
+    assert all(abs(int8[c]["ua"] - scores[c]["ua"]) <= 0.1 for c in scores)  # int8 costs little accuracy
     row = next(r for r in read_manifest(synth_corpus) if r["split"] == "test")
     out = json.loads(_mmemo("predict", model, "--text", row["text"], "--audio", row["audio"]).stdout)
     assert set(out) == {"label", "probabilities", "modalities"} and out["modalities"] == ["text", "audio"]
