@@ -73,41 +73,57 @@ def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
 
 
 @torch.inference_mode()
-def collect_logits(model, loader, device, condition: str = "both") -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels for every row of a loader under one condition, batched as `mmemo.train.evaluate` does.
+def logits_by_condition(model, loader, device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Logits and labels for every row of a loader under each condition it can serve; each batch is encoded once.
+
+    "both" scores every row with whatever it has, "text" the rows with text (text alone), "audio" the rows with
+    audio (audio alone).
 
     Args:
         model: an EmotionModel.
         loader: yields Collator batch dicts.
         device: where the model is.
-        condition: "both" (whatever each row has), "text" (rows with text, text only) or "audio".
 
     Returns:
-        (logits (N, C) float32 on the CPU, labels (N,) long).
+        {condition: (logits (N, C) float32 on the CPU, labels (N,) long)}; empty tensors for a condition no row has.
     """
     from mmemo.inference import move_batch
 
-    if condition not in ("both", "text", "audio"):
-        raise ValueError(f"condition must be 'both', 'text' or 'audio', got {condition!r}")
     model.eval()
-    all_logits, all_labels = [], []
+    logits = {c: [] for c in ("both", "text", "audio")}
+    labels = {c: [] for c in logits}
     for batch in loader:
         batch = move_batch(batch, device)
+        text_enc = model.encode_text(batch["text"]) if batch["text"] is not None else None
+        audio_enc = model.encode_audio(batch["audio"]) if batch["audio"] is not None else None
         tp, ap = batch["text_present"], batch["audio_present"]
-        use_text = condition in ("both", "text") and batch["text"] is not None
-        use_audio = condition in ("both", "audio") and batch["audio"] is not None
-        rows = (tp if use_text else torch.zeros_like(tp)) | (ap if use_audio else torch.zeros_like(ap))
-        if not rows.any():
-            continue
-        keep = rows.nonzero().squeeze(1)
-        text = _rows(model.encode_text(batch["text"]), keep) if use_text else None
-        audio = _rows(model.encode_audio(batch["audio"]), keep) if use_audio else None
-        logits = model.fuse(text, audio, tp[keep] if use_text else None, ap[keep] if use_audio else None)
-        all_logits.append(logits.float().cpu())
-        all_labels.append(batch["labels"][keep].cpu())
-    if not all_logits:
+        views = {"both": (text_enc, audio_enc, tp, ap, tp | ap),
+                 "text": (text_enc, None, tp, None, tp), "audio": (None, audio_enc, None, ap, ap)}
+        for cond, (t, a, t_present, a_present, rows) in views.items():
+            if not rows.any():
+                continue
+            keep = rows.nonzero().squeeze(1)
+            fused = model.fuse(None if t is None else _rows(t, keep), None if a is None else _rows(a, keep),
+                               None if t_present is None else t_present[keep],
+                               None if a_present is None else a_present[keep])
+            logits[cond].append(fused.float().cpu())
+            labels[cond].append(batch["labels"][keep].cpu())
+    return {c: (torch.cat(logits[c]) if logits[c] else torch.empty(0),
+                torch.cat(labels[c]) if labels[c] else torch.empty(0, dtype=torch.long)) for c in logits}
+
+
+def collect_logits(model, loader, device, condition: str = "both") -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels for every row of a loader under one condition (see `logits_by_condition`).
+
+    Raises:
+        ValueError: an unknown condition, or no row of the loader has that input.
+    """
+    if condition not in ("both", "text", "audio"):
+        raise ValueError(f"condition must be 'both', 'text' or 'audio', got {condition!r}")
+    logits, labels = logits_by_condition(model, loader, device)[condition]
+    if not len(labels):
         raise ValueError(f"the loader has no rows with {condition} input")
-    return torch.cat(all_logits), torch.cat(all_labels)
+    return logits, labels
 
 
 def _rows(encoded: tuple[torch.Tensor, torch.Tensor], keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

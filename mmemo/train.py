@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mmemo.calibration import calibrate
+from mmemo.calibration import calibrate, logits_by_condition
 from mmemo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmemo.config import Config
 from mmemo.data.audio import audio_duration
@@ -371,7 +371,6 @@ def _checkpoint(run: Run, state: TrainState) -> None:
     _barrier(run)
 
 
-@torch.inference_mode()
 def evaluate(model: EmotionModel, loader: DataLoader, device: torch.device, num_labels: int) -> dict:
     """Score a loader under three conditions: text+audio, text-only and audio-only.
 
@@ -381,27 +380,8 @@ def evaluate(model: EmotionModel, loader: DataLoader, device: torch.device, num_
     Returns:
         {"both": metrics, "text": metrics, "audio": metrics}, each from `classification_metrics`.
     """
-    model.eval()
-    gold = {c: [] for c in CONDITIONS}
-    pred = {c: [] for c in CONDITIONS}
-    for batch in loader:
-        batch = move_batch(batch, device)
-        text_enc = model.encode_text(batch["text"]) if batch["text"] is not None else None
-        audio_enc = model.encode_audio(batch["audio"]) if batch["audio"] is not None else None
-        tp, ap = batch["text_present"], batch["audio_present"]
-        views = {"both": (text_enc, audio_enc, tp, ap, tp | ap),
-                 "text": (text_enc, None, tp, None, tp), "audio": (None, audio_enc, None, ap, ap)}
-        for cond, (t, a, t_present, a_present, rows) in views.items():
-            if not rows.any():
-                continue
-            keep = rows.nonzero().squeeze(1)
-            t = None if t is None else (t[0][keep], t[1][keep])
-            a = None if a is None else (a[0][keep], a[1][keep])
-            logits = model.fuse(t, a, None if t_present is None else t_present[keep],
-                                None if a_present is None else a_present[keep])
-            gold[cond] += batch["labels"][keep].tolist()
-            pred[cond] += logits.argmax(-1).tolist()
-    return {c: classification_metrics(gold[c], pred[c], num_labels) for c in CONDITIONS}
+    return {c: classification_metrics(labels.tolist(), logits.argmax(-1).tolist() if len(labels) else [], num_labels)
+            for c, (logits, labels) in logits_by_condition(model, loader, device).items()}
 
 
 def drop_unreadable(rows: list[dict], cfg: Config) -> list[dict]:
