@@ -34,8 +34,8 @@ import torch
 from safetensors.torch import load_file, save_model
 
 from mmemo.config import ModelConfig, build_section
-from mmemo.data.audio import audio_duration, load_audio, prepare_waveform
-from mmemo.data.dataset import Collator
+from mmemo.data.audio import load_audio, prepare_waveform
+from mmemo.data.dataset import Collator, clip_seconds
 from mmemo.errors import ConfigError, DataError, MmemoError, ModelLoadError
 from mmemo.model import EmotionModel, encoders_from_configs
 
@@ -470,7 +470,7 @@ def predict_to_file(recognizer: EmotionRecognizer, source: str | os.PathLike, ou
         raise DataError(f"output {output} already exists; pass --overwrite to replace it")
     rows = batch_inputs(source)
     rate = recognizer.config.sampling_rate
-    order = sorted(range(len(rows)), key=lambda i: _row_seconds(rows[i]))
+    order = sorted(range(len(rows)), key=lambda i: clip_seconds(rows[i]))
     results = [None] * len(rows)  # a Prediction or an error message per row
     with tqdm(total=len(rows), unit="input", desc="predict", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
@@ -519,14 +519,6 @@ def _write_results(output: Path, rows: list[dict], results: list, labels: list[s
                     record |= {"label": None, "error": result}
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(tmp, output)
-
-
-def _row_seconds(row: dict) -> float:
-    if not row["audio"]:
-        return 0.0
-    if row.get("end") is not None:
-        return row["end"] - (row.get("start") or 0.0)
-    return (audio_duration(row["audio"]) or 0.0) - (row.get("start") or 0.0)
 
 
 def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = False) -> dict:

@@ -18,6 +18,15 @@ from mmemo.errors import DataError
 MIN_AUDIO_SAMPLES = 400
 
 
+def clip_seconds(row: dict) -> float:
+    """A manifest row's audio duration in seconds, from its start/end or the file header (0 without audio)."""
+    if not row["audio"]:
+        return 0.0
+    start, end = row.get("start") or 0.0, row.get("end")
+    seconds = (end - start) if end is not None else (audio_duration(row["audio"]) or 0.0) - start
+    return max(seconds, 0.0)
+
+
 class EmotionDataset(Dataset):
     """Manifest rows → dicts with `text`, `audio` (float32 array or None) and `label` (int).
 
@@ -67,15 +76,7 @@ class EmotionDataset(Dataset):
     def durations(self) -> list[float]:
         """Clip durations in seconds from file headers (0 for text-only rows), capped at the crop length."""
         cap = self.max_samples / self.sampling_rate if self.max_samples else math.inf
-        out = []
-        for row in self.rows:
-            if not row["audio"]:
-                out.append(0.0)
-                continue
-            start, end = row.get("start") or 0.0, row.get("end")
-            seconds = (end - start) if end is not None else (audio_duration(row["audio"]) or 0.0) - start
-            out.append(min(max(seconds, 0.0), cap))
-        return out
+        return [min(clip_seconds(row), cap) for row in self.rows]
 
     def _crop(self, audio: np.ndarray, index: int) -> np.ndarray:
         if self.max_samples is None or len(audio) <= self.max_samples:
