@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from mmemo.config import Config
-from mmemo.metrics import CONDITIONS, mean_and_std
+from mmemo.metrics import CONDITION_NAMES, CONDITIONS, mean_and_std
 
 DEFAULT_DROPOUT = {"name": "independent", "p_text": 0.3, "p_audio": 0.3}
 VARIANTS = {  # name -> (config changes, conditions it is scored on)
@@ -75,8 +75,7 @@ def variant_config(cfg: Config, name: str, seed: int, output_dir: Path) -> Confi
 
 def format_ablation(results: dict) -> str:
     """One Markdown table: a row per variant, UA/WA/macro-F1 per evaluation condition (mean ± std)."""
-    names = {"both": "text+audio", "text": "text-only", "audio": "audio-only"}
-    header = "| variant | " + " | ".join(f"{names[c]} UA | WA | F1" for c in CONDITIONS) + " |"
+    header = "| variant | " + " | ".join(f"{CONDITION_NAMES[c]} UA | WA | F1" for c in CONDITIONS) + " |"
     lines = [header, "|---|" + "---:|" * 3 * len(CONDITIONS)]
     for variant, by_condition in results.items():
         cells = []

@@ -29,10 +29,9 @@ from mmemo.config import Config
 from mmemo.data.corpora._common import contiguous_folds
 from mmemo.data.manifest import label_set, read_manifest, write_manifest
 from mmemo.errors import ConfigError, DataError
-from mmemo.metrics import CONDITIONS, mean_and_std
+from mmemo.metrics import CONDITION_NAMES, CONDITIONS, mean_and_std
 
 METRICS = ("wa", "ua", "macro_f1", "weighted_f1")
-_CONDITION_NAMES = {"both": "text+audio", "text": "text-only", "audio": "audio-only"}
 
 
 def assign_folds(rows: list[dict], folds: str | int | None = "fold") -> dict[str, str]:
@@ -187,7 +186,7 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
 def format_fold_table(results: dict) -> str:
     """A Markdown table: one row per run (fold, seed), then mean and std rows; WA/UA/macro-F1 per condition."""
     header = ["fold", "seed", "test speakers", "n"]
-    header += [f"{_CONDITION_NAMES[c]} {k}" for c in CONDITIONS for k in ("WA", "UA", "F1")]
+    header += [f"{CONDITION_NAMES[c]} {k}" for c in CONDITIONS for k in ("WA", "UA", "F1")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
 
     def cells(scores: dict) -> list[str]:
@@ -205,7 +204,7 @@ def format_fold_table(results: dict) -> str:
 def format_confusion(results: dict, condition: str = "both") -> str:
     """The summed confusion matrix of one condition as a Markdown table (rows gold, columns predicted)."""
     labels, matrix = results["labels"], results["confusion"][condition]
-    lines = [f"| gold \\ predicted ({_CONDITION_NAMES[condition]}) | " + " | ".join(labels) + " |",
+    lines = [f"| gold \\ predicted ({CONDITION_NAMES[condition]}) | " + " | ".join(labels) + " |",
              "|---|" + "---:|" * len(labels)]
     lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, matrix)]
     return "\n".join(lines)

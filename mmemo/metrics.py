@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
-CONDITIONS = ("both", "text", "audio")  # text+audio, text-only, audio-only
+CONDITIONS = ("both", "text", "audio")
+CONDITION_NAMES = {"both": "text+audio", "text": "text-only", "audio": "audio-only"}  # for tables and reports
 
 
 def classification_metrics(y_true, y_pred, num_labels: int) -> dict:
@@ -45,9 +46,8 @@ def format_table(results: dict[str, dict], title: str = "") -> str:
     """A Markdown table of WA/UA/F1 per condition (rows in CONDITIONS order, others after)."""
     lines = [title] if title else []
     lines += ["| condition | n | WA | UA | macro-F1 | weighted-F1 |", "|---|---:|---:|---:|---:|---:|"]
-    names = {"both": "text+audio", "text": "text-only", "audio": "audio-only"}
     for cond in sorted(results, key=lambda c: CONDITIONS.index(c) if c in CONDITIONS else len(CONDITIONS)):
         m = results[cond]
-        lines.append(f"| {names.get(cond, cond)} | {m['n']} | {m['wa']:.3f} | {m['ua']:.3f} | "
+        lines.append(f"| {CONDITION_NAMES.get(cond, cond)} | {m['n']} | {m['wa']:.3f} | {m['ua']:.3f} | "
                      f"{m['macro_f1']:.3f} | {m['weighted_f1']:.3f} |")
     return "\n".join(lines)
