@@ -368,7 +368,6 @@ class EmotionRecognizer:
         return prepare_waveform(audio, sampling_rate, rate, where=where)
 
 
-
 def speech_regions(wave: np.ndarray, rate: int) -> list[tuple[int, int]]:
     """Sample ranges [start, end) that hold speech, in order; [] when nothing stands out from the floor.
 

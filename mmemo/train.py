@@ -5,7 +5,7 @@
     runs/NAME/
       config.yaml            the resolved config
       metrics.jsonl          one line per epoch: train loss, validation scores per condition
-      model/                 the best checkpoint (by validation UA on text+audio), loadable with from_pretrained
+      model/                 the best checkpoint (by validation UA on `train.monitor`), loadable with from_pretrained
       report.md              test scores for text+audio, text-only and audio-only
       confusion_matrix.png   test confusion matrix, text+audio
       training_curves.png    loss and validation UA per epoch
@@ -38,7 +38,7 @@ from mmemo.data.manifest import label_set, read_manifest
 from mmemo.data.text import train_wordpiece
 from mmemo.errors import ConfigError, DataError
 from mmemo.inference import EmotionRecognizer, move_batch
-from mmemo.metrics import CONDITIONS, classification_metrics, format_table
+from mmemo.metrics import CONDITION_NAMES, CONDITIONS, classification_metrics, format_table
 from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, build_encoders, count_parameters, cross_entropy
 
@@ -366,7 +366,7 @@ def split_batch(batch: dict, part: slice) -> dict:
 
 def _checkpoint(run: Run, state: TrainState) -> None:
     if run.main:
-            save_checkpoint(run.out_dir / "checkpoints", state.step, run.recognizer, run.optimizer, run.scheduler,
+        save_checkpoint(run.out_dir / "checkpoints", state.step, run.recognizer, run.optimizer, run.scheduler,
                         run.generator, dataclasses.asdict(state))
     _barrier(run)
 
@@ -484,7 +484,7 @@ def write_report(out_dir: Path, cfg: Config, labels: list[str], history: list[di
     final = test or valid
     split = "test" if test else "valid"
     lines = [f"# mmemo run: {out_dir.name}", "", f"Manifest: `{cfg.data.manifest}`; labels: {', '.join(labels)}; "
-             f"best epoch {best_epoch} of {len(history)} (by validation UA, text+audio).", "",
+             f"best epoch {best_epoch} of {len(history)} (by validation UA, {CONDITION_NAMES[cfg.train.monitor]}).", "",
              format_table(valid, "## Validation"), "", format_table(final, f"## {split.capitalize()}")
              if test else "", "", f"Calibration (temperature scaling on validation, text+audio): T = "
              f"{calibration['temperature']:.3f}, expected calibration error {calibration['ece_before']:.3f} → "
