@@ -241,7 +241,7 @@ def launch(model_dir: str | os.PathLike | None = None, asr: str | None = None, h
         print(f"mmemo demo: recordings are kept in {uploads}")
     theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "monospace"])  # system fonts: no request to a font CDN
-    demo.launch(server_name=host, server_port=port, share=share, max_file_size=f"{max_upload_mb}mb",
+    demo.launch(server_name=host, server_port=port, share=share, max_file_size=int(max_upload_mb * 1024 * 1024),
                 prevent_thread_lock=not block, theme=theme, css=CSS, footer_links=["api"], quiet=not block)
     return demo
 

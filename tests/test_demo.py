@@ -108,6 +108,33 @@ def test_demo_without_a_model_says_how_to_make_one(tmp_path):
     assert proc.stderr.count("\n") == 1 and "make quickstart" in proc.stderr, proc.stderr
 
 
+def test_the_demo_command_serves_as_the_readme_writes_it(model_dir, clips, labels):
+    """`mmemo demo --model M --port P` as a subprocess, with the CLI's defaults (a float --max-upload-mb once
+    crashed Gradio at start while every in-process test passed)."""
+    script = Path(sys.executable).parent / "mmemo"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mmemo"]
+    port = _free_port()
+    proc = subprocess.Popen([*command, "demo", "--model", str(model_dir), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 90
+        while True:
+            assert proc.poll() is None, f"mmemo demo exited with {proc.returncode}:\n{proc.stdout.read()}"
+            try:
+                if urllib.request.urlopen(url, timeout=2).status == 200:
+                    break
+            except OSError:
+                assert time.time() < deadline, "mmemo demo did not answer within 90 s"
+            time.sleep(0.5)
+        label, *_ = Client(url, verbose=False).predict(handle_file(clips["short"]), clips["text"],
+                                                        api_name="/predict")
+        _check_probabilities(label, labels)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_audio_and_text_show_each_modality_and_delete_the_recording(client, clips, labels, tmp_path):
     recording = tmp_path / "private-recording.wav"  # not byte-equal to an example clip (those are kept)
     audio, rate = sf.read(clips["short"], dtype="float32")
