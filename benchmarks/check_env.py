@@ -8,8 +8,18 @@ from __future__ import annotations
 import importlib
 import sys
 
-REQUIRED = ["torch", "torchaudio", "transformers", "tokenizers", "safetensors", "numpy", "scipy", "soundfile", "yaml",
-            "tqdm"]
+REQUIRED = [
+    "torch",
+    "torchaudio",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "scipy",
+    "soundfile",
+    "yaml",
+    "tqdm",
+]
 OPTIONAL = ["librosa", "sklearn", "matplotlib", "onnx", "onnxruntime"]  # not used by `mmemo bench train`
 
 

@@ -40,8 +40,15 @@ def main() -> int:
     rng = np.random.default_rng(100 + rank)  # each rank its own data
     collator = Collator(train_wordpiece(["a short sentence", "another one here"], 100), _feature_extractor())
     for _ in range(args.steps):
-        items = [{"id": str(i), "text": "a short sentence", "label": int(rng.integers(4)),
-                  "audio": rng.normal(0, 0.1, int(rng.uniform(0.5, 1.5) * 16000)).astype(np.float32)} for i in range(4)]
+        items = [
+            {
+                "id": str(i),
+                "text": "a short sentence",
+                "label": int(rng.integers(4)),
+                "audio": rng.normal(0, 0.1, int(rng.uniform(0.5, 1.5) * 16000)).astype(np.float32),
+            }
+            for i in range(4)
+        ]
         loss = _step(ddp, optimizer, collator(items), device, bf16=cuda, non_blocking=True)
     flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
     gathered = [torch.empty_like(flat) for _ in range(world)]
@@ -49,8 +56,10 @@ def main() -> int:
     spread = max((g - gathered[0]).abs().max().item() for g in gathered)
     ok = spread == 0.0
     if rank == 0:
-        print(f"DDP smoke ({'nccl' if cuda else 'gloo'}): {world} ranks, {args.steps} steps, last loss "
-              f"{loss.item():.3f}, max weight difference across ranks {spread:.2e}: {'OK' if ok else 'FAIL'}")
+        print(
+            f"DDP smoke ({'nccl' if cuda else 'gloo'}): {world} ranks, {args.steps} steps, last loss "
+            f"{loss.item():.3f}, max weight difference across ranks {spread:.2e}: {'OK' if ok else 'FAIL'}"
+        )
     dist.destroy_process_group()
     return 0 if ok else 1
 

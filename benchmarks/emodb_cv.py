@@ -28,12 +28,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("args", nargs="*", metavar="[EMODB_ROOT] [key=value ...]",
-                        help="the EmoDB release folder (holds wav/; default ../shared/data/emodb) and config "
-                             "overrides such as train.epochs=10")
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="[EMODB_ROOT] [key=value ...]",
+        help="the EmoDB release folder (holds wav/; default ../shared/data/emodb) and config "
+        "overrides such as train.epochs=10",
+    )
     parser.add_argument("--config", default="emodb_cv", help="a YAML file or preset (default emodb_cv)")
-    parser.add_argument("--variant", default="joint_md", choices=list(VARIANTS),
-                        help="which `mmemo ablate` variant to train (default joint_md: the config as given)")
+    parser.add_argument(
+        "--variant",
+        default="joint_md",
+        choices=list(VARIANTS),
+        help="which `mmemo ablate` variant to train (default joint_md: the config as given)",
+    )
     parser.add_argument("--out-dir", default=None, help="default runs/emodb_cv, or runs/emodb_cv_VARIANT")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--json", default=None, help="also write the results here")

@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmemo.bench_train import _flop_formulas, _feature_extractor, _step, build_model
+from mmemo.bench_train import _feature_extractor, _flop_formulas, _step, build_model
 from mmemo.data.dataset import Collator
 from mmemo.data.text import train_wordpiece
-
 
 
 def count(size: str, freeze_cnn: bool, seconds: float, tokens: int, device: torch.device) -> dict:
@@ -28,8 +27,16 @@ def count(size: str, freeze_cnn: bool, seconds: float, tokens: int, device: torc
     words = [f"w{i}" for i in range(tokens - 2)]  # + [CLS] and [SEP]
     tokenizer = train_wordpiece([" ".join(words)], 1000)
     collator = Collator(tokenizer, _feature_extractor())
-    batch = collator([{"id": "x", "text": " ".join(words), "label": 0,
-                       "audio": np.random.default_rng(0).normal(0, 0.1, int(seconds * 16000)).astype(np.float32)}])
+    batch = collator(
+        [
+            {
+                "id": "x",
+                "text": " ".join(words),
+                "label": 0,
+                "audio": np.random.default_rng(0).normal(0, 0.1, int(seconds * 16000)).astype(np.float32),
+            }
+        ]
+    )
     assert batch["text"]["input_ids"].shape[1] == tokens, batch["text"]["input_ids"].shape
     torch.manual_seed(0)
     model = build_model(size, sdpa=True, freeze_cnn=freeze_cnn).to(device).train()
@@ -42,8 +49,16 @@ def count(size: str, freeze_cnn: bool, seconds: float, tokens: int, device: torc
     by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     total, text = counter.get_total_flops(), _find(by_module, "text_encoder")
     audio, cnn = _find(by_module, "audio_encoder"), _find(by_module, "audio_encoder.model.feature_extractor")
-    return {"train": train, "forward": {"total": total, "text tower": text, "audio CNN": cnn,
-                                        "audio transformer": audio - cnn, "fusion + head": total - text - audio}}
+    return {
+        "train": train,
+        "forward": {
+            "total": total,
+            "text tower": text,
+            "audio CNN": cnn,
+            "audio transformer": audio - cnn,
+            "fusion + head": total - text - audio,
+        },
+    }
 
 
 def _find(by_module: dict, suffix: str) -> int:
@@ -59,17 +74,23 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=20)
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"FlopCounterMode, one training step (forward + backward) on {args.seconds:g} s + {args.tokens} tokens, "
-          f"{args.size} size, GFLOP:")
-    print("| CNN | forward + backward | forward | text tower (fwd) | audio CNN (fwd) | audio transformer (fwd) | "
-          "fusion + head (fwd) |")
+    print(
+        f"FlopCounterMode, one training step (forward + backward) on {args.seconds:g} s + {args.tokens} tokens, "
+        f"{args.size} size, GFLOP:"
+    )
+    print(
+        "| CNN | forward + backward | forward | text tower (fwd) | audio CNN (fwd) | audio transformer (fwd) | "
+        "fusion + head (fwd) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for freeze in (False, True):
         c = count(args.size, freeze, args.seconds, args.tokens, device)
         f = c["forward"]
-        print(f"| {'frozen' if freeze else 'trainable'} | {c['train'] / 1e9:.1f} | {f['total'] / 1e9:.1f} | "
-              f"{f['text tower'] / 1e9:.1f} | {f['audio CNN'] / 1e9:.1f} | {f['audio transformer'] / 1e9:.1f} | "
-              f"{f['fusion + head'] / 1e9:.2f} |")
+        print(
+            f"| {'frozen' if freeze else 'trainable'} | {c['train'] / 1e9:.1f} | {f['total'] / 1e9:.1f} | "
+            f"{f['text tower'] / 1e9:.1f} | {f['audio CNN'] / 1e9:.1f} | {f['audio transformer'] / 1e9:.1f} | "
+            f"{f['fusion + head'] / 1e9:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -27,22 +27,49 @@ TRANSCRIPT_WORDS = 20
 BATCH = 32
 LABELS = ["angry", "happy", "neutral", "sad"]
 SIZES = {
-    "tiny": {"text_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                             "intermediate_size": 64, "max_position_embeddings": 128},
-             "audio_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                              "intermediate_size": 64, "conv_dim": [16] * 7, "num_conv_pos_embeddings": 16,
-                              "num_conv_pos_embedding_groups": 2},
-             "fusion_dim": 32, "fusion_heads": 2},
+    "tiny": {
+        "text_config": {
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 128,
+        },
+        "audio_config": {
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "conv_dim": [16] * 7,
+            "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 2,
+        },
+        "fusion_dim": 32,
+        "fusion_heads": 2,
+    },
     # BertConfig's and Wav2Vec2Config's defaults are bert-base and wav2vec2-base; spelt out for the reader.
-    "base": {"text_config": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                             "intermediate_size": 3072},
-             "audio_config": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                              "intermediate_size": 3072, "conv_dim": [512] * 7, "feat_extract_norm": "group"}},
+    "base": {
+        "text_config": {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+        },
+        "audio_config": {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "conv_dim": [512] * 7,
+            "feat_extract_norm": "group",
+        },
+    },
 }
 
 
-def bench_predict(size: str = "base", model_dir: str | os.PathLike | None = None, threads: int = 2,
-                  repeats: int = 20, log=print) -> dict:
+def bench_predict(
+    size: str = "base", model_dir: str | os.PathLike | None = None, threads: int = 2, repeats: int = 20, log=print
+) -> dict:
     """Time every variant; returns {variant: {"clip_text_p50_ms", "clip_text_p95_ms", "text_p50_ms", "batch32_ms"}}.
 
     Args:
@@ -82,14 +109,25 @@ def bench_predict(size: str = "base", model_dir: str | os.PathLike | None = None
         transcripts = _sentences(rng, BATCH, words=TRANSCRIPT_WORDS)
         clips = [rng.normal(0, 0.1, int(CLIP_SECONDS * rate)).astype(np.float32) for _ in range(BATCH)]
         log(f"timing {', '.join(predictors)} in turn")
-        clip_text = _interleaved(predictors, lambda p: p(text=transcripts[0], audio=clips[0], sampling_rate=rate),
-                                 repeats)
+        clip_text = _interleaved(
+            predictors, lambda p: p(text=transcripts[0], audio=clips[0], sampling_rate=rate), repeats
+        )
         text = _interleaved(predictors, lambda p: p(text=transcripts[0]), repeats)
-        batch = _interleaved(predictors, lambda p: p(text=transcripts, audio=clips, sampling_rate=rate,
-                                                     batch_size=BATCH), max(1, repeats // 10), warmup=0)
-        results = {name: {"clip_text_p50_ms": _ms(clip_text[name], 50), "clip_text_p95_ms": _ms(clip_text[name], 95),
-                          "text_p50_ms": _ms(text[name], 50), "batch32_ms": _ms(batch[name], 50)}
-                   for name in predictors}
+        batch = _interleaved(
+            predictors,
+            lambda p: p(text=transcripts, audio=clips, sampling_rate=rate, batch_size=BATCH),
+            max(1, repeats // 10),
+            warmup=0,
+        )
+        results = {
+            name: {
+                "clip_text_p50_ms": _ms(clip_text[name], 50),
+                "clip_text_p95_ms": _ms(clip_text[name], 95),
+                "text_p50_ms": _ms(text[name], 50),
+                "batch32_ms": _ms(batch[name], 50),
+            }
+            for name in predictors
+        }
         for name, r in results.items():
             log(f"{name}: {r}")
     return results
@@ -97,12 +135,19 @@ def bench_predict(size: str = "base", model_dir: str | os.PathLike | None = None
 
 def format_results(results: dict, title: str) -> str:
     """A Markdown table of `bench_predict` results with speed-ups over fp32."""
-    lines = [title, "", "| variant | 5 s clip + text p50 (ms) | p95 (ms) | text p50 (ms) | batch of 32 (ms) | "
-             "speed-up vs fp32 (clip+text) |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        title,
+        "",
+        "| variant | 5 s clip + text p50 (ms) | p95 (ms) | text p50 (ms) | batch of 32 (ms) | "
+        "speed-up vs fp32 (clip+text) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     base = results["fp32"]["clip_text_p50_ms"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['clip_text_p50_ms']:.1f} | {r['clip_text_p95_ms']:.1f} | {r['text_p50_ms']:.1f} "
-                     f"| {r['batch32_ms']:.0f} | {base / r['clip_text_p50_ms']:.2f}× |")
+        lines.append(
+            f"| {name} | {r['clip_text_p50_ms']:.1f} | {r['clip_text_p95_ms']:.1f} | {r['text_p50_ms']:.1f} "
+            f"| {r['batch32_ms']:.0f} | {base / r['clip_text_p50_ms']:.2f}× |"
+        )
     return "\n".join(lines)
 
 
@@ -143,16 +188,27 @@ def _baseline(recognizer):
         config.num_labels = len(LABELS)
         return auto.from_config(config).eval()
 
-    text_pipe = pipeline("text-classification", device="cpu", tokenizer=recognizer.tokenizer,
-                         model=build(AutoModelForSequenceClassification, recognizer.model.text_encoder.model.config))
-    audio_pipe = pipeline("audio-classification", device="cpu", feature_extractor=recognizer.feature_extractor,
-                          model=build(AutoModelForAudioClassification, recognizer.model.audio_encoder.model.config))
+    text_pipe = pipeline(
+        "text-classification",
+        device="cpu",
+        tokenizer=recognizer.tokenizer,
+        model=build(AutoModelForSequenceClassification, recognizer.model.text_encoder.model.config),
+    )
+    audio_pipe = pipeline(
+        "audio-classification",
+        device="cpu",
+        feature_extractor=recognizer.feature_extractor,
+        model=build(AutoModelForAudioClassification, recognizer.model.audio_encoder.model.config),
+    )
 
     def predict(text=None, audio=None, sampling_rate=None, batch_size=1):
         out = text_pipe(text, batch_size=batch_size) if text is not None else None
         if audio is not None:
-            audio = [{"raw": a, "sampling_rate": sampling_rate} for a in audio] if isinstance(audio, list) else \
-                {"raw": audio, "sampling_rate": sampling_rate}
+            audio = (
+                [{"raw": a, "sampling_rate": sampling_rate} for a in audio]
+                if isinstance(audio, list)
+                else {"raw": audio, "sampling_rate": sampling_rate}
+            )
             out = (out, audio_pipe(audio, batch_size=batch_size))
         return out
 
@@ -170,7 +226,7 @@ def _interleaved(predictors: dict, call, repeats: int, warmup: int = 2) -> dict[
     names = list(predictors)
     times = {name: [] for name in names}
     for round_ in range(repeats):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             start = time.perf_counter()
             call(predictors[name])
             times[name].append(time.perf_counter() - start)

@@ -54,17 +54,43 @@ METRICS = ("utt_per_s", "audio_h_per_min", "padding_ratio", "tflops", "mfu", "pe
 _QUIET = {"layerdrop": 0.0, "mask_time_prob": 0.0}
 SIZES = {
     # The quick-start shapes.
-    "tiny": {"model": {"text_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                                       "intermediate_size": 128, "max_position_embeddings": 128},
-                       "audio_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                                        "intermediate_size": 128, "conv_dim": [32] * 7, "num_conv_pos_embeddings": 32,
-                                        "num_conv_pos_embedding_groups": 4, "feat_extract_norm": "group", **_QUIET},
-                       "fusion_dim": 64, "fusion_heads": 4},
-             "seconds": (1.0, 4.0), "batch_size": 8, "vocab_size": 500},
+    "tiny": {
+        "model": {
+            "text_config": {
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "intermediate_size": 128,
+                "max_position_embeddings": 128,
+            },
+            "audio_config": {
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "intermediate_size": 128,
+                "conv_dim": [32] * 7,
+                "num_conv_pos_embeddings": 32,
+                "num_conv_pos_embedding_groups": 4,
+                "feat_extract_norm": "group",
+                **_QUIET,
+            },
+            "fusion_dim": 64,
+            "fusion_heads": 4,
+        },
+        "seconds": (1.0, 4.0),
+        "batch_size": 8,
+        "vocab_size": 500,
+    },
     # BERT-base and wav2vec2-base shapes (as `mmemo bench predict --size base`), BERT's full vocabulary.
-    "base": {"model": {**copy.deepcopy(PREDICT_SIZES["base"]),
-                       "audio_config": {**PREDICT_SIZES["base"]["audio_config"], **_QUIET}},
-             "seconds": (2.0, 10.0), "batch_size": 8, "vocab_size": 30522},
+    "base": {
+        "model": {
+            **copy.deepcopy(PREDICT_SIZES["base"]),
+            "audio_config": {**PREDICT_SIZES["base"]["audio_config"], **_QUIET},
+        },
+        "seconds": (2.0, 10.0),
+        "batch_size": 8,
+        "vocab_size": 30522,
+    },
 }
 
 
@@ -87,9 +113,18 @@ NAIVE = Recipe("naive", bf16=False, sdpa=False, freeze_cnn=False, bucketing=Fals
 ABLATIONS = ("bucketing", "cache", "freeze_cnn", "sdpa", "bf16", "loader")
 
 
-def bench_train(device: str = "cpu", size: str = "tiny", steps: int = 20, warmup: int = 2,
-                peak_tflops: float | None = None, compile: bool = False, ablate: bool = False,
-                threads: int | None = None, seed: int = 0, log=print) -> dict:
+def bench_train(
+    device: str = "cpu",
+    size: str = "tiny",
+    steps: int = 20,
+    warmup: int = 2,
+    peak_tflops: float | None = None,
+    compile: bool = False,
+    ablate: bool = False,
+    threads: int | None = None,
+    seed: int = 0,
+    log=print,
+) -> dict:
     """Time the fast path and the naive baseline on the same generated utterances.
 
     Args:
@@ -120,8 +155,11 @@ def bench_train(device: str = "cpu", size: str = "tiny", steps: int = 20, warmup
     fast = dataclasses.replace(FAST, compile=compile)
     recipes = [NAIVE, fast]
     if ablate:
-        recipes += [dataclasses.replace(fast, name=f"fast - {f}", **{f: getattr(NAIVE, f)}) for f in ABLATIONS
-                    if device.type == "cuda" or f not in ("bf16", "loader")]  # CUDA-only switches
+        recipes += [
+            dataclasses.replace(fast, name=f"fast - {f}", **{f: getattr(NAIVE, f)})
+            for f in ABLATIONS
+            if device.type == "cuda" or f not in ("bf16", "loader")
+        ]  # CUDA-only switches
     rng = np.random.default_rng(seed)
     load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="mmemo-bench-train-") as tmp:
@@ -157,15 +195,26 @@ def bench_train(device: str = "cpu", size: str = "tiny", steps: int = 20, warmup
                 for run in runs:
                     run.timed_step()
             results = {run.recipe.name: run.metrics(peak, log) for run in runs}
-    out = {"fast": results["fast"], "naive": results["naive"],
-           "speedup": results["fast"]["utt_per_s"] / results["naive"]["utt_per_s"],
-           "setup": {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-                     "size": size, "utterances": len(rows), "warmup_steps": warmup,
-                     "clip_seconds": list(spec["seconds"]), "batch_size": spec["batch_size"],
-                     "max_batch_seconds": _max_batch_seconds(spec), "peak_tflops": peak,
-                     "peak_source": "given" if peak_tflops else "measured matmul",
-                     "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "compile": compile,
-                     "load_average": [load_before, _load_average()]}}
+    out = {
+        "fast": results["fast"],
+        "naive": results["naive"],
+        "speedup": results["fast"]["utt_per_s"] / results["naive"]["utt_per_s"],
+        "setup": {
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "size": size,
+            "utterances": len(rows),
+            "warmup_steps": warmup,
+            "clip_seconds": list(spec["seconds"]),
+            "batch_size": spec["batch_size"],
+            "max_batch_seconds": _max_batch_seconds(spec),
+            "peak_tflops": peak,
+            "peak_source": "given" if peak_tflops else "measured matmul",
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "compile": compile,
+            "load_average": [load_before, _load_average()],
+        },
+    }
     if ablate:
         out["ablation"] = {name: r for name, r in results.items() if name not in ("fast", "naive")}
     return out
@@ -174,20 +223,27 @@ def bench_train(device: str = "cpu", size: str = "tiny", steps: int = 20, warmup
 def format_results(results: dict) -> str:
     """A Markdown table of `bench_train` results, with the setup underneath."""
     s = results["setup"]
-    lines = ["| recipe | utterances/s | audio h/min | padding ratio | TFLOP/s | MFU | peak memory (GB) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| recipe | utterances/s | audio h/min | padding ratio | TFLOP/s | MFU | peak memory (GB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     rows = {"fast": results["fast"], "naive": results["naive"], **results.get("ablation", {})}
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['utt_per_s']:.2f} | {r['audio_h_per_min']:.3f} | {r['padding_ratio']:.2f} | "
-                     f"{r['tflops']:.4g} | {r['mfu']:.2%} | {r['peak_mem_gb']:.2f} |")
+        lines.append(
+            f"| {name} | {r['utt_per_s']:.2f} | {r['audio_h_per_min']:.3f} | {r['padding_ratio']:.2f} | "
+            f"{r['tflops']:.4g} | {r['mfu']:.2%} | {r['peak_mem_gb']:.2f} |"
+        )
     memory = "process RSS, every recipe resident" if s["device"] == "cpu" else "torch.cuda.max_memory_allocated"
-    lines += ["", f"speed-up (fast / naive utterances per second): {results['speedup']:.2f}×",
-              f"{s['size']} model on {s['device']} ({s['threads']} CPU threads), one pass over {s['utterances']} "
-              f"utterances of {s['clip_seconds'][0]:g}-{s['clip_seconds'][1]:g} s per recipe, the first "
-              f"{s['warmup_steps']} steps untimed; naive batches of {s['batch_size']}, fast batches of "
-              f"≤ {s['max_batch_seconds']:g} padded s; peak {s['peak_tflops']:.4g} TFLOP/s ({s['peak_source']}); "
-              f"peak memory is {memory}; {s['cpu_count']} CPU cores, load average {s['load_average'][0]} before, "
-              f"{s['load_average'][1]} after"]
+    lines += [
+        "",
+        f"speed-up (fast / naive utterances per second): {results['speedup']:.2f}×",
+        f"{s['size']} model on {s['device']} ({s['threads']} CPU threads), one pass over {s['utterances']} "
+        f"utterances of {s['clip_seconds'][0]:g}-{s['clip_seconds'][1]:g} s per recipe, the first "
+        f"{s['warmup_steps']} steps untimed; naive batches of {s['batch_size']}, fast batches of "
+        f"≤ {s['max_batch_seconds']:g} padded s; peak {s['peak_tflops']:.4g} TFLOP/s ({s['peak_source']}); "
+        f"peak memory is {memory}; {s['cpu_count']} CPU cores, load average {s['load_average'][0]} before, "
+        f"{s['load_average'][1]} after",
+    ]
     return "\n".join(lines)
 
 
@@ -210,11 +266,12 @@ def measure_peak_tflops(device: torch.device) -> float:
     for _ in range(repeats):
         a @ b
     _sync(device)
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e12
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def count_step_flops(model, collator: Collator, seconds: float, text: str, device: torch.device,
-                     bf16: bool = False) -> int:
+def count_step_flops(
+    model, collator: Collator, seconds: float, text: str, device: torch.device, bf16: bool = False
+) -> int:
     """FLOPs of one training step (forward + backward) on one utterance of `seconds` of audio and `text`."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -235,8 +292,12 @@ def build_model(size: str, sdpa: bool = True, freeze_cnn: bool = True, vocab_siz
     spec = SIZES[size]
     cfg = ModelConfig(**copy.deepcopy(spec["model"]), freeze_feature_encoder=freeze_cnn, labels=list(LABELS))
     attention = "sdpa" if sdpa else "eager"
-    text = AutoModel.from_config(BertConfig(**{"vocab_size": vocab_size or spec["vocab_size"], **cfg.text_config,
-                                               "attn_implementation": attention}), add_pooling_layer=False)
+    text = AutoModel.from_config(
+        BertConfig(
+            **{"vocab_size": vocab_size or spec["vocab_size"], **cfg.text_config, "attn_implementation": attention}
+        ),
+        add_pooling_layer=False,
+    )
     audio = AutoModel.from_config(Wav2Vec2Config(**{**cfg.audio_config, "attn_implementation": attention}))
     return EmotionModel(cfg, len(LABELS), text, audio)
 
@@ -244,16 +305,32 @@ def build_model(size: str, sdpa: bool = True, freeze_cnn: bool = True, vocab_siz
 class _RecipeRun:
     """One recipe's model, optimizer and loader over the utterances, and the clock on its training steps."""
 
-    def __init__(self, recipe: Recipe, size: str, device: torch.device, rows: list, collator: Collator,
-                 cache_dir: Path, seed: int):
+    def __init__(
+        self,
+        recipe: Recipe,
+        size: str,
+        device: torch.device,
+        rows: list,
+        collator: Collator,
+        cache_dir: Path,
+        seed: int,
+    ):
         spec = SIZES[size]
         self.recipe, self.device, self.rows = recipe, device, rows
         self.cuda = device.type == "cuda"
         self.bf16 = recipe.bf16 and self.cuda
         self.non_blocking = recipe.loader and self.cuda
         torch.manual_seed(seed)
-        self.model = build_model(size, sdpa=recipe.sdpa, freeze_cnn=recipe.freeze_cnn,
-                                 vocab_size=max(spec["vocab_size"], len(collator.tokenizer))).to(device).train()
+        self.model = (
+            build_model(
+                size,
+                sdpa=recipe.sdpa,
+                freeze_cnn=recipe.freeze_cnn,
+                vocab_size=max(spec["vocab_size"], len(collator.tokenizer)),
+            )
+            .to(device)
+            .train()
+        )
         text = sorted((r["text"] for r in rows), key=len)[len(rows) // 2]  # a median-length transcript
         lo, hi = spec["seconds"]
         flops_lo, flops_hi = (count_step_flops(self.model, collator, s, text, device, self.bf16) for s in (lo, hi))
@@ -275,8 +352,9 @@ class _RecipeRun:
         for _ in range(steps):
             batch = next(self.batches, None)
             if batch is None:
-                raise ConfigError(f"{len(self.loader)} batches are not more than the {steps} warm-up steps; "
-                                  "raise --steps")
+                raise ConfigError(
+                    f"{len(self.loader)} batches are not more than the {steps} warm-up steps; raise --steps"
+                )
             _step(self.step_model, self.optimizer, batch, self.device, self.bf16, self.non_blocking)
         _sync(self.device)
         if self.cuda:
@@ -299,7 +377,7 @@ class _RecipeRun:
             return
         self._count(batch)
 
-    def timed_pass(self) -> "_RecipeRun":
+    def timed_pass(self) -> _RecipeRun:
         """The rest of the pass timed as a whole: the device is waited for only at the end."""
         with _PeakRSS() as rss:
             start = time.perf_counter()
@@ -316,12 +394,19 @@ class _RecipeRun:
             raise ConfigError(f"{len(self.loader)} batches leave none to time after the warm-up; raise --steps")
         flops = self.flops_fixed * self.utterances + self.flops_per_second * self.audio_seconds
         tflops = flops / self.elapsed / 1e12
-        log(f"  {self.recipe.name}: {self.steps} timed steps, {self.utterances} utterances, {self.elapsed:.2f} s, "
-            f"padding {self.padding:.2f}, {flops / self.utterances / 1e9:.3g} GFLOP per utterance")
+        log(
+            f"  {self.recipe.name}: {self.steps} timed steps, {self.utterances} utterances, {self.elapsed:.2f} s, "
+            f"padding {self.padding:.2f}, {flops / self.utterances / 1e9:.3g} GFLOP per utterance"
+        )
         memory = torch.cuda.max_memory_allocated(self.device) if self.cuda else self.peak_rss
-        return {"utt_per_s": self.utterances / self.elapsed,
-                "audio_h_per_min": self.audio_seconds / 3600 / (self.elapsed / 60), "padding_ratio": self.padding,
-                "tflops": tflops, "mfu": tflops / peak_tflops, "peak_mem_gb": memory / 1e9}
+        return {
+            "utt_per_s": self.utterances / self.elapsed,
+            "audio_h_per_min": self.audio_seconds / 3600 / (self.elapsed / 60),
+            "padding_ratio": self.padding,
+            "tflops": tflops,
+            "mfu": tflops / peak_tflops,
+            "peak_mem_gb": memory / 1e9,
+        }
 
     def _count(self, batch: dict) -> None:
         self.utterances += len(batch["ids"])
@@ -333,17 +418,31 @@ def _loader(recipe: Recipe, spec: dict, rows: list, collator: Collator, cache_di
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
     label_to_id = {label: i for i, label in enumerate(LABELS)}
-    dataset = EmotionDataset(rows, label_to_id, max_seconds=spec["seconds"][1], train=True, seed=seed,
-                             cache_dir=str(cache_dir) if recipe.cache else None)
+    dataset = EmotionDataset(
+        rows,
+        label_to_id,
+        max_seconds=spec["seconds"][1],
+        train=True,
+        seed=seed,
+        cache_dir=str(cache_dir) if recipe.cache else None,
+    )
     generator = torch.Generator().manual_seed(seed)
     if recipe.bucketing:
-        sampler = BucketBatchSampler([r["seconds"] for r in rows], spec["batch_size"], _max_batch_seconds(spec),
-                                     shuffle=True, seed=seed)
+        sampler = BucketBatchSampler(
+            [r["seconds"] for r in rows], spec["batch_size"], _max_batch_seconds(spec), shuffle=True, seed=seed
+        )
     else:
         sampler = BatchSampler(RandomSampler(dataset, generator=generator), spec["batch_size"], drop_last=False)
     workers = min(4, (os.cpu_count() or 1) - 1) if recipe.loader and cuda else 0
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=workers,
-                      pin_memory=recipe.loader and cuda, prefetch_factor=4 if workers else None, generator=generator)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=workers,
+        pin_memory=recipe.loader and cuda,
+        prefetch_factor=4 if workers else None,
+        generator=generator,
+    )
 
 
 def _step(model, optimizer, batch: dict, device: torch.device, bf16: bool, non_blocking: bool) -> torch.Tensor:
@@ -373,16 +472,24 @@ def _write_corpus(folder: Path, n: int, seconds: tuple[float, float], rng: np.ra
         audio = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + rng.normal(0, 0.05, t.size)
         path = folder / f"utt{i:05d}.wav"
         sf.write(path, audio.astype(np.float32), SOURCE_RATE, subtype="PCM_16")
-        rows.append({"id": f"utt{i:05d}", "audio": str(path), "text": texts[i], "label": LABELS[i % len(LABELS)],
-                     "seconds": t.size / SOURCE_RATE})
+        rows.append(
+            {
+                "id": f"utt{i:05d}",
+                "audio": str(path),
+                "text": texts[i],
+                "label": LABELS[i % len(LABELS)],
+                "seconds": t.size / SOURCE_RATE,
+            }
+        )
     return rows
 
 
 def _feature_extractor():
     from transformers import Wav2Vec2FeatureExtractor
 
-    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                    return_attention_mask=True)
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    )
 
 
 def _max_batch_seconds(spec: dict) -> float:
@@ -407,8 +514,21 @@ def _flop_formulas() -> dict:
     def sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
         return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
-    def conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
-                      _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    def conv_backward(
+        grad_out_shape,
+        x_shape,
+        w_shape,
+        _bias,
+        _stride,
+        _padding,
+        _dilation,
+        transposed,
+        _output_padding,
+        _groups,
+        output_mask,
+        out_shape=None,
+        **kwargs,
+    ) -> int:
         flops = 0
         if output_mask[0]:  # grad_input: a transposed convolution of grad_out with the weight (groups-aware)
             flops += conv_flop_count(grad_out_shape, w_shape, x_shape, not transposed)
@@ -417,9 +537,11 @@ def _flop_formulas() -> dict:
             flops += 2 * x_shape[0] * positions * prod(w_shape)
         return flops
 
-    return {aten._scaled_dot_product_flash_attention_for_cpu: sdpa,
-            aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward,
-            aten.convolution_backward: conv_backward}
+    return {
+        aten._scaled_dot_product_flash_attention_for_cpu: sdpa,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward,
+        aten.convolution_backward: conv_backward,
+    }
 
 
 def _load_average() -> float | None:

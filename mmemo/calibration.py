@@ -97,19 +97,30 @@ def logits_by_condition(model, loader, device) -> dict[str, tuple[torch.Tensor, 
         text_enc = model.encode_text(batch["text"]) if batch["text"] is not None else None
         audio_enc = model.encode_audio(batch["audio"]) if batch["audio"] is not None else None
         tp, ap = batch["text_present"], batch["audio_present"]
-        views = {"both": (text_enc, audio_enc, tp, ap, tp | ap),
-                 "text": (text_enc, None, tp, None, tp), "audio": (None, audio_enc, None, ap, ap)}
+        views = {
+            "both": (text_enc, audio_enc, tp, ap, tp | ap),
+            "text": (text_enc, None, tp, None, tp),
+            "audio": (None, audio_enc, None, ap, ap),
+        }
         for cond, (t, a, t_present, a_present, rows) in views.items():
             if not rows.any():
                 continue
             keep = rows.nonzero().squeeze(1)
-            fused = model.fuse(None if t is None else _rows(t, keep), None if a is None else _rows(a, keep),
-                               None if t_present is None else t_present[keep],
-                               None if a_present is None else a_present[keep])
+            fused = model.fuse(
+                None if t is None else _rows(t, keep),
+                None if a is None else _rows(a, keep),
+                None if t_present is None else t_present[keep],
+                None if a_present is None else a_present[keep],
+            )
             logits[cond].append(fused.float().cpu())
             labels[cond].append(batch["labels"][keep].cpu())
-    return {c: (torch.cat(logits[c]) if logits[c] else torch.empty(0),
-                torch.cat(labels[c]) if labels[c] else torch.empty(0, dtype=torch.long)) for c in logits}
+    return {
+        c: (
+            torch.cat(logits[c]) if logits[c] else torch.empty(0),
+            torch.cat(labels[c]) if labels[c] else torch.empty(0, dtype=torch.long),
+        )
+        for c in logits
+    }
 
 
 def collect_logits(model, loader, device, condition: str = "both") -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,6 +149,8 @@ def calibrate(recognizer, loader, condition: str = "both") -> dict:
     logits, labels = collect_logits(recognizer.model, loader, recognizer.device, condition)
     temperature = fit_temperature(logits, labels)
     recognizer.temperature = temperature
-    return {"temperature": temperature,
-            "ece_before": expected_calibration_error(torch.softmax(logits, -1), labels),
-            "ece_after": expected_calibration_error(torch.softmax(logits / temperature, -1), labels)}
+    return {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(torch.softmax(logits, -1), labels),
+        "ece_after": expected_calibration_error(torch.softmax(logits / temperature, -1), labels),
+    }

@@ -26,8 +26,9 @@ import torch
 from mmemo.errors import ModelLoadError
 
 
-def save_checkpoint(folder: Path, step: int, recognizer, optimizer, scheduler, generator: torch.Generator,
-                    progress: dict) -> Path:
+def save_checkpoint(
+    folder: Path, step: int, recognizer, optimizer, scheduler, generator: torch.Generator, progress: dict
+) -> Path:
     """Write checkpoint `step` under `folder` atomically and point `folder/latest` at it."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
@@ -41,8 +42,12 @@ def save_checkpoint(folder: Path, step: int, recognizer, optimizer, scheduler, g
     }
     torch.save(state, tmp / "state.pt")
     numpy_state = np.random.get_state()
-    progress = {**progress, "step": step, "python_rng": _to_lists(random.getstate()),
-                "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
+    progress = {
+        **progress,
+        "step": step,
+        "python_rng": _to_lists(random.getstate()),
+        "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+    }
     (tmp / "progress.json").write_text(json.dumps(progress), encoding="utf-8")
     target = folder / f"step-{step:07d}"
     shutil.rmtree(target, ignore_errors=True)
@@ -64,8 +69,10 @@ def latest_checkpoint(folder: Path) -> Path:
     """
     pointer = folder / "latest"
     if not pointer.is_file():
-        raise ModelLoadError(f"no checkpoint to resume from in {folder} (a run writes its first one at the end "
-                             "of epoch 1, or every train.checkpoint_every steps); start the run without --resume")
+        raise ModelLoadError(
+            f"no checkpoint to resume from in {folder} (a run writes its first one at the end "
+            "of epoch 1, or every train.checkpoint_every steps); start the run without --resume"
+        )
     target = folder / pointer.read_text(encoding="utf-8").strip()
     if not (target / "progress.json").is_file():
         raise ModelLoadError(f"checkpoint {target} is incomplete; start the run again without --resume")

@@ -38,16 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1000, help="number of utterances (default 1000)")
     p.add_argument("--speakers", type=int, default=12)
-    p.add_argument("--design", choices=["complementary", "redundant"], default="complementary",
-                   help="complementary: text tells valence, audio arousal (default); redundant: text names the "
-                        "emotion in most transcripts")
+    p.add_argument(
+        "--design",
+        choices=["complementary", "redundant"],
+        default="complementary",
+        help="complementary: text tells valence, audio arousal (default); redundant: text names the "
+        "emotion in most transcripts",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus in OUT_DIR")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
-    p.add_argument("--resume", action="store_true", help="continue the run in train.output_dir from its last checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in train.output_dir from its last checkpoint"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a model on a manifest split (text+audio, text-only, audio-only)")
@@ -63,8 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir")
     p.add_argument("--text", default=None)
     p.add_argument("--audio", default=None, help="an audio file (wav, flac, ogg, mp3, ...)")
-    p.add_argument("--details", action="store_true", help="also print per-modality probabilities and, for audio "
-                   "longer than the window, the time segments")
+    p.add_argument(
+        "--details",
+        action="store_true",
+        help="also print per-modality probabilities and, for audio longer than the window, the time segments",
+    )
     _add_speed_options(p)
     p.set_defaults(func=cmd_predict)
 
@@ -77,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speed_options(p)
     p.set_defaults(func=cmd_predict_batch)
 
-    p = sub.add_parser("export", help="export a model folder to ONNX (needs the export extra: "
-                                      "pip install 'mmemo[export]')")
+    p = sub.add_parser(
+        "export", help="export a model folder to ONNX (needs the export extra: pip install 'mmemo[export]')"
+    )
     p.add_argument("model_dir")
     p.add_argument("--onnx", required=True, metavar="OUT_DIR", help="the export folder to write")
     p.add_argument("--int8", action="store_true", help="quantize the graphs' matrix multiplications to int8")
@@ -94,15 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed calls per workload (default 20)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
     p.set_defaults(func=cmd_bench_predict)
-    p = bench_sub.add_parser("train", help="training throughput: the fast path (bucketing, audio cache, frozen CNN, "
-                                           "SDPA, bf16) against a naive baseline, with MFU")
+    p = bench_sub.add_parser(
+        "train",
+        help="training throughput: the fast path (bucketing, audio cache, frozen CNN, "
+        "SDPA, bf16) against a naive baseline, with MFU",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--size", choices=["tiny", "base"], default="tiny", help="random-weight model size (default tiny)")
-    p.add_argument("--steps", type=int, default=20, help="timed naive-baseline steps; both recipes train on the same "
-                   "(steps + warmup) × batch-size utterances (default 20)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=20,
+        help="timed naive-baseline steps; both recipes train on the same "
+        "(steps + warmup) × batch-size utterances (default 20)",
+    )
     p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each recipe (default 2)")
-    p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU (default: measure a "
-                   "large matmul, bf16 on CUDA, fp32 on CPU)")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak for MFU (default: measure a large matmul, bf16 on CUDA, fp32 on CPU)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path's model")
     p.add_argument("--ablate", action="store_true", help="also time the fast path with each feature switched off")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
@@ -113,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a YAML file or a preset name in configs/")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (results are means)")
-    p.add_argument("--variants", nargs="+", default=None, help="a subset of: joint_md joint_nomd text_only "
-                   "audio_only concat")
+    p.add_argument(
+        "--variants", nargs="+", default=None, help="a subset of: joint_md joint_nomd text_only audio_only concat"
+    )
     p.add_argument("--out-dir", default=None, help="where the runs go (default: <train.output_dir>-ablation)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     p.set_defaults(func=cmd_ablate)
@@ -129,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="manifest tools: `mmemo data check MANIFEST`")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
-    p = data_sub.add_parser("check", help="decode every row; list bad rows, leakage and summary tables (exit 1 on "
-                                          "errors)")
+    p = data_sub.add_parser(
+        "check", help="decode every row; list bad rows, leakage and summary tables (exit 1 on errors)"
+    )
     p.add_argument("manifest")
     p.add_argument("--write-clean", metavar="OUT", default=None, help="write the rows without errors to OUT")
     p.add_argument("--overwrite", action="store_true", help="let --write-clean replace an existing OUT")
@@ -144,8 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a YAML file or a preset name in configs/")
     p.add_argument("manifest")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
-    p.add_argument("--folds", default=None, help="fold (the manifest's fold column; the default when every row "
-                   "has one), speaker (leave one speaker out) or K (K groups of sorted speakers)")
+    p.add_argument(
+        "--folds",
+        default=None,
+        help="fold (the manifest's fold column; the default when every row "
+        "has one), speaker (leave one speaker out) or K (K groups of sorted speakers)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed per fold (default 0)")
     p.add_argument("--out-dir", default=None, help="the cross-validation folder (default train.output_dir)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
@@ -185,8 +213,9 @@ def _add_importer_options(parser: argparse.ArgumentParser) -> None:
 def cmd_synth(args) -> None:
     from mmemo.data.synthetic import generate_corpus
 
-    manifest = generate_corpus(args.out_dir, n=args.n, seed=args.seed, n_speakers=args.speakers,
-                               design=args.design, overwrite=args.overwrite)
+    manifest = generate_corpus(
+        args.out_dir, n=args.n, seed=args.seed, n_speakers=args.speakers, design=args.design, overwrite=args.overwrite
+    )
     print(f"synthetic corpus: {manifest}")
 
 
@@ -205,8 +234,9 @@ def cmd_evaluate(args) -> None:
     from mmemo.evaluate import evaluate_manifest
     from mmemo.metrics import format_table
 
-    results = evaluate_manifest(args.model_dir, args.manifest, split=args.split, batch_size=args.batch_size,
-                                int8=args.int8)
+    results = evaluate_manifest(
+        args.model_dir, args.manifest, split=args.split, batch_size=args.batch_size, int8=args.int8
+    )
     if args.json:
         print(json.dumps({c: {k: v for k, v in m.items() if k != "confusion"} for c, m in results.items()}))
     else:
@@ -220,14 +250,19 @@ def cmd_prepare(args) -> None:
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     rows = prepare(args.corpus, args.root, output=args.output, overwrite=args.overwrite, **options)
     splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "valid", "test")}
-    print(f"{args.output}: {len(rows)} rows, {len({r['speaker'] for r in rows})} speakers, "
-          f"labels {label_set(rows)}, splits {splits}")
+    print(
+        f"{args.output}: {len(rows)} rows, {len({r['speaker'] for r in rows})} speakers, "
+        f"labels {label_set(rows)}, splits {splits}"
+    )
 
 
 def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
-    parser.add_argument("--int8", action="store_true", help="quantize linear layers to int8 (CPU; faster, "
-                        "slightly different probabilities)")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantize linear layers to int8 (CPU; faster, slightly different probabilities)",
+    )
 
 
 def cmd_ablate(args) -> None:
@@ -238,8 +273,12 @@ def cmd_ablate(args) -> None:
     unknown = sorted(set(args.variants or ()) - set(VARIANTS))
     if unknown:
         raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    results = ablate(load_config(args.config, args.overrides), seeds=tuple(args.seeds), out_dir=args.out_dir,
-                     variants=tuple(args.variants or VARIANTS))
+    results = ablate(
+        load_config(args.config, args.overrides),
+        seeds=tuple(args.seeds),
+        out_dir=args.out_dir,
+        variants=tuple(args.variants or VARIANTS),
+    )
     print(format_ablation(results))
     if args.json:
         write_json(results, args.json)
@@ -262,8 +301,9 @@ def cmd_predict_batch(args) -> None:
     from mmemo.inference import EmotionRecognizer, predict_to_file
 
     recognizer = EmotionRecognizer.from_pretrained(args.model_dir, int8=args.int8, threads=args.threads)
-    summary = predict_to_file(recognizer, args.source, args.output, batch_size=args.batch_size,
-                              overwrite=args.overwrite)
+    summary = predict_to_file(
+        recognizer, args.source, args.output, batch_size=args.batch_size, overwrite=args.overwrite
+    )
     failed = f", {summary['errors']} failed (see the error column)" if summary["errors"] else ""
     print(f"{summary['output']}: {summary['rows']} rows{failed}")
 
@@ -280,8 +320,13 @@ def cmd_export(args) -> None:
 def cmd_bench_predict(args) -> None:
     from mmemo.bench import bench_predict, format_results, write_results
 
-    results = bench_predict(args.size, model_dir=args.model, threads=args.threads, repeats=args.repeats,
-                            log=lambda line: print(line, file=sys.stderr))
+    results = bench_predict(
+        args.size,
+        model_dir=args.model,
+        threads=args.threads,
+        repeats=args.repeats,
+        log=lambda line: print(line, file=sys.stderr),
+    )
     what = args.model or f"random {args.size} model"
     print(format_results(results, f"mmemo bench predict: {what}, {args.threads} threads"))
     if args.json:
@@ -294,9 +339,17 @@ def cmd_bench_train(args) -> None:
     from mmemo.bench_train import bench_train, format_results, write_results
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    results = bench_train(device, args.size, steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops,
-                          compile=args.compile, ablate=args.ablate, threads=args.threads,
-                          log=lambda line: print(line, file=sys.stderr))
+    results = bench_train(
+        device,
+        args.size,
+        steps=args.steps,
+        warmup=args.warmup,
+        peak_tflops=args.peak_tflops,
+        compile=args.compile,
+        ablate=args.ablate,
+        threads=args.threads,
+        log=lambda line: print(line, file=sys.stderr),
+    )
     print(format_results(results))
     if args.json:
         write_results(results, args.json)
@@ -305,16 +358,23 @@ def cmd_bench_train(args) -> None:
 def cmd_demo(args) -> None:
     from mmemo.demo import launch
 
-    launch(args.model, asr=args.asr, host=args.host, port=args.port, share=args.share,
-           keep_recordings=args.keep_recordings, max_seconds=args.max_seconds, max_upload_mb=args.max_upload_mb)
+    launch(
+        args.model,
+        asr=args.asr,
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        keep_recordings=args.keep_recordings,
+        max_seconds=args.max_seconds,
+        max_upload_mb=args.max_upload_mb,
+    )
 
 
 def cmd_data_check(args) -> int:
     from mmemo.data.check import check_manifest, format_report, write_clean
 
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
-    report = check_manifest(args.manifest, labels=labels, min_seconds=args.min_seconds,
-                            max_seconds=args.max_seconds)
+    report = check_manifest(args.manifest, labels=labels, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else format_report(report))
     if args.write_clean:
         out = write_clean(report, args.write_clean, overwrite=args.overwrite)
@@ -326,8 +386,13 @@ def cmd_cv(args) -> None:
     from mmemo.config import load_config
     from mmemo.cv import cross_validate, format_confusion, format_fold_table, write_results
 
-    results = cross_validate(load_config(args.config, args.overrides), args.manifest, folds=args.folds,
-                             seeds=tuple(args.seeds), out_dir=args.out_dir)
+    results = cross_validate(
+        load_config(args.config, args.overrides),
+        args.manifest,
+        folds=args.folds,
+        seeds=tuple(args.seeds),
+        out_dir=args.out_dir,
+    )
     print(format_fold_table(results))
     print()
     print(format_confusion(results, "both"))

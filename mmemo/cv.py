@@ -57,8 +57,10 @@ def assign_folds(rows: list[dict], folds: str | int | None = "fold") -> dict[str
     if folds == "fold":
         missing = [r["id"] for r in rows if r["fold"] is None]
         if missing:
-            raise DataError(f"{len(missing)} row(s) have no `fold` (e.g. {missing[0]!r}); use --folds speaker or "
-                            "--folds K to group speakers instead")
+            raise DataError(
+                f"{len(missing)} row(s) have no `fold` (e.g. {missing[0]!r}); use --folds speaker or "
+                "--folds K to group speakers instead"
+            )
         fold_of = {r["id"]: r["fold"] for r in rows}
     elif folds == "speaker":
         fold_of = {r["id"]: r["speaker"] for r in rows}
@@ -71,8 +73,10 @@ def assign_folds(rows: list[dict], folds: str | int | None = "fold") -> dict[str
     else:
         raise ConfigError(f"folds must be 'fold', 'speaker' or a number of speaker groups, got {folds!r}")
     if len(set(fold_of.values())) < 3:
-        raise DataError(f"only {len(set(fold_of.values()))} fold(s); cross-validation needs at least 3 "
-                        "(test, valid and train folds)")
+        raise DataError(
+            f"only {len(set(fold_of.values()))} fold(s); cross-validation needs at least 3 "
+            "(test, valid and train folds)"
+        )
     return fold_of
 
 
@@ -125,8 +129,9 @@ def cross_validate(
 
     out_dir = Path(out_dir or cfg.train.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not cfg.train.overwrite:
-        raise ConfigError(f"output folder {out_dir} already exists; pass train.overwrite=true or choose another "
-                          "--out-dir")
+        raise ConfigError(
+            f"output folder {out_dir} already exists; pass train.overwrite=true or choose another --out-dir"
+        )
     if not seeds:
         raise ConfigError("give at least one seed")
     rows = read_manifest(manifest)
@@ -141,29 +146,46 @@ def cross_validate(
         speakers = {s: {r["speaker"] for r in fold_rows if r["split"] == s} for s in ("train", "valid", "test")}
         shared = sorted(speakers["test"] & (speakers["train"] | speakers["valid"]))
         if shared:
-            tqdm.write(f"warning: fold {fold} shares speakers {shared} between test and train/valid; its scores "
-                       "are not speaker-independent")
+            tqdm.write(
+                f"warning: fold {fold} shares speakers {shared} between test and train/valid; its scores "
+                "are not speaker-independent"
+            )
         fold_manifest = write_manifest(fold_rows, out_dir / f"fold-{fold}" / "manifest.jsonl")
         for seed in seeds:
-            tqdm.write(f"cv fold {fold} ({i + 1}/{len(order)}), seed {seed}: test speakers "
-                       f"{', '.join(sorted(speakers['test']))}")
+            tqdm.write(
+                f"cv fold {fold} ({i + 1}/{len(order)}), seed {seed}: test speakers "
+                f"{', '.join(sorted(speakers['test']))}"
+            )
             run_dir = out_dir / f"fold-{fold}" / f"seed-{seed}"
             run_cfg = dataclasses.replace(
-                cfg, model=model_cfg, data=dataclasses.replace(cfg.data, manifest=str(fold_manifest)),
-                train=dataclasses.replace(cfg.train, seed=seed, output_dir=str(run_dir)))
+                cfg,
+                model=model_cfg,
+                data=dataclasses.replace(cfg.data, manifest=str(fold_manifest)),
+                train=dataclasses.replace(cfg.train, seed=seed, output_dir=str(run_dir)),
+            )
             result = train(run_cfg)
-            runs.append({
-                "fold": fold, "seed": seed, "valid_fold": order[(i + 1) % len(order)],
-                "test_speakers": sorted(speakers["test"]), "shared_speakers": shared,
-                "n": {s: sum(r["split"] == s for r in fold_rows) for s in ("train", "valid", "test")},
-                "best_epoch": result["best_epoch"], "run_dir": str(run_dir),
-                "test": {c: {k: m[k] for k in (*METRICS, "n")} for c, m in result["test"].items()},
-                "confusion": {c: m["confusion"] for c, m in result["test"].items()},
-            })
+            runs.append(
+                {
+                    "fold": fold,
+                    "seed": seed,
+                    "valid_fold": order[(i + 1) % len(order)],
+                    "test_speakers": sorted(speakers["test"]),
+                    "shared_speakers": shared,
+                    "n": {s: sum(r["split"] == s for r in fold_rows) for s in ("train", "valid", "test")},
+                    "best_epoch": result["best_epoch"],
+                    "run_dir": str(run_dir),
+                    "test": {c: {k: m[k] for k in (*METRICS, "n")} for c, m in result["test"].items()},
+                    "confusion": {c: m["confusion"] for c, m in result["test"].items()},
+                }
+            )
 
     mean, std = _summary([r["test"] for r in runs])
     results = {
-        "manifest": str(manifest), "folds_by": str(folds), "folds": order, "seeds": list(seeds), "labels": labels,
+        "manifest": str(manifest),
+        "folds_by": str(folds),
+        "folds": order,
+        "seeds": list(seeds),
+        "labels": labels,
         "runs": runs,
         "fold_means": {f: _summary([r["test"] for r in runs if r["fold"] == f])[0] for f in order},
         "mean": mean,
@@ -193,8 +215,19 @@ def format_fold_table(results: dict) -> str:
         return [_num(scores[c][k]) for c in CONDITIONS for k in ("wa", "ua", "macro_f1")]
 
     for run in results["runs"]:
-        lines.append("| " + " | ".join([run["fold"], str(run["seed"]), " ".join(run["test_speakers"]),
-                                         str(run["n"]["test"]), *cells(run["test"])]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    run["fold"],
+                    str(run["seed"]),
+                    " ".join(run["test_speakers"]),
+                    str(run["n"]["test"]),
+                    *cells(run["test"]),
+                ]
+            )
+            + " |"
+        )
     count = len(results["runs"])
     lines.append("| " + " | ".join(["**mean**", "", f"{count} runs", "", *cells(results["mean"])]) + " |")
     lines.append("| " + " | ".join(["std", "", "", "", *cells(results["std"])]) + " |")
@@ -204,8 +237,10 @@ def format_fold_table(results: dict) -> str:
 def format_confusion(results: dict, condition: str = "both") -> str:
     """The summed confusion matrix of one condition as a Markdown table (rows gold, columns predicted)."""
     labels, matrix = results["labels"], results["confusion"][condition]
-    lines = [f"| gold \\ predicted ({CONDITION_NAMES[condition]}) | " + " | ".join(labels) + " |",
-             "|---|" + "---:|" * len(labels)]
+    lines = [
+        f"| gold \\ predicted ({CONDITION_NAMES[condition]}) | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
     lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, matrix)]
     return "\n".join(lines)
 

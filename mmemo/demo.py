@@ -16,9 +16,9 @@ import html
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -26,8 +26,10 @@ from mmemo.data.audio import audio_duration, load_audio
 from mmemo.errors import DataError, MmemoError, ModelLoadError
 
 DEFAULT_MODEL = Path("runs/quickstart/model")
-EXAMPLE_TEXTS = ("I am so glad. We are meeting Anna at the park tomorrow.",
-                 "What an awful day. The train to the station was on time.")
+EXAMPLE_TEXTS = (
+    "I am so glad. We are meeting Anna at the park tomorrow.",
+    "What an awful day. The train to the station was on time.",
+)
 MODALITY_NAMES = {"text": "text only", "audio": "audio only"}
 LABEL_COLOURS = ("#e4572e", "#f3a712", "#76b041", "#17bebb", "#4c6ef5", "#9c36b5", "#868e96", "#d6336c")
 CSS = """
@@ -68,14 +70,25 @@ class Analysis:
 
     def to_dict(self) -> dict:
         pred = self.prediction
-        return {"label": pred.label, "probabilities": pred.probabilities, "modalities": list(pred.modalities),
-                "per_modality": self.per_modality, "transcript": self.transcript,
-                "transcript_source": self.transcript_source, "seconds": self.seconds,
-                "segments": [_segment_dict(s) for s in self.segments]}
+        return {
+            "label": pred.label,
+            "probabilities": pred.probabilities,
+            "modalities": list(pred.modalities),
+            "per_modality": self.per_modality,
+            "transcript": self.transcript,
+            "transcript_source": self.transcript_source,
+            "seconds": self.seconds,
+            "segments": [_segment_dict(s) for s in self.segments],
+        }
 
 
-def analyze(recognizer, audio_path: str | None = None, text: str | None = None,
-            transcriber: Transcriber | None = None, max_seconds: float = 60.0) -> Analysis:
+def analyze(
+    recognizer,
+    audio_path: str | None = None,
+    text: str | None = None,
+    transcriber: Transcriber | None = None,
+    max_seconds: float = 60.0,
+) -> Analysis:
     """Classify a recording, a transcript or both, the way the demo does.
 
     An empty transcript is filled by `transcriber` when one is given. The text-only and audio-only views come
@@ -98,9 +111,14 @@ def analyze(recognizer, audio_path: str | None = None, text: str | None = None,
     pred = recognizer.predict(text=text or None, audio=waveform, sampling_rate=rate)
     per_modality = dict(getattr(pred, "per_modality", None) or {})
     if not per_modality:  # a recognizer without per-modality views: ask it once per modality
-        per_modality = {m: pred.probabilities for m in pred.modalities} if len(pred.modalities) == 1 else {
-            "text": recognizer.predict(text=text).probabilities,
-            "audio": recognizer.predict(audio=waveform, sampling_rate=rate).probabilities}
+        per_modality = (
+            {m: pred.probabilities for m in pred.modalities}
+            if len(pred.modalities) == 1
+            else {
+                "text": recognizer.predict(text=text).probabilities,
+                "audio": recognizer.predict(audio=waveform, sampling_rate=rate).probabilities,
+            }
+        )
     return Analysis(pred, text, source, seconds, per_modality, tuple(getattr(pred, "segments", None) or ()))
 
 
@@ -112,8 +130,10 @@ def _read_recording(path: str, rate: int, max_seconds: float) -> np.ndarray:
     try:
         waveform = load_audio(path, rate)
     except DataError:
-        raise DataError(f"Cannot read the audio file {Path(path).name!r}: it is empty, corrupt or not an audio "
-                        "format we can decode. Record again, or upload a WAV, FLAC, OGG or MP3 file.") from None
+        raise DataError(
+            f"Cannot read the audio file {Path(path).name!r}: it is empty, corrupt or not an audio "
+            "format we can decode. Record again, or upload a WAV, FLAC, OGG or MP3 file."
+        ) from None
     if len(waveform) > max_seconds * rate:  # formats whose header gave no duration
         raise DataError(f"The recording is too long ({len(waveform) / rate:.1f} s): {limit}.")
     return waveform
@@ -136,15 +156,22 @@ def load_transcriber(model: str | os.PathLike) -> Transcriber:
 
 def transcriber_from_pipeline(asr) -> Transcriber:
     """Wrap a transformers ASR pipeline as a Transcriber (30 s chunks, so long recordings work too)."""
+
     def transcribe(waveform: np.ndarray, sampling_rate: int) -> str:
         return asr({"raw": waveform, "sampling_rate": sampling_rate}, chunk_length_s=30)["text"]
 
     return transcribe
 
 
-def build_demo(recognizer, asr: Transcriber | None = None, *, model_dir: str | os.PathLike | None = None,
-               max_seconds: float = 60.0, keep_recordings: bool = False,
-               example_clips: list[tuple[str, str]] | None = None):
+def build_demo(
+    recognizer,
+    asr: Transcriber | None = None,
+    *,
+    model_dir: str | os.PathLike | None = None,
+    max_seconds: float = 60.0,
+    keep_recordings: bool = False,
+    example_clips: list[tuple[str, str]] | None = None,
+):
     """The Gradio app: audio (microphone or upload) + optional transcript in, emotion probabilities out.
 
     Args:
@@ -174,24 +201,45 @@ def build_demo(recognizer, asr: Transcriber | None = None, *, model_dir: str | o
             if audio_path and not keep_recordings and _digest(audio_path) not in protected:
                 _delete_recording(audio_path)
         timeline = timeline_html(result.segments, labels, result.seconds)
-        return (result.prediction.probabilities, result.transcript, modality_markdown(result, asr is not None),
-                gr.HTML(value=timeline, visible=bool(timeline)), result.to_dict())
+        return (
+            result.prediction.probabilities,
+            result.transcript,
+            modality_markdown(result, asr is not None),
+            gr.HTML(value=timeline, visible=bool(timeline)),
+            result.to_dict(),
+        )
 
     with gr.Blocks(title="mmemo: emotion from speech and text") as demo:
-        gr.Markdown("# mmemo: emotion from speech and text\n"
-                    "Record (or upload) a short utterance and, if you like, type what was said. One model reads "
-                    "the words and listens to the voice, and shows what each of them says on its own. "
-                    f"Recordings up to {max_seconds:g} s; everything stays on this computer.", elem_id="title")
+        gr.Markdown(
+            "# mmemo: emotion from speech and text\n"
+            "Record (or upload) a short utterance and, if you like, type what was said. One model reads "
+            "the words and listens to the voice, and shows what each of them says on its own. "
+            f"Recordings up to {max_seconds:g} s; everything stays on this computer.",
+            elem_id="title",
+        )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Speech",
-                                 buttons=["download"], elem_id="audio")
-                transcript = gr.Textbox(label="Transcript (optional)", lines=2, elem_id="transcript",
-                                        placeholder="What was said; leave empty to use the voice only"
-                                        + (" or the speech recognizer" if asr else ""))
-                gr.Markdown("A speech recognizer fills an empty transcript from the recording." if asr else
-                            "No speech recognizer loaded (`mmemo demo --asr MODEL`): without a typed transcript "
-                            "the recording alone (audio-only) is classified.", elem_id="asr-note")
+                audio = gr.Audio(
+                    sources=["microphone", "upload"],
+                    type="filepath",
+                    label="Speech",
+                    buttons=["download"],
+                    elem_id="audio",
+                )
+                transcript = gr.Textbox(
+                    label="Transcript (optional)",
+                    lines=2,
+                    elem_id="transcript",
+                    placeholder="What was said; leave empty to use the voice only"
+                    + (" or the speech recognizer" if asr else ""),
+                )
+                gr.Markdown(
+                    "A speech recognizer fills an empty transcript from the recording."
+                    if asr
+                    else "No speech recognizer loaded (`mmemo demo --asr MODEL`): without a typed transcript "
+                    "the recording alone (audio-only) is classified.",
+                    elem_id="asr-note",
+                )
                 button = gr.Button("Recognise emotion", variant="primary", elem_id="submit")
             with gr.Column(scale=1):
                 label = gr.Label(num_top_classes=len(labels), label="Emotion", elem_id="emotion")
@@ -203,14 +251,26 @@ def build_demo(recognizer, asr: Transcriber | None = None, *, model_dir: str | o
             gr.Markdown(model_markdown(recognizer, model_dir), elem_id="model-info")
         with gr.Accordion("Raw result (JSON)", open=False):
             raw = gr.JSON(show_label=False, elem_id="result-json")
-        button.click(classify, inputs=[audio, transcript], outputs=[label, transcript, modalities, timeline, raw],
-                     api_name="predict")
+        button.click(
+            classify,
+            inputs=[audio, transcript],
+            outputs=[label, transcript, modalities, timeline, raw],
+            api_name="predict",
+        )
     return demo
 
 
-def launch(model_dir: str | os.PathLike | None = None, asr: str | None = None, host: str = "127.0.0.1",
-           port: int | None = None, share: bool = False, keep_recordings: bool = False,
-           max_seconds: float = 60.0, max_upload_mb: float = 20, block: bool = True):
+def launch(
+    model_dir: str | os.PathLike | None = None,
+    asr: str | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    keep_recordings: bool = False,
+    max_seconds: float = 60.0,
+    max_upload_mb: float = 20,
+    block: bool = True,
+):
     """Load a model (and optionally a speech recognizer) and serve the demo; what `mmemo demo` runs.
 
     Args:
@@ -235,14 +295,25 @@ def launch(model_dir: str | os.PathLike | None = None, asr: str | None = None, h
     gr = _import_gradio()
     recognizer = EmotionRecognizer.from_pretrained(folder)
     transcriber = load_transcriber(asr) if asr else None
-    demo = build_demo(recognizer, transcriber, model_dir=folder, max_seconds=max_seconds,
-                      keep_recordings=keep_recordings)
+    demo = build_demo(
+        recognizer, transcriber, model_dir=folder, max_seconds=max_seconds, keep_recordings=keep_recordings
+    )
     if keep_recordings:
         print(f"mmemo demo: recordings are kept in {uploads}")
-    theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
-                           font_mono=["ui-monospace", "monospace"])  # system fonts: no request to a font CDN
-    demo.launch(server_name=host, server_port=port, share=share, max_file_size=int(max_upload_mb * 1024 * 1024),
-                prevent_thread_lock=not block, theme=theme, css=CSS, footer_links=["api"], quiet=not block)
+    theme = gr.themes.Soft(
+        primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )  # system fonts: no request to a font CDN
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=int(max_upload_mb * 1024 * 1024),
+        prevent_thread_lock=not block,
+        theme=theme,
+        css=CSS,
+        footer_links=["api"],
+        quiet=not block,
+    )
     return demo
 
 
@@ -256,8 +327,9 @@ def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
         return Path(model_dir)
     if DEFAULT_MODEL.is_dir():
         return DEFAULT_MODEL
-    raise MmemoError(f"no --model given and {DEFAULT_MODEL} does not exist; run `make quickstart` to train it, "
-                     "or pass --model DIR")
+    raise MmemoError(
+        f"no --model given and {DEFAULT_MODEL} does not exist; run `make quickstart` to train it, or pass --model DIR"
+    )
 
 
 def find_example_clips(model_dir: str | os.PathLike | None, n: int = 2) -> list[tuple[str, str]]:
@@ -296,10 +368,15 @@ def modality_markdown(result: Analysis, asr_loaded: bool) -> str:
         used.append(f"audio ({result.seconds:.1f} s)")
     note = ""
     if result.seconds is not None and not result.transcript:
-        note = ("\n\nThe speech recognizer heard no words, so the voice alone was used." if asr_loaded else
-                "\n\nNo transcript: the voice alone was used (type what was said to add the text view).")
-    return (f"**What each input says**\n\n| input | says | confidence |\n|---|---|---|\n{table}\n\n"
-            f"**Used:** {' + '.join(used)}{note}")
+        note = (
+            "\n\nThe speech recognizer heard no words, so the voice alone was used."
+            if asr_loaded
+            else "\n\nNo transcript: the voice alone was used (type what was said to add the text view)."
+        )
+    return (
+        f"**What each input says**\n\n| input | says | confidence |\n|---|---|---|\n{table}\n\n"
+        f"**Used:** {' + '.join(used)}{note}"
+    )
 
 
 def timeline_html(segments, labels: list[str], seconds: float | None = None) -> str:
@@ -313,10 +390,13 @@ def timeline_html(segments, labels: list[str], seconds: float | None = None) -> 
         f'<div class="segment" style="left: {100 * s["start"] / total:.2f}%; '
         f'width: {100 * (s["end"] - s["start"]) / total:.2f}%; background: {colour.get(s["label"], "#868e96")}" '
         f'title="{s["start"]:.1f}–{s["end"]:.1f} s: {html.escape(s["label"])}">{html.escape(s["label"])}</div>'
-        for s in segments)
-    legend = "".join(f'<span style="color: {colour[l]}">■ {html.escape(l)}</span>' for l in labels)
-    return (f"<p><b>Timeline</b>: {len(segments)} segments over {total:.1f} s (grey: silence, skipped)</p>"
-            f'<div class="timeline">{blocks}</div><div class="timeline-legend">{legend}</div>')
+        for s in segments
+    )
+    legend = "".join(f'<span style="color: {colour[name]}">■ {html.escape(name)}</span>' for name in labels)
+    return (
+        f"<p><b>Timeline</b>: {len(segments)} segments over {total:.1f} s (grey: silence, skipped)</p>"
+        f'<div class="timeline">{blocks}</div><div class="timeline-legend">{legend}</div>'
+    )
 
 
 def model_markdown(recognizer, model_dir: str | os.PathLike | None) -> str:
@@ -328,13 +408,15 @@ def model_markdown(recognizer, model_dir: str | os.PathLike | None) -> str:
         size = f"{hf_config.hidden_size} hidden, {layers} layer{'s' if layers != 1 else ''}"
         return f"`{name}` ({size})" if name else f"{hf_config.model_type} trained from scratch ({size})"
 
-    return "\n".join([
-        f"- **Model folder:** `{model_dir or 'in memory'}`",
-        f"- **Labels:** {', '.join(recognizer.labels)}",
-        f"- **Text encoder:** {encoder(cfg.text_encoder, recognizer.model.text_encoder.model.config)}",
-        f"- **Audio encoder:** {encoder(cfg.audio_encoder, recognizer.model.audio_encoder.model.config)}",
-        f"- **Fusion:** {cfg.fusion} ({cfg.fusion_dim} dim)",
-    ])
+    return "\n".join(
+        [
+            f"- **Model folder:** `{model_dir or 'in memory'}`",
+            f"- **Labels:** {', '.join(recognizer.labels)}",
+            f"- **Text encoder:** {encoder(cfg.text_encoder, recognizer.model.text_encoder.model.config)}",
+            f"- **Audio encoder:** {encoder(cfg.audio_encoder, recognizer.model.audio_encoder.model.config)}",
+            f"- **Fusion:** {cfg.fusion} ({cfg.fusion_dim} dim)",
+        ]
+    )
 
 
 def _import_gradio():

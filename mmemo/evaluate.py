@@ -13,8 +13,14 @@ from mmemo.inference import EmotionRecognizer
 from mmemo.train import evaluate, make_loader, resolve_device
 
 
-def evaluate_manifest(model_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test",
-                      batch_size: int = 16, device: str = "auto", int8: bool = False) -> dict:
+def evaluate_manifest(
+    model_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    split: str = "test",
+    batch_size: int = 16,
+    device: str = "auto",
+    int8: bool = False,
+) -> dict:
     """Score the model in `model_dir` on one split of `manifest` ("all" for every row).
 
     With `int8` the model's linear layers are quantized first (CPU only), as `from_pretrained(..., int8=True)`.
@@ -25,8 +31,9 @@ def evaluate_manifest(model_dir: str | os.PathLike, manifest: str | os.PathLike,
     Raises:
         DataError: the split is empty, or it holds labels the model does not know.
     """
-    recognizer = EmotionRecognizer.from_pretrained(model_dir, device="cpu" if int8 else resolve_device(device),
-                                                   int8=int8)
+    recognizer = EmotionRecognizer.from_pretrained(
+        model_dir, device="cpu" if int8 else resolve_device(device), int8=int8
+    )
     rows = [r for r in read_manifest(manifest) if split == "all" or r["split"] == split]
     if not rows:
         raise DataError(f"{manifest}: no rows in split {split!r}; use --split train/valid/test/all")
@@ -35,8 +42,9 @@ def evaluate_manifest(model_dir: str | os.PathLike, manifest: str | os.PathLike,
         raise DataError(f"{manifest}: labels {unknown} are not in the model's label set {recognizer.labels}")
     label_to_id = {label: i for i, label in enumerate(recognizer.labels)}
     # Whole clips (no crop), sorted by length, as the training run's evaluation loader but for the crop.
-    cfg = Config(model=recognizer.config, data=DataConfig(manifest=str(manifest), batch_size=batch_size,
-                                                          max_audio_seconds=0.0))
+    cfg = Config(
+        model=recognizer.config, data=DataConfig(manifest=str(manifest), batch_size=batch_size, max_audio_seconds=0.0)
+    )
     loader = make_loader(rows, label_to_id, cfg, recognizer.collator, train=False, device=recognizer.device)
     with torch.inference_mode():
         return evaluate(recognizer.model, loader, recognizer.device, len(recognizer.labels))

@@ -104,8 +104,9 @@ class _TraceableAttention(nn.Module):
         return a.out_proj(out), None
 
 
-def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, int8: bool = False,
-                overwrite: bool = False) -> dict:
+def export_onnx(
+    model_dir: str | os.PathLike, out_dir: str | os.PathLike, int8: bool = False, overwrite: bool = False
+) -> dict:
     """Export a model folder to ONNX and check the export against PyTorch.
 
     Args:
@@ -137,16 +138,27 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, int8: 
     shutil.copy(Path(model_dir) / "tokenizer.json", out_dir / "tokenizer.json")
     shutil.copy(onnx_runtime.__file__, out_dir / "mmemo_onnx_runtime.py")
     fe = recognizer.feature_extractor
-    meta = {"format": onnx_runtime.EXPORT_FORMAT, "labels": recognizer.labels, "temperature": recognizer.temperature,
-            "sampling_rate": recognizer.config.sampling_rate, "max_text_tokens": recognizer.config.max_text_tokens,
-            "pad_token_id": recognizer.tokenizer.pad_token_id, "fusion_dim": recognizer.config.fusion_dim,
-            "int8": int8, "feature_extractor": {"do_normalize": bool(getattr(fe, "do_normalize", True)),
-                                                "padding_value": float(getattr(fe, "padding_value", 0.0))}}
+    meta = {
+        "format": onnx_runtime.EXPORT_FORMAT,
+        "labels": recognizer.labels,
+        "temperature": recognizer.temperature,
+        "sampling_rate": recognizer.config.sampling_rate,
+        "max_text_tokens": recognizer.config.max_text_tokens,
+        "pad_token_id": recognizer.tokenizer.pad_token_id,
+        "fusion_dim": recognizer.config.fusion_dim,
+        "int8": int8,
+        "feature_extractor": {
+            "do_normalize": bool(getattr(fe, "do_normalize", True)),
+            "padding_value": float(getattr(fe, "padding_value", 0.0)),
+        },
+    }
     (out_dir / onnx_runtime.META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     diff = parity(recognizer, onnx_runtime.OnnxEmotionRecognizer(out_dir))
     if not int8 and diff > FP32_TOLERANCE:
-        raise MmemoError(f"the ONNX export in {out_dir} differs from PyTorch by {diff:.2e} in probability "
-                         f"(tolerance {FP32_TOLERANCE}); please report this with your model config")
+        raise MmemoError(
+            f"the ONNX export in {out_dir} differs from PyTorch by {diff:.2e} in probability "
+            f"(tolerance {FP32_TOLERANCE}); please report this with your model config"
+        )
     return {"out_dir": out_dir, "int8": int8, "max_abs_diff": diff}
 
 
@@ -155,10 +167,14 @@ def parity(recognizer: EmotionRecognizer, runtime: onnx_runtime.OnnxEmotionRecog
     rng = np.random.default_rng(seed)
     rate = recognizer.config.sampling_rate
     t = np.arange(int(1.7 * rate)) / rate
-    voiced = (0.3 * np.sin(2 * np.pi * 140 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.normal(size=t.size))
+    voiced = 0.3 * np.sin(2 * np.pi * 140 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.normal(size=t.size)
     texts = ["what a lovely surprise, thank you so much", "", "I lost everything.", "ok"]
-    audios = [voiced[: int(1.1 * rate)].astype(np.float32), voiced.astype(np.float32), None,
-              rng.normal(0, 0.1, int(0.6 * rate)).astype(np.float32)]
+    audios = [
+        voiced[: int(1.1 * rate)].astype(np.float32),
+        voiced.astype(np.float32),
+        None,
+        rng.normal(0, 0.1, int(0.6 * rate)).astype(np.float32),
+    ]
     expected = recognizer.predict(text=texts, audio=audios, sampling_rate=rate)
     got = runtime.predict(text=texts, audio=audios, sampling_rate=rate)
     diff = 0.0
@@ -174,38 +190,73 @@ def _export_graphs(recognizer: EmotionRecognizer, out_dir: Path) -> None:
     rate = recognizer.config.sampling_rate
     # Padded examples (two lengths per batch) so the traced graphs keep their masking paths.
     noise = np.random.default_rng(0).normal(0, 0.1, rate).astype(np.float32)
-    batch = recognizer.collator([
-        {"id": "a", "label": -100, "text": "an example sentence that is longer", "audio": noise},
-        {"id": "b", "label": -100, "text": "short", "audio": noise[: rate // 2]},
-    ])
+    batch = recognizer.collator(
+        [
+            {"id": "a", "label": -100, "text": "an example sentence that is longer", "audio": noise},
+            {"id": "b", "label": -100, "text": "short", "audio": noise[: rate // 2]},
+        ]
+    )
     text, audio = batch["text"], batch["audio"]
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python bools; the graphs are checked by `parity`
         text_states = _TextGraph(model)(text["input_ids"], text["attention_mask"])
         audio_states, audio_mask = _AudioGraph(model)(audio["input_values"], audio["attention_mask"])
-        _export(_TextGraph(model), (text["input_ids"], text["attention_mask"]), out_dir / "text_encoder.onnx",
-                ["input_ids", "attention_mask"], ["text_states"],
-                {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                 "text_states": {0: "batch", 1: "tokens"}})
-        _export(_AudioGraph(model), (audio["input_values"], audio["attention_mask"]), out_dir / "audio_encoder.onnx",
-                ["input_values", "attention_mask"], ["audio_states", "audio_mask"],
-                {"input_values": {0: "batch", 1: "samples"}, "attention_mask": {0: "batch", 1: "samples"},
-                 "audio_states": {0: "batch", 1: "frames"}, "audio_mask": {0: "batch", 1: "frames"}})
+        _export(
+            _TextGraph(model),
+            (text["input_ids"], text["attention_mask"]),
+            out_dir / "text_encoder.onnx",
+            ["input_ids", "attention_mask"],
+            ["text_states"],
+            {
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "text_states": {0: "batch", 1: "tokens"},
+            },
+        )
+        _export(
+            _AudioGraph(model),
+            (audio["input_values"], audio["attention_mask"]),
+            out_dir / "audio_encoder.onnx",
+            ["input_values", "attention_mask"],
+            ["audio_states", "audio_mask"],
+            {
+                "input_values": {0: "batch", 1: "samples"},
+                "attention_mask": {0: "batch", 1: "samples"},
+                "audio_states": {0: "batch", 1: "frames"},
+                "audio_mask": {0: "batch", 1: "frames"},
+            },
+        )
         present = torch.tensor([True, False])  # one sample without text keeps the placeholder path in the graph
-        _export(_FusionGraph(model),
-                (text_states, text["attention_mask"].bool(), audio_states, audio_mask, present,
-                 torch.tensor([True, True])),
-                out_dir / "fusion.onnx",
-                ["text_states", "text_mask", "audio_states", "audio_mask", "text_present", "audio_present"], ["logits"],
-                {"text_states": {0: "batch", 1: "tokens"}, "text_mask": {0: "batch", 1: "tokens"},
-                 "audio_states": {0: "batch", 1: "frames"}, "audio_mask": {0: "batch", 1: "frames"},
-                 "text_present": {0: "batch"}, "audio_present": {0: "batch"}, "logits": {0: "batch"}})
+        _export(
+            _FusionGraph(model),
+            (text_states, text["attention_mask"].bool(), audio_states, audio_mask, present, torch.tensor([True, True])),
+            out_dir / "fusion.onnx",
+            ["text_states", "text_mask", "audio_states", "audio_mask", "text_present", "audio_present"],
+            ["logits"],
+            {
+                "text_states": {0: "batch", 1: "tokens"},
+                "text_mask": {0: "batch", 1: "tokens"},
+                "audio_states": {0: "batch", 1: "frames"},
+                "audio_mask": {0: "batch", 1: "frames"},
+                "text_present": {0: "batch"},
+                "audio_present": {0: "batch"},
+                "logits": {0: "batch"},
+            },
+        )
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
     module.eval()  # a fresh wrapper is in training mode, and export would put the wrapped model in it too
-    torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                      opset_version=OPSET, dynamo=False)
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=axes,
+        opset_version=OPSET,
+        dynamo=False,
+    )
 
 
 def _quantize_graphs(src: Path, dst: Path) -> None:
@@ -214,7 +265,11 @@ def _quantize_graphs(src: Path, dst: Path) -> None:
     logging.disable(logging.WARNING)  # onnxruntime logs a pre-processing hint on the root logger for every graph
     try:
         for graph in onnx_runtime.GRAPHS:
-            quantize_dynamic(src / f"{graph}.onnx", dst / f"{graph}.onnx", op_types_to_quantize=["MatMul"],
-                             weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                src / f"{graph}.onnx",
+                dst / f"{graph}.onnx",
+                op_types_to_quantize=["MatMul"],
+                weight_type=QuantType.QInt8,
+            )
     finally:
         logging.disable(logging.NOTSET)

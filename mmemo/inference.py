@@ -62,8 +62,12 @@ class Segment:
     probabilities: dict[str, float]
 
     def to_dict(self) -> dict:
-        return {"start": round(self.start, 3), "end": round(self.end, 3), "label": self.label,
-                "probabilities": self.probabilities}
+        return {
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "label": self.label,
+            "probabilities": self.probabilities,
+        }
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,13 @@ class Prediction:
     segments: tuple[Segment, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "probabilities": self.probabilities, "modalities": list(self.modalities),
-                "per_modality": self.per_modality, "segments": [s.to_dict() for s in self.segments]}
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "modalities": list(self.modalities),
+            "per_modality": self.per_modality,
+            "segments": [s.to_dict() for s in self.segments],
+        }
 
 
 class EmotionRecognizer:
@@ -102,8 +111,9 @@ class EmotionRecognizer:
             `mmemo.calibration`; 1.0 leaves them as trained).
     """
 
-    def __init__(self, model: EmotionModel, tokenizer, feature_extractor, config: ModelConfig,
-                 temperature: float = 1.0):
+    def __init__(
+        self, model: EmotionModel, tokenizer, feature_extractor, config: ModelConfig, temperature: float = 1.0
+    ):
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         self.model = model.eval()
@@ -119,13 +129,14 @@ class EmotionRecognizer:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: str | torch.device) -> "EmotionRecognizer":
+    def to(self, device: str | torch.device) -> EmotionRecognizer:
         self.model.to(device)
         return self
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", int8: bool = False,
-                        threads: int | None = None) -> "EmotionRecognizer":
+    def from_pretrained(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", int8: bool = False, threads: int | None = None
+    ) -> EmotionRecognizer:
         """Load a model folder written by `save_pretrained` (or a Hugging Face hub id holding one).
 
         Args:
@@ -144,16 +155,20 @@ class EmotionRecognizer:
         folder = _local_folder(path)
         missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
         if missing:
-            raise ModelLoadError(f"model folder {folder} is missing {', '.join(missing)}; "
-                                 "it should be a folder written by `save_pretrained` (e.g. runs/NAME/model)")
+            raise ModelLoadError(
+                f"model folder {folder} is missing {', '.join(missing)}; "
+                "it should be a folder written by `save_pretrained` (e.g. runs/NAME/model)"
+            )
         try:
             meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelLoadError(f"{folder}/config.json is not valid JSON ({e}); copy the model folder again") from None
         version = meta.get("mmemo_format")
         if version != FORMAT_VERSION:
-            raise ModelLoadError(f"{folder}/config.json has mmemo_format {version!r}; this mmemo reads "
-                                 f"format {FORMAT_VERSION}. Retrain the model or use the mmemo version that wrote it")
+            raise ModelLoadError(
+                f"{folder}/config.json has mmemo_format {version!r}; this mmemo reads "
+                f"format {FORMAT_VERSION}. Retrain the model or use the mmemo version that wrote it"
+            )
         try:
             config = build_section(ModelConfig, meta["model"], f"{folder}/config.json: model")
         except (ConfigError, KeyError) as e:
@@ -166,16 +181,23 @@ class EmotionRecognizer:
         try:
             state = load_file(folder / "model.safetensors")
         except Exception as e:  # safetensors raises SafetensorError for a truncated or corrupt file
-            raise ModelLoadError(f"{folder}/model.safetensors cannot be read ({e}); copy the model folder again") from None
+            raise ModelLoadError(
+                f"{folder}/model.safetensors cannot be read ({e}); copy the model folder again"
+            ) from None
         expected = model.state_dict()
-        wrong = [f"{k} {tuple(v.shape)} (config.json gives {tuple(expected[k].shape)})" for k, v in state.items()
-                 if k in expected and v.shape != expected[k].shape]
+        wrong = [
+            f"{k} {tuple(v.shape)} (config.json gives {tuple(expected[k].shape)})"
+            for k, v in state.items()
+            if k in expected and v.shape != expected[k].shape
+        ]
         if wrong:
             raise ModelLoadError(f"{folder}/model.safetensors does not match config.json: {', '.join(wrong[:3])}")
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
-            raise ModelLoadError(f"{folder}/model.safetensors does not match config.json "
-                                 f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+            raise ModelLoadError(
+                f"{folder}/model.safetensors does not match config.json "
+                f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+            )
         tokenizer = AutoTokenizer.from_pretrained(folder)
         feature_extractor = AutoFeatureExtractor.from_pretrained(folder)
         recognizer = cls(model, tokenizer, feature_extractor, config, temperature).to(device)
@@ -188,8 +210,10 @@ class EmotionRecognizer:
             MmemoError: the recognizer was quantized (save the fp32 model and quantize after loading).
         """
         if self.quantized:
-            raise MmemoError("an int8-quantized recognizer cannot be saved; save the fp32 one and load it "
-                             "with from_pretrained(..., int8=True)")
+            raise MmemoError(
+                "an int8-quantized recognizer cannot be saved; save the fp32 one and load it "
+                "with from_pretrained(..., int8=True)"
+            )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -212,7 +236,7 @@ class EmotionRecognizer:
         shutil.rmtree(old, ignore_errors=True)
         return path
 
-    def quantize(self) -> "EmotionRecognizer":
+    def quantize(self) -> EmotionRecognizer:
         """Replace every `nn.Linear` with a dynamically quantized int8 one (CPU inference only); returns self.
 
         The wav2vec2 convolutional front end stays fp32, so audio gains less than text.
@@ -227,9 +251,15 @@ class EmotionRecognizer:
         return self
 
     @torch.inference_mode()
-    def predict(self, text: str | list[str] | None = None, audio=None, sampling_rate: int | None = None,
-                batch_size: int = 16, window_seconds: float = WINDOW_SECONDS,
-                overlap_seconds: float = OVERLAP_SECONDS):
+    def predict(
+        self,
+        text: str | list[str] | None = None,
+        audio=None,
+        sampling_rate: int | None = None,
+        batch_size: int = 16,
+        window_seconds: float = WINDOW_SECONDS,
+        overlap_seconds: float = OVERLAP_SECONDS,
+    ):
         """Classify text, audio or both.
 
         Args:
@@ -272,8 +302,9 @@ class EmotionRecognizer:
         predictions = self._predict_items(items, batch_size, window_seconds, overlap_seconds)
         return predictions if batched else predictions[0]
 
-    def _predict_items(self, items: list[dict], batch_size: int, window_seconds: float,
-                       overlap_seconds: float) -> list[Prediction]:
+    def _predict_items(
+        self, items: list[dict], batch_size: int, window_seconds: float, overlap_seconds: float
+    ) -> list[Prediction]:
         """Cut long audio into segments, classify every unit in sorted mini-batches, put predictions together."""
         rate = self.config.sampling_rate
         units, spans = [], []  # spans[i]: None for a whole input, else its segments' (start, end) samples
@@ -290,7 +321,7 @@ class EmotionRecognizer:
         out, k = [], 0
         for item, item_spans in zip(items, spans):
             count = 1 if item_spans is None else len(item_spans)
-            out.append(self._assemble(item, item_spans, views[k:k + count]))
+            out.append(self._assemble(item, item_spans, views[k : k + count]))
             k += count
         return out
 
@@ -300,20 +331,27 @@ class EmotionRecognizer:
         modalities = tuple(m for m in ("text", "audio") if present[m])
         if spans is None:
             fused = views[0]["fused"]
-            return Prediction(self.labels[int(fused.argmax())], self._named(fused), modalities,
-                              {m: self._named(views[0][m]) for m in modalities})
+            return Prediction(
+                self.labels[int(fused.argmax())],
+                self._named(fused),
+                modalities,
+                {m: self._named(views[0][m]) for m in modalities},
+            )
         rate = self.config.sampling_rate
         weights = np.array([b - a for a, b in spans], dtype=np.float64)  # duration-weighted mean over segments
         fused = np.average([v["fused"] for v in views], axis=0, weights=weights)
         per_modality = {"audio": self._named(np.average([v["audio"] for v in views], axis=0, weights=weights))}
         if item["text"]:  # the same transcript in every segment: any segment's text view is the text view
             per_modality = {"text": self._named(views[0]["text"]), **per_modality}
-        segments = tuple(Segment(int(a) / rate, int(b) / rate, self.labels[int(v["fused"].argmax())],
-                                 self._named(v["fused"])) for (a, b), v in zip(spans, views))
+        segments = tuple(
+            Segment(int(a) / rate, int(b) / rate, self.labels[int(v["fused"].argmax())], self._named(v["fused"]))
+            for (a, b), v in zip(spans, views)
+        )
         return Prediction(self.labels[int(fused.argmax())], self._named(fused), modalities, per_modality, segments)
 
     def _classify(self, units: list[dict], batch_size: int) -> list[dict]:
         """Per unit {"fused", "text", "audio"} probability arrays (a view is None when its modality is absent)."""
+
         def length(i):
             audio = units[i]["audio"]
             return (0 if audio is None else len(audio), len(units[i]["text"]))
@@ -321,7 +359,7 @@ class EmotionRecognizer:
         order = sorted(range(len(units)), key=length)
         views = [None] * len(units)
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             for i, view in zip(chunk, self._forward([units[i] for i in chunk])):
                 views[i] = view
         return views
@@ -347,8 +385,10 @@ class EmotionRecognizer:
         probabilities = self._probabilities(self.model.fuse(text_enc, audio_enc, text_present, audio_present))
         n = len(units)
         fused = probabilities[:n]
-        views = [{"fused": p, "text": p if t else None, "audio": p if a else None}
-                 for p, t, a in zip(fused, batch["text_present"].tolist(), batch["audio_present"].tolist())]
+        views = [
+            {"fused": p, "text": p if t else None, "audio": p if a else None}
+            for p, t, a in zip(fused, batch["text_present"].tolist(), batch["audio_present"].tolist())
+        ]
         for k, i in enumerate(both.tolist()):
             views[i] = {"fused": fused[i], "text": probabilities[n + k], "audio": probabilities[n + len(both) + k]}
         return views
@@ -404,8 +444,9 @@ def speech_regions(wave: np.ndarray, rate: int) -> list[tuple[int, int]]:
     return regions
 
 
-def speech_windows(wave: np.ndarray, rate: int, window_seconds: float = WINDOW_SECONDS,
-                   overlap_seconds: float = OVERLAP_SECONDS) -> list[tuple[int, int]]:
+def speech_windows(
+    wave: np.ndarray, rate: int, window_seconds: float = WINDOW_SECONDS, overlap_seconds: float = OVERLAP_SECONDS
+) -> list[tuple[int, int]]:
     """The segments a long recording is classified in: its speech regions, each longer one cut into windows.
 
     Windows are `window_seconds` long and overlap by at least `overlap_seconds` (the last one of a region
@@ -435,12 +476,26 @@ def batch_inputs(source: str | os.PathLike) -> list[dict]:
     files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
     if not files:
         raise DataError(f"{source}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder or below")
-    return [{"id": p.relative_to(source).with_suffix("").as_posix(), "audio": str(p), "text": "", "start": None,
-             "end": None} for p in files]
+    return [
+        {
+            "id": p.relative_to(source).with_suffix("").as_posix(),
+            "audio": str(p),
+            "text": "",
+            "start": None,
+            "end": None,
+        }
+        for p in files
+    ]
 
 
-def predict_to_file(recognizer: EmotionRecognizer, source: str | os.PathLike, output: str | os.PathLike,
-                    batch_size: int = 16, overwrite: bool = False, progress: bool = True) -> dict:
+def predict_to_file(
+    recognizer: EmotionRecognizer,
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Predict every row of a manifest (or every audio file under a folder); write one row per input.
 
     Inputs are sorted by duration (from file headers) so each mini-batch pads little; the output keeps input
@@ -474,7 +529,7 @@ def predict_to_file(recognizer: EmotionRecognizer, source: str | os.PathLike, ou
     with tqdm(total=len(rows), unit="input", desc="predict", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             chunk, texts, audios = [], [], []
-            for i in order[start:start + batch_size]:
+            for i in order[start : start + batch_size]:
                 row = rows[i]
                 try:
                     audio = load_audio(row["audio"], rate, row.get("start"), row.get("end")) if row["audio"] else None
@@ -522,6 +577,7 @@ def _write_results(output: Path, rows: list[dict], results: list, labels: list[s
 
 def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = False) -> dict:
     """Move every tensor in a (nested) batch dict to `device`."""
+
     def move(value):
         if isinstance(value, torch.Tensor):
             return value.to(device, non_blocking=non_blocking)
@@ -548,5 +604,7 @@ def _local_folder(path: str | os.PathLike) -> Path:
         try:
             return Path(snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
         except Exception as e:
-            raise ModelLoadError(f"cannot load model {path!r}: not a local folder, and the hub download failed ({e})") from None
+            raise ModelLoadError(
+                f"cannot load model {path!r}: not a local folder, and the hub download failed ({e})"
+            ) from None
     raise ModelLoadError(f"model folder {path} does not exist; train one with `mmemo train` (see README)")

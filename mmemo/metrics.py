@@ -23,8 +23,14 @@ def classification_metrics(y_true, y_pred, num_labels: int) -> dict:
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.size == 0:
-        return {"wa": float("nan"), "ua": float("nan"), "macro_f1": float("nan"), "weighted_f1": float("nan"),
-                "n": 0, "confusion": np.zeros((num_labels, num_labels), dtype=int).tolist()}
+        return {
+            "wa": float("nan"),
+            "ua": float("nan"),
+            "macro_f1": float("nan"),
+            "weighted_f1": float("nan"),
+            "n": 0,
+            "confusion": np.zeros((num_labels, num_labels), dtype=int).tolist(),
+        }
     present = np.unique(y_true)
     return {
         "wa": float(accuracy_score(y_true, y_pred)),
@@ -48,6 +54,8 @@ def format_table(results: dict[str, dict], title: str = "") -> str:
     lines += ["| condition | n | WA | UA | macro-F1 | weighted-F1 |", "|---|---:|---:|---:|---:|---:|"]
     for cond in sorted(results, key=lambda c: CONDITIONS.index(c) if c in CONDITIONS else len(CONDITIONS)):
         m = results[cond]
-        lines.append(f"| {CONDITION_NAMES.get(cond, cond)} | {m['n']} | {m['wa']:.3f} | {m['ua']:.3f} | "
-                     f"{m['macro_f1']:.3f} | {m['weighted_f1']:.3f} |")
+        lines.append(
+            f"| {CONDITION_NAMES.get(cond, cond)} | {m['n']} | {m['wa']:.3f} | {m['ua']:.3f} | "
+            f"{m['macro_f1']:.3f} | {m['weighted_f1']:.3f} |"
+        )
     return "\n".join(lines)

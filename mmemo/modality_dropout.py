@@ -82,9 +82,11 @@ def as_views(masks) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
     except (TypeError, ValueError):
         views = []
     if not views or min(w for _, _, w in views) < 0 or sum(w for _, _, w in views) <= 0:
-        raise ConfigError("train.modality_dropout: a strategy must return (keep_text, keep_audio) or a non-empty "
-                          "list of (keep_text, keep_audio, weight) with non-negative weights and a positive sum; "
-                          f"got {type(masks).__name__} of length {len(masks)}")
+        raise ConfigError(
+            "train.modality_dropout: a strategy must return (keep_text, keep_audio) or a non-empty "
+            "list of (keep_text, keep_audio, weight) with non-negative weights and a positive sum; "
+            f"got {type(masks).__name__} of length {len(masks)}"
+        )
     return views
 
 
@@ -153,9 +155,11 @@ class AllSubsets:
 
     def __call__(self, text_present, audio_present, progress, generator):
         nothing = torch.zeros_like(text_present)
-        views = [(text_present, audio_present),
-                 _never_both(text_present, nothing, text_present, audio_present),
-                 _never_both(nothing, audio_present, text_present, audio_present)]
+        views = [
+            (text_present, audio_present),
+            _never_both(text_present, nothing, text_present, audio_present),
+            _never_both(nothing, audio_present, text_present, audio_present),
+        ]
         return [(t, a, w) for (t, a), w in zip(views, self.weights) if w > 0]
 
 

@@ -73,15 +73,20 @@ class AudioEncoder(nn.Module):
         if layers == 0:
             return
         blocks = self.model.encoder.layers
-        frozen = [self.model.feature_projection, *blocks] if layers < 0 else [self.model.feature_projection, *blocks[:layers]]
+        frozen = (
+            [self.model.feature_projection, *blocks]
+            if layers < 0
+            else [self.model.feature_projection, *blocks[:layers]]
+        )
         for module in frozen:
             module.requires_grad_(False)
         if layers < 0:
             self.model.requires_grad_(False)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(input_values, attention_mask=attention_mask if self.pass_mask else None,
-                         output_hidden_states=True)
+        out = self.model(
+            input_values, attention_mask=attention_mask if self.pass_mask else None, output_hidden_states=True
+        )
         layers = torch.stack(out.hidden_states)  # (L+1, B, T_audio, D_audio)
         weights = torch.softmax(self.layer_weights, dim=0).to(layers.dtype)
         states = torch.einsum("l,lbtd->btd", weights, layers)  # (B, T_audio, D_audio)
@@ -132,8 +137,15 @@ class CrossAttentionBlock(nn.Module):
 class CrossAttentionFusion(nn.Module):
     """`layers` bidirectional cross-attention blocks, then pooling of each stream: → (B, 2·dim)."""
 
-    def __init__(self, dim: int, heads: int, layers: int, dropout: float, text_pooling: str = "attentive",
-                 audio_pooling: str = "attentive"):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        layers: int,
+        dropout: float,
+        text_pooling: str = "attentive",
+        audio_pooling: str = "attentive",
+    ):
         super().__init__()
         if dim % heads:
             raise ConfigError(f"fusion_dim ({dim}) must be divisible by fusion_heads ({heads})")
@@ -180,15 +192,20 @@ class EmotionModel(nn.Module):
         self.audio_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.presence = nn.Embedding(3, dim)
         if cfg.fusion == "cross_attention":
-            self.fusion = CrossAttentionFusion(dim, cfg.fusion_heads, cfg.fusion_layers, cfg.dropout,
-                                               cfg.text_pooling, cfg.audio_pooling)
+            self.fusion = CrossAttentionFusion(
+                dim, cfg.fusion_heads, cfg.fusion_layers, cfg.dropout, cfg.text_pooling, cfg.audio_pooling
+            )
         elif cfg.fusion == "concat":
             self.fusion = ConcatFusion(dim, cfg.text_pooling, cfg.audio_pooling)
         else:
             raise ConfigError(f"model.fusion must be 'cross_attention' or 'concat', got {cfg.fusion!r}")
         self.classifier = nn.Sequential(
-            nn.LayerNorm(self.fusion.out_dim), nn.Dropout(cfg.dropout), nn.Linear(self.fusion.out_dim, dim),
-            nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(dim, num_labels),
+            nn.LayerNorm(self.fusion.out_dim),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(self.fusion.out_dim, dim),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(dim, num_labels),
         )
 
     def encode_text(self, text: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,10 +224,12 @@ class EmotionModel(nn.Module):
             raise ValueError("at least one of text and audio is needed")
         batch_size = (text_enc or audio_enc)[0].shape[0]
         device = (text_enc or audio_enc)[0].device
-        text, text_mask, text_present = self._with_placeholder(text_enc, text_present, self.text_placeholder,
-                                                               batch_size, device)
-        audio, audio_mask, audio_present = self._with_placeholder(audio_enc, audio_present, self.audio_placeholder,
-                                                                  batch_size, device)
+        text, text_mask, text_present = self._with_placeholder(
+            text_enc, text_present, self.text_placeholder, batch_size, device
+        )
+        audio, audio_mask, audio_present = self._with_placeholder(
+            audio_enc, audio_present, self.audio_placeholder, batch_size, device
+        )
         if not bool((text_present | audio_present).all()):
             raise ValueError("every sample needs text or audio")
         kind = torch.full_like(text_present, BOTH, dtype=torch.long)
@@ -219,9 +238,14 @@ class EmotionModel(nn.Module):
         pooled = self.fusion(text + presence, text_mask, audio + presence, audio_mask)  # (B, 2D)
         return self.classifier(pooled)
 
-    def forward(self, text: dict | None = None, audio: dict | None = None, text_present: torch.Tensor | None = None,
-                audio_present: torch.Tensor | None = None,
-                views: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> dict:
+    def forward(
+        self,
+        text: dict | None = None,
+        audio: dict | None = None,
+        text_present: torch.Tensor | None = None,
+        audio_present: torch.Tensor | None = None,
+        views: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+    ) -> dict:
         """Classify a batch; either modality may be None (absent for the whole batch).
 
         Args:
@@ -262,8 +286,14 @@ class EmotionModel(nn.Module):
 
 
 def _feed_forward(dim: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout),
-                         nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+    return nn.Sequential(
+        nn.LayerNorm(dim),
+        nn.Linear(dim, 4 * dim),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(4 * dim, dim),
+        nn.Dropout(dropout),
+    )
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -282,8 +312,9 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
 
     remote = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.text_encoder:
-        text_model = AutoModel.from_pretrained(cfg.text_encoder, attn_implementation="sdpa", add_pooling_layer=False,
-                                               **remote)
+        text_model = AutoModel.from_pretrained(
+            cfg.text_encoder, attn_implementation="sdpa", add_pooling_layer=False, **remote
+        )
     else:
         config = BertConfig(**{"vocab_size": vocab_size, **cfg.text_config, "attn_implementation": "sdpa"})
         text_model = AutoModel.from_config(config, add_pooling_layer=False)

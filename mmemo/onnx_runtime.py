@@ -29,8 +29,12 @@ EXPORT_FORMAT = 1
 META_FILE = "mmemo_onnx.json"
 GRAPHS = ("text_encoder", "audio_encoder", "fusion")
 MIN_AUDIO_SAMPLES = 400  # wav2vec2's front end needs 25 ms for one frame (as mmemo.data.dataset)
-_NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
-                "tensor(float)": np.float32}
+_NUMPY_TYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+}
 
 
 class OnnxEmotionRecognizer:
@@ -50,12 +54,14 @@ class OnnxEmotionRecognizer:
         needed = (META_FILE, "tokenizer.json", *(f"{g}.onnx" for g in GRAPHS))
         missing = [name for name in needed if not (folder / name).is_file()]
         if missing:
-            raise FileNotFoundError(f"ONNX folder {folder} is missing {', '.join(missing)}; "
-                                    "write it with `mmemo export`")
+            raise FileNotFoundError(
+                f"ONNX folder {folder} is missing {', '.join(missing)}; write it with `mmemo export`"
+            )
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         if meta.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"{folder}/{META_FILE} has format {meta.get('format')!r}; "
-                             f"this runtime reads {EXPORT_FORMAT}")
+            raise ValueError(
+                f"{folder}/{META_FILE} has format {meta.get('format')!r}; this runtime reads {EXPORT_FORMAT}"
+            )
         self.labels = list(meta["labels"])
         self.temperature = float(meta["temperature"])
         self.sampling_rate = int(meta["sampling_rate"])
@@ -74,11 +80,14 @@ class OnnxEmotionRecognizer:
         # runs, the text graph's threads would burn the same cores (5 s clip + text at base size, 2 threads:
         # 356 ms with spinning, 255 ms without).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions = {g: ort.InferenceSession(str(folder / f"{g}.onnx"), options, providers=["CPUExecutionProvider"])
-                         for g in GRAPHS}
+        self.sessions = {
+            g: ort.InferenceSession(str(folder / f"{g}.onnx"), options, providers=["CPUExecutionProvider"])
+            for g in GRAPHS
+        }
 
-    def predict(self, text: str | list[str] | None = None, audio=None, sampling_rate: int | None = None,
-                batch_size: int = 16):
+    def predict(
+        self, text: str | list[str] | None = None, audio=None, sampling_rate: int | None = None, batch_size: int = 16
+    ):
         """Classify text, audio or both; lists give a list of results in input order.
 
         Args:
@@ -110,7 +119,7 @@ class OnnxEmotionRecognizer:
         order = sorted(range(n), key=lambda i: (0 if waves[i] is None else len(waves[i]), len(texts[i])))
         results = [None] * n
         for start in range(0, n, batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             for i, result in zip(chunk, self._forward([texts[i] for i in chunk], [waves[i] for i in chunk])):
                 results[i] = result
         return results if batched else results[0]
@@ -121,8 +130,10 @@ class OnnxEmotionRecognizer:
         text = self._encode_text(texts) if text_present.any() else self._absent(len(texts))
         audio = self._encode_audio(waves) if audio_present.any() else self._absent(len(texts))
         fused = self._fuse(text, audio, text_present, audio_present)
-        views = [{m: p for m, present in (("text", t), ("audio", a)) if present}
-                 for p, t, a in zip(fused, text_present, audio_present)]
+        views = [
+            {m: p for m, present in (("text", t), ("audio", a)) if present}
+            for p, t, a in zip(fused, text_present, audio_present)
+        ]
         both = np.flatnonzero(text_present & audio_present)
         if len(both):
             k, yes, no = len(both), np.ones(len(both), bool), np.zeros(len(both), bool)
@@ -132,8 +143,14 @@ class OnnxEmotionRecognizer:
                 views[i] = {"text": t, "audio": a}
         out = []
         for p, v in zip(fused, views):
-            out.append({"label": self.labels[int(p.argmax())], "probabilities": self._named(p),
-                        "modalities": list(v), "per_modality": {m: self._named(q) for m, q in v.items()}})
+            out.append(
+                {
+                    "label": self.labels[int(p.argmax())],
+                    "probabilities": self._named(p),
+                    "modalities": list(v),
+                    "per_modality": {m: self._named(q) for m, q in v.items()},
+                }
+            )
         return out
 
     def _encode_text(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -141,26 +158,35 @@ class OnnxEmotionRecognizer:
         ids = np.full((len(texts), max(len(e.ids) for e in encodings)), self.pad_token_id, dtype=np.int64)
         mask = np.zeros_like(ids)
         for i, e in enumerate(encodings):
-            ids[i, :len(e.ids)], mask[i, :len(e.ids)] = e.ids, 1
+            ids[i, : len(e.ids)], mask[i, : len(e.ids)] = e.ids, 1
         (states,) = self._run("text_encoder", input_ids=ids, attention_mask=mask)
         return states, mask.astype(bool)
 
     def _encode_audio(self, waves: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
         # as mmemo's Collator: a missing clip is a silent stub, a very short one is zero-padded to one frame
-        waves = [np.zeros(MIN_AUDIO_SAMPLES, np.float32) if w is None
-                 else np.pad(w, (0, max(0, MIN_AUDIO_SAMPLES - len(w)))) for w in waves]
+        waves = [
+            np.zeros(MIN_AUDIO_SAMPLES, np.float32) if w is None else np.pad(w, (0, max(0, MIN_AUDIO_SAMPLES - len(w))))
+            for w in waves
+        ]
         values = np.full((len(waves), max(len(w) for w in waves)), self.padding_value, dtype=np.float32)
         mask = np.zeros(values.shape, dtype=np.int64)
         for i, w in enumerate(waves):
             if self.do_normalize:
                 w = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
-            values[i, :len(w)], mask[i, :len(w)] = w, 1
+            values[i, : len(w)], mask[i, : len(w)] = w, 1
         states, frame_mask = self._run("audio_encoder", input_values=values, attention_mask=mask)
         return states, frame_mask.astype(bool)
 
     def _fuse(self, text, audio, text_present, audio_present) -> np.ndarray:
-        (logits,) = self._run("fusion", text_states=text[0], text_mask=text[1], audio_states=audio[0],
-                              audio_mask=audio[1], text_present=text_present, audio_present=audio_present)
+        (logits,) = self._run(
+            "fusion",
+            text_states=text[0],
+            text_mask=text[1],
+            audio_states=audio[0],
+            audio_mask=audio[1],
+            text_present=text_present,
+            audio_present=audio_present,
+        )
         z = logits.astype(np.float64) / self.temperature
         z = np.exp(z - z.max(axis=-1, keepdims=True))
         return z / z.sum(axis=-1, keepdims=True)
@@ -171,8 +197,9 @@ class OnnxEmotionRecognizer:
 
     def _run(self, graph: str, **inputs) -> list[np.ndarray]:
         session = self.sessions[graph]
-        feed = {i.name: np.asarray(inputs[i.name]).astype(_NUMPY_TYPES[i.type], copy=False)
-                for i in session.get_inputs()}
+        feed = {
+            i.name: np.asarray(inputs[i.name]).astype(_NUMPY_TYPES[i.type], copy=False) for i in session.get_inputs()
+        }
         return session.run(None, feed)
 
     def _named(self, probs: np.ndarray) -> dict[str, float]:

@@ -96,21 +96,46 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     for name, split_rows in splits.items():
         unknown = sorted({r["label"] for r in split_rows} - set(labels))
         if unknown:
-            raise DataError(f"{cfg.data.manifest}: {name} split has labels {unknown} that are not in the label set "
-                            f"{labels}; fix the rows or set model.labels")
+            raise DataError(
+                f"{cfg.data.manifest}: {name} split has labels {unknown} that are not in the label set "
+                f"{labels}; fix the rows or set model.labels"
+            )
 
     label_to_id = {label: i for i, label in enumerate(labels)}
-    loaders = {name: make_loader(split_rows, label_to_id, cfg, recognizer.collator, train=name == "train",
-                                 device=device, rank=rank, world_size=world_size)
-               for name, split_rows in splits.items() if split_rows}
+    loaders = {
+        name: make_loader(
+            split_rows,
+            label_to_id,
+            cfg,
+            recognizer.collator,
+            train=name == "train",
+            device=device,
+            rank=rank,
+            world_size=world_size,
+        )
+        for name, split_rows in splits.items()
+        if split_rows
+    }
     model = recognizer.model
     optimizer = make_optimizer(model, cfg, device)
     total_steps = cfg.train.epochs * math.ceil(len(loaders["train"]) / cfg.train.grad_accum)
     scheduler = _warmup_linear_decay(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
     # Each rank drops different modalities; the seed offset keeps rank 0 identical to a one-process run.
     generator = torch.Generator().manual_seed(cfg.train.seed + 1000 * rank)
-    return Run(cfg, recognizer, loaders, optimizer, scheduler, build_strategy(cfg.train.modality_dropout), device,
-               out_dir, generator, wrap_model(model, cfg, device, world_size), rank, world_size)
+    return Run(
+        cfg,
+        recognizer,
+        loaders,
+        optimizer,
+        scheduler,
+        build_strategy(cfg.train.modality_dropout),
+        device,
+        out_dir,
+        generator,
+        wrap_model(model, cfg, device, world_size),
+        rank,
+        world_size,
+    )
 
 
 def _check_settings(cfg: Config, resume: bool) -> None:
@@ -124,8 +149,10 @@ def _check_settings(cfg: Config, resume: bool) -> None:
         raise ConfigError(f"train.grad_accum must be at least 1, got {cfg.train.grad_accum}")
     out_dir = Path(cfg.train.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (cfg.train.overwrite or resume):
-        raise ConfigError(f"output folder {out_dir} already exists; resume it with --resume, pass "
-                          "train.overwrite=true to replace its contents, or choose another train.output_dir=...")
+        raise ConfigError(
+            f"output folder {out_dir} already exists; resume it with --resume, pass "
+            "train.overwrite=true to replace its contents, or choose another train.output_dir=..."
+        )
 
 
 def load_splits(cfg: Config) -> dict[str, list[dict]]:
@@ -133,8 +160,10 @@ def load_splits(cfg: Config) -> dict[str, list[dict]]:
     rows = drop_unreadable(read_manifest(cfg.data.manifest), cfg)
     empty = [r["id"] for r in rows if not r["audio"] and not r["text"].strip()]
     if empty:
-        raise DataError(f"{cfg.data.manifest}: {len(empty)} row(s) have neither text nor audio ({', '.join(empty[:5])}"
-                        f"{', ...' if len(empty) > 5 else ''}); give each row a transcript or an audio file")
+        raise DataError(
+            f"{cfg.data.manifest}: {len(empty)} row(s) have neither text nor audio ({', '.join(empty[:5])}"
+            f"{', ...' if len(empty) > 5 else ''}); give each row a transcript or an audio file"
+        )
     splits = {name: [r for r in rows if r["split"] == name] for name in ("train", "valid", "test")}
     for name in ("train", "valid"):
         if not splits[name]:
@@ -163,10 +192,17 @@ def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
     any_text, any_audio = (any(bool(view[i].any()) for view in views) for i in (0, 1))
     (keep_text, keep_audio, _), *others = views
     with _autocast(run):
-        out = run.forward(batch["text"] if any_text else None, batch["audio"] if any_audio else None,
-                          keep_text, keep_audio, views=[(t, a) for t, a, _ in others])
-    losses = [cross_entropy(logits, batch["labels"], run.cfg.train.label_smoothing)
-              for logits in (out["logits"], *out.get("view_logits", ()))]
+        out = run.forward(
+            batch["text"] if any_text else None,
+            batch["audio"] if any_audio else None,
+            keep_text,
+            keep_audio,
+            views=[(t, a) for t, a, _ in others],
+        )
+    losses = [
+        cross_entropy(logits, batch["labels"], run.cfg.train.label_smoothing)
+        for logits in (out["logits"], *out.get("view_logits", ()))
+    ]
     weights = [weight for _, _, weight in views]
     return sum(w * loss for w, loss in zip(weights, losses)) / sum(weights)
 
@@ -190,7 +226,9 @@ def train(cfg: Config, resume: bool = False) -> dict:
         target = latest_checkpoint(run.out_dir / "checkpoints")
         state = TrainState(**load_checkpoint(target, run.optimizer, run.scheduler, run.generator))
         if run.main:
-            log_path.write_text("".join(json.dumps(record) + "\n" for record in state.history))  # drop unfinished epochs
+            log_path.write_text(
+                "".join(json.dumps(record) + "\n" for record in state.history)
+            )  # drop unfinished epochs
             tqdm.write(f"resuming from epoch {state.epoch + 1}, batch {state.batch} (step {state.step})")
     elif run.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,16 +251,28 @@ def train(cfg: Config, resume: bool = False) -> dict:
     calibration = calibrate(run.recognizer, run.loaders["valid"])
     if run.main:
         run.recognizer.save_pretrained(model_dir)  # config.json gains the temperature
-        tqdm.write(f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
-                   f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}")
+        tqdm.write(
+            f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
+            f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
+        )
     valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
-    test = evaluate(run.model, run.loaders["test"], run.device, len(run.recognizer.labels)) if "test" in run.loaders else None
+    test = (
+        evaluate(run.model, run.loaders["test"], run.device, len(run.recognizer.labels))
+        if "test" in run.loaders
+        else None
+    )
     if run.main:
-        write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test,
-                     calibration)
+        write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test, calibration)
     _barrier(run)
-    return {"out_dir": run.out_dir, "model_dir": model_dir, "best_epoch": state.best_epoch, "valid": valid,
-            "test": test, "skipped": state.skipped, "calibration": calibration}
+    return {
+        "out_dir": run.out_dir,
+        "model_dir": model_dir,
+        "best_epoch": state.best_epoch,
+        "valid": valid,
+        "test": test,
+        "skipped": state.skipped,
+        "calibration": calibration,
+    }
 
 
 @dataclass
@@ -249,15 +299,22 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
     """
     cfg = run.cfg
     valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
-    record = {"epoch": state.epoch + 1, "train_loss": train_loss, "seconds": round(seconds, 2),
-              "lr": run.scheduler.get_last_lr()[-1], "skipped": state.skipped,
-              **{f"valid_{c}_{k}": valid[c][k] for c in valid for k in ("ua", "wa", "macro_f1")}}
+    record = {
+        "epoch": state.epoch + 1,
+        "train_loss": train_loss,
+        "seconds": round(seconds, 2),
+        "lr": run.scheduler.get_last_lr()[-1],
+        "skipped": state.skipped,
+        **{f"valid_{c}_{k}": valid[c][k] for c in valid for k in ("ua", "wa", "macro_f1")},
+    }
     state.history.append(record)
     score = valid[cfg.train.monitor]["ua"]
     improved = score > state.best_ua
     if run.main:
-        tqdm.write(f"epoch {state.epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
-                   f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}{'  *' if improved else ''}")
+        tqdm.write(
+            f"epoch {state.epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
+            f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}{'  *' if improved else ''}"
+        )
     if improved:
         state.best_ua, state.best_epoch, state.stale = score, state.epoch + 1, 0
         if run.main:
@@ -288,8 +345,14 @@ def train_epoch(run: Run, state: TrainState) -> float:
     batches = len(loader.batch_sampler)
     total = run.cfg.train.epochs * batches
     accum, every = run.cfg.train.grad_accum, run.cfg.train.checkpoint_every
-    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{run.cfg.train.epochs}", leave=False, initial=state.batch,
-               total=batches, disable=not (run.cfg.train.progress and run.main))
+    bar = tqdm(
+        loader,
+        desc=f"epoch {state.epoch + 1}/{run.cfg.train.epochs}",
+        leave=False,
+        initial=state.batch,
+        total=batches,
+        disable=not (run.cfg.train.progress and run.main),
+    )
     run.optimizer.zero_grad(set_to_none=True)
     for batch in bar:
         state.skipped += batch.pop("skipped", 0)
@@ -348,12 +411,13 @@ def _backward_splitting(run: Run, batch: dict, progress: float, state: TrainStat
         warnings.warn(f"out of memory on a batch of {size}; retrying it as two halves")
         halves = [split_batch(batch, part) for part in (slice(0, size // 2), slice(size // 2, size))]
         losses = [_backward_splitting(run, half, progress, state, weight * len(half["ids"]) / size) for half in halves]
-        kept = [l for l in losses if l is not None]
+        kept = [loss for loss in losses if loss is not None]
         return sum(kept) if kept else None
 
 
 def split_batch(batch: dict, part: slice) -> dict:
     """The samples `part` of a collated batch (tensors, nested dicts and lists sliced along the batch axis)."""
+
     def cut(value):
         if isinstance(value, dict):
             return {k: cut(v) for k, v in value.items()}
@@ -366,8 +430,15 @@ def split_batch(batch: dict, part: slice) -> dict:
 
 def _checkpoint(run: Run, state: TrainState) -> None:
     if run.main:
-        save_checkpoint(run.out_dir / "checkpoints", state.step, run.recognizer, run.optimizer, run.scheduler,
-                        run.generator, dataclasses.asdict(state))
+        save_checkpoint(
+            run.out_dir / "checkpoints",
+            state.step,
+            run.recognizer,
+            run.optimizer,
+            run.scheduler,
+            run.generator,
+            dataclasses.asdict(state),
+        )
     _barrier(run)
 
 
@@ -380,8 +451,10 @@ def evaluate(model: EmotionModel, loader: DataLoader, device: torch.device, num_
     Returns:
         {"both": metrics, "text": metrics, "audio": metrics}, each from `classification_metrics`.
     """
-    return {c: classification_metrics(labels.tolist(), logits.argmax(-1).tolist() if len(labels) else [], num_labels)
-            for c, (logits, labels) in logits_by_condition(model, loader, device).items()}
+    return {
+        c: classification_metrics(labels.tolist(), logits.argmax(-1).tolist() if len(labels) else [], num_labels)
+        for c, (logits, labels) in logits_by_condition(model, loader, device).items()
+    }
 
 
 def drop_unreadable(rows: list[dict], cfg: Config) -> list[dict]:
@@ -390,45 +463,79 @@ def drop_unreadable(rows: list[dict], cfg: Config) -> list[dict]:
     With `data.on_bad_sample: fail` (the default) any bad file is a DataError listing them; with `skip` the
     rows are dropped with a warning (and clips that fail to decode later are skipped and counted).
     """
-    bad = [(row, "missing file" if not Path(row["audio"]).is_file() else "unreadable audio")
-           for row in rows if row["audio"] and not audio_duration(row["audio"])]
+    bad = [
+        (row, "missing file" if not Path(row["audio"]).is_file() else "unreadable audio")
+        for row in rows
+        if row["audio"] and not audio_duration(row["audio"])
+    ]
     if not bad:
         return rows
     listing = "; ".join(f"{row['id']} ({why}: {row['audio']})" for row, why in bad[:5])
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     if cfg.data.on_bad_sample == "fail":
-        raise DataError(f"{cfg.data.manifest}: {len(bad)} row(s) with bad audio: {listing}{more}. Run `mmemo data "
-                        "check` to list them (and --write-clean a fixed manifest), or set data.on_bad_sample=skip")
+        raise DataError(
+            f"{cfg.data.manifest}: {len(bad)} row(s) with bad audio: {listing}{more}. Run `mmemo data "
+            "check` to list them (and --write-clean a fixed manifest), or set data.on_bad_sample=skip"
+        )
     warnings.warn(f"skipping {len(bad)} row(s) with bad audio: {listing}{more}")
     bad_ids = {row["id"] for row, _ in bad}
     return [row for row in rows if row["id"] not in bad_ids]
 
 
-def make_loader(rows: list[dict], label_to_id: dict, cfg: Config, collator: Collator, train: bool,
-                device: torch.device, rank: int = 0, world_size: int = 1) -> DataLoader:
+def make_loader(
+    rows: list[dict],
+    label_to_id: dict,
+    cfg: Config,
+    collator: Collator,
+    train: bool,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
     """A DataLoader over length-bucketed batches (shuffled for training, sorted for evaluation).
 
     Under DDP each rank trains on its own share of the training batches; evaluation loaders are not sharded.
     """
-    dataset = EmotionDataset(rows, label_to_id, cfg.model.sampling_rate, cfg.data.max_audio_seconds, train=train,
-                             seed=cfg.train.seed, skip_bad=cfg.data.on_bad_sample == "skip",
-                             cache_dir=cfg.data.cache_dir or None)
-    sampler = BucketBatchSampler(dataset.durations(), cfg.data.batch_size, cfg.data.max_batch_seconds,
-                                 shuffle=train, seed=cfg.train.seed, rank=rank if train else 0,
-                                 world_size=world_size if train else 1)
+    dataset = EmotionDataset(
+        rows,
+        label_to_id,
+        cfg.model.sampling_rate,
+        cfg.data.max_audio_seconds,
+        train=train,
+        seed=cfg.train.seed,
+        skip_bad=cfg.data.on_bad_sample == "skip",
+        cache_dir=cfg.data.cache_dir or None,
+    )
+    sampler = BucketBatchSampler(
+        dataset.durations(),
+        cfg.data.batch_size,
+        cfg.data.max_batch_seconds,
+        shuffle=train,
+        seed=cfg.train.seed,
+        rank=rank if train else 0,
+        world_size=world_size if train else 1,
+    )
     workers = cfg.data.num_workers
     # Its own generator: a DataLoader otherwise draws from the global RNG each epoch, which would make a
     # resumed run's dropout masks differ from an uninterrupted run's.
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                      generator=torch.Generator().manual_seed(cfg.train.seed))
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
 
 
 def make_optimizer(model: EmotionModel, cfg: Config, device: torch.device) -> torch.optim.AdamW:
     """AdamW: the head at `lr`, encoder layers at `encoder_lr` scaled by `layer_decay` per layer below the top
     (embeddings and the CNN front end count as layer 0); no weight decay on biases and norms."""
-    depths = {"text_encoder": len(model.text_encoder.model.encoder.layer),
-              "audio_encoder": len(model.audio_encoder.model.encoder.layers)}
+    depths = {
+        "text_encoder": len(model.text_encoder.model.encoder.layer),
+        "audio_encoder": len(model.audio_encoder.model.encoder.layers),
+    }
     groups = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -468,12 +575,25 @@ def load_feature_extractor(cfg):
 
     if cfg.audio_encoder:
         return AutoFeatureExtractor.from_pretrained(cfg.audio_encoder, trust_remote_code=cfg.trust_remote_code)
-    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=cfg.sampling_rate, padding_value=0.0,
-                                    do_normalize=True, return_attention_mask=True)
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=cfg.sampling_rate,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    )
 
 
-def write_report(out_dir: Path, cfg: Config, labels: list[str], history: list[dict], best_epoch: int,
-                 valid: dict, test: dict | None, calibration: dict) -> None:
+def write_report(
+    out_dir: Path,
+    cfg: Config,
+    labels: list[str],
+    history: list[dict],
+    best_epoch: int,
+    valid: dict,
+    test: dict | None,
+    calibration: dict,
+) -> None:
     """report.md, confusion_matrix.png and training_curves.png in the run folder."""
     import matplotlib
 
@@ -483,13 +603,25 @@ def write_report(out_dir: Path, cfg: Config, labels: list[str], history: list[di
 
     final = test or valid
     split = "test" if test else "valid"
-    lines = [f"# mmemo run: {out_dir.name}", "", f"Manifest: `{cfg.data.manifest}`; labels: {', '.join(labels)}; "
-             f"best epoch {best_epoch} of {len(history)} (by validation UA, {CONDITION_NAMES[cfg.train.monitor]}).", "",
-             format_table(valid, "## Validation"), "", format_table(final, f"## {split.capitalize()}")
-             if test else "", "", f"Calibration (temperature scaling on validation, text+audio): T = "
-             f"{calibration['temperature']:.3f}, expected calibration error {calibration['ece_before']:.3f} → "
-             f"{calibration['ece_after']:.3f}.", "", "![confusion matrix](confusion_matrix.png)", "",
-             "![training curves](training_curves.png)", ""]
+    lines = [
+        f"# mmemo run: {out_dir.name}",
+        "",
+        f"Manifest: `{cfg.data.manifest}`; labels: {', '.join(labels)}; "
+        f"best epoch {best_epoch} of {len(history)} (by validation UA, {CONDITION_NAMES[cfg.train.monitor]}).",
+        "",
+        format_table(valid, "## Validation"),
+        "",
+        format_table(final, f"## {split.capitalize()}") if test else "",
+        "",
+        f"Calibration (temperature scaling on validation, text+audio): T = "
+        f"{calibration['temperature']:.3f}, expected calibration error {calibration['ece_before']:.3f} → "
+        f"{calibration['ece_after']:.3f}.",
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "![training curves](training_curves.png)",
+        "",
+    ]
     (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -519,7 +651,7 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """"auto" → cuda when available, else cpu; anything else as given (checked). Under torchrun, a "cuda" or
+    """ "auto" → cuda when available, else cpu; anything else as given (checked). Under torchrun, a "cuda" or
     "auto" device becomes this process's GPU (LOCAL_RANK)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -567,8 +699,9 @@ def wrap_model(model: EmotionModel, cfg: Config, device: torch.device, world_siz
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None,
-                                          find_unused_parameters=True)
+        forward = DistributedDataParallel(
+            forward, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     return forward
 
 
@@ -604,7 +737,9 @@ def _print_header(run: Run) -> None:
     sizes = {name: len(loader.dataset) for name, loader in run.loaders.items()}
     sampler = run.loaders["train"].batch_sampler
     pad = padding_ratio(sampler.batches(), sampler.durations)
-    tqdm.write(f"mmemo train: {sizes} rows, labels {run.recognizer.labels}, "
-               f"{count_parameters(run.model) / 1e6:.2f}M parameters "
-               f"({count_parameters(run.model, trainable_only=True) / 1e6:.2f}M trainable), device {run.device}, "
-               f"padding ratio {pad:.2f}, modality dropout {run.cfg.train.modality_dropout}")
+    tqdm.write(
+        f"mmemo train: {sizes} rows, labels {run.recognizer.labels}, "
+        f"{count_parameters(run.model) / 1e6:.2f}M parameters "
+        f"({count_parameters(run.model, trainable_only=True) / 1e6:.2f}M trainable), device {run.device}, "
+        f"padding ratio {pad:.2f}, modality dropout {run.cfg.train.modality_dropout}"
+    )

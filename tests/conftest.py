@@ -10,13 +10,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TINY_MODEL = {
-    "text_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-                    "max_position_embeddings": 128},
-    "audio_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
-                     "conv_dim": [16, 16, 16, 16, 16, 16, 16], "num_conv_pos_embeddings": 16,
-                     "num_conv_pos_embedding_groups": 2, "feat_extract_norm": "group", "layerdrop": 0.0,
-                     "mask_time_prob": 0.0, "hidden_dropout": 0.0, "attention_dropout": 0.0,
-                     "activation_dropout": 0.0, "feat_proj_dropout": 0.0},
+    "text_config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 128,
+    },
+    "audio_config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "conv_dim": [16, 16, 16, 16, 16, 16, 16],
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 2,
+        "feat_extract_norm": "group",
+        "layerdrop": 0.0,
+        "mask_time_prob": 0.0,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "feat_proj_dropout": 0.0,
+    },
     "tokenizer_vocab_size": 300,
     "fusion_dim": 32,
     "fusion_heads": 2,
@@ -30,8 +46,15 @@ def tiny_config_dict(manifest, out_dir, **train) -> dict:
     return {
         "model": dict(TINY_MODEL),
         "data": {"manifest": str(manifest), "batch_size": 16, "max_audio_seconds": 4.0},
-        "train": {"output_dir": str(out_dir), "epochs": 2, "lr": 2e-3, "encoder_lr": 2e-3, "progress": False,
-                  "patience": 0, **train},
+        "train": {
+            "output_dir": str(out_dir),
+            "epochs": 2,
+            "lr": 2e-3,
+            "encoder_lr": 2e-3,
+            "progress": False,
+            "patience": 0,
+            **train,
+        },
     }
 
 

@@ -1,11 +1,9 @@
 import json
 
-import pytest
+from conftest import tiny_config_dict
 
 from mmemo.ablate import VARIANTS, ablate, format_ablation, variant_config
 from mmemo.config import config_from_dict
-
-from conftest import tiny_config_dict
 
 
 def test_variant_configs_change_only_what_they_name(synth_corpus, tmp_path):

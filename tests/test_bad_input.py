@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import tiny_config_dict
 from safetensors.torch import load_file, save_file
 
 from mmemo import EmotionRecognizer
@@ -22,8 +23,6 @@ from mmemo.data.dataset import EmotionDataset
 from mmemo.data.manifest import read_manifest
 from mmemo.errors import ConfigError, DataError, ModelLoadError
 from mmemo.inference import REQUIRED_FILES
-
-from conftest import tiny_config_dict
 
 RATE = 16000
 MMEMO = Path(__file__).resolve().parent.parent / "mmemo"
@@ -61,16 +60,20 @@ def _assert_valid(prediction, rec, modalities=None):
 
 # --- audio files -----------------------------------------------------------------------------------------------
 
+
 def test_missing_file_names_it_and_points_at_the_manifest(rec, tmp_path):
     with pytest.raises(DataError, match=r"audio file .*nope\.wav does not exist; check the manifest's audio path"):
         rec.predict(audio=tmp_path / "nope.wav")
 
 
-@pytest.mark.parametrize("name, content", [
-    ("random.wav", np.random.default_rng(0).bytes(3000)),
-    ("random.mp3", np.random.default_rng(1).bytes(3000)),
-    ("text.wav", b"this is not audio\n" * 20),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("random.wav", np.random.default_rng(0).bytes(3000)),
+        ("random.mp3", np.random.default_rng(1).bytes(3000)),
+        ("text.wav", b"this is not audio\n" * 20),
+    ],
+)
 def test_corrupt_file_is_a_decode_error_naming_the_file(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DataError, match=rf"cannot decode audio file .*{name}: .+; is it a valid audio file\?"):
@@ -90,7 +93,7 @@ def test_wav_cut_inside_its_data_loads_the_samples_present(tmp_path):
 
     sf.write(tmp_path / "full.wav", _tone(), RATE, subtype="PCM_16")
     data = (tmp_path / "full.wav").read_bytes()
-    (tmp_path / "cut.wav").write_bytes(data[:44 + 2 * 8000])  # header + the first 8000 samples
+    (tmp_path / "cut.wav").write_bytes(data[: 44 + 2 * 8000])  # header + the first 8000 samples
     np.testing.assert_allclose(load_audio(tmp_path / "cut.wav"), _tone()[:8000], atol=1e-4)
     row = {"id": "a", "audio": "cut.wav", "text": "hi", "label": "x", "speaker": "s", "split": "train"}
     report = check_manifest(_write_manifest(tmp_path / "m.jsonl", [row]), progress=False)
@@ -133,6 +136,7 @@ def test_start_past_the_end_of_the_file_is_named(tmp_path):
 
 
 # --- audio content ---------------------------------------------------------------------------------------------
+
 
 def test_pure_silence_gives_a_prediction_without_nan(rec, tmp_path):
     silence = np.zeros(RATE, dtype=np.float32)
@@ -206,8 +210,7 @@ def test_array_audio_needs_its_rate_and_at_most_two_dimensions(rec):
 def test_ten_minute_file_is_cropped_at_training_with_bounded_memory(tmp_path):
     minutes = np.tile(_tone(1.0), 600)  # 10 min at 16 kHz
     sf.write(tmp_path / "long.wav", minutes, RATE, subtype="PCM_16")
-    row = {"id": "long", "audio": str(tmp_path / "long.wav"), "text": "x", "label": "happy", "start": None,
-           "end": None}
+    row = {"id": "long", "audio": str(tmp_path / "long.wav"), "text": "x", "label": "happy", "start": None, "end": None}
     for train in (True, False):  # random crop for training, centre crop for evaluation
         dataset = EmotionDataset([row], {"happy": 0}, RATE, max_seconds=4.0, train=train)
         assert dataset.durations() == [4.0]
@@ -224,7 +227,7 @@ def test_ten_minute_file_is_cropped_at_training_with_bounded_memory(tmp_path):
 def test_ten_minute_array_is_segmented_at_inference(rec):
     recording = np.zeros(600 * RATE, dtype=np.float32)
     for start in range(5, 600, 30):  # a 1 s burst every 30 s: 20 speech regions, cheap to classify
-        recording[start * RATE:(start + 1) * RATE] = _tone(1.0)
+        recording[start * RATE : (start + 1) * RATE] = _tone(1.0)
     begin = time.perf_counter()
     prediction = rec.predict(audio=recording, sampling_rate=RATE)
     assert time.perf_counter() - begin < 20
@@ -234,6 +237,7 @@ def test_ten_minute_array_is_segmented_at_inference(rec):
 
 
 # --- text ------------------------------------------------------------------------------------------------------
+
 
 def test_empty_or_blank_text_with_audio_is_audio_only(rec):
     for blank in ("", "   \n\t "):
@@ -247,10 +251,17 @@ def test_no_text_and_no_audio_is_refused(rec):
         rec.predict()
 
 
-@pytest.mark.parametrize("text", [
-    "I can't believe it 😡😡🔥", "我今天非常开心", "今日はとても悲しい", "أنا غاضب جدا اليوم", "אני שמח מאוד היום",
-    "\u200b\u200d\u2060",  # zero-width characters only: the tokenizer keeps just [CLS] [SEP]
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I can't believe it 😡😡🔥",
+        "我今天非常开心",
+        "今日はとても悲しい",
+        "أنا غاضب جدا اليوم",
+        "אני שמח מאוד היום",
+        "\u200b\u200d\u2060",  # zero-width characters only: the tokenizer keeps just [CLS] [SEP]
+    ],
+)
 def test_any_script_gives_a_prediction(rec, text):
     _assert_valid(rec.predict(text=text), rec, ("text",))
 
@@ -263,6 +274,7 @@ def test_100k_character_text_is_truncated_to_max_text_tokens(rec):
 
 
 # --- labels and manifests --------------------------------------------------------------------------------------
+
 
 def test_unknown_label_at_training_names_label_and_split(corpus_rows, tmp_path):
     from mmemo.train import setup
@@ -288,16 +300,23 @@ def test_label_whitespace_is_stripped_but_case_variants_are_refused(tmp_path):
     row = {"id": "a", "audio": "", "text": "hi", "label": " happy\t", "speaker": "s", "split": "train"}
     assert read_manifest(_write_manifest(tmp_path / "ok.jsonl", [row]))[0]["label"] == "happy"
     rows = [row, {**row, "id": "b"}, {**row, "id": "c", "label": "Happy"}]
-    with pytest.raises(DataError, match=r"m\.jsonl:3: label 'Happy' differs only in case from 'happy' "
-                                        r"\(.*m\.jsonl:1\); labels are case-sensitive"):
+    with pytest.raises(
+        DataError,
+        match=r"m\.jsonl:3: label 'Happy' differs only in case from 'happy' "
+        r"\(.*m\.jsonl:1\); labels are case-sensitive",
+    ):
         read_manifest(_write_manifest(tmp_path / "m.jsonl", rows))
 
 
 def test_duplicate_ids_name_both_lines(tmp_path):
     row = {"id": "a", "audio": "", "text": "hi", "label": "happy", "speaker": "s", "split": "train"}
     path = tmp_path / "m.csv"
-    path.write_text("id,audio,text,label,speaker,split\n" + "a,,hi,happy,s,train\n" + "b,,hi,sad,s,train\n"
-                    + "a,,again,sad,s,valid\n")
+    path.write_text(
+        "id,audio,text,label,speaker,split\n"
+        + "a,,hi,happy,s,train\n"
+        + "b,,hi,sad,s,train\n"
+        + "a,,again,sad,s,valid\n"
+    )
     with pytest.raises(DataError, match=r"m\.csv:4: duplicate id 'a' \(first at line 2\); ids must be unique"):
         read_manifest(path)
     with pytest.raises(DataError, match=r"m\.jsonl:2: duplicate id 'a' \(first at line 1\)"):
@@ -311,13 +330,16 @@ def test_csv_missing_a_column_names_it(tmp_path):
         read_manifest(path)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"text": ["hi"]}, r"column 'text' must be a string, got list"),
-    ({"id": 1.5}, r"column 'id' must be a string, got float 1.5"),
-    ({"label": None}, r"empty label"),
-    ({"end": "late"}, r"column 'end' must be a number of seconds, got 'late'"),
-    ({"start": -1}, r"column 'start' is negative"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"text": ["hi"]}, r"column 'text' must be a string, got list"),
+        ({"id": 1.5}, r"column 'id' must be a string, got float 1.5"),
+        ({"label": None}, r"empty label"),
+        ({"end": "late"}, r"column 'end' must be a number of seconds, got 'late'"),
+        ({"start": -1}, r"column 'start' is negative"),
+    ],
+)
 def test_wrong_types_in_a_row_name_line_and_column(tmp_path, bad, message):
     row = {"id": "a", "audio": "", "text": "hi", "label": "happy", "speaker": "s", "split": "train"}
     with pytest.raises(DataError, match=r"m\.jsonl:1: " + message):
@@ -348,16 +370,20 @@ def test_row_with_neither_text_nor_audio_is_refused_before_training(corpus_rows,
 
 # --- configs ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, message", [
-    ("data:\n  batch_sise: 4\n", r"c\.yaml: data: unknown key 'batch_sise'; did you mean 'batch_size'\?"),
-    ("trian:\n  epochs: 1\n", r"c\.yaml: unknown key 'trian'; did you mean 'train'\?"),
-    ("train:\n  xyzzy: 1\n", r"unknown key 'xyzzy'; valid keys: output_dir, overwrite"),
-    ("train:\n  lr: fast\n", r"c\.yaml: train\.lr must be float, got str 'fast'"),
-    ("model:\n  labels: happy\n", r"model\.labels must be list, got str 'happy'"),
-    ("- model\n- data\n", r"c\.yaml: the top level must be a mapping with model/data/train sections"),
-    ("train: [1, 2]\n", r"section 'train' must be a mapping, got list"),
-    ("train:\n  epochs: [1\n", r"c\.yaml: not valid YAML"),
-])
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data:\n  batch_sise: 4\n", r"c\.yaml: data: unknown key 'batch_sise'; did you mean 'batch_size'\?"),
+        ("trian:\n  epochs: 1\n", r"c\.yaml: unknown key 'trian'; did you mean 'train'\?"),
+        ("train:\n  xyzzy: 1\n", r"unknown key 'xyzzy'; valid keys: output_dir, overwrite"),
+        ("train:\n  lr: fast\n", r"c\.yaml: train\.lr must be float, got str 'fast'"),
+        ("model:\n  labels: happy\n", r"model\.labels must be list, got str 'happy'"),
+        ("- model\n- data\n", r"c\.yaml: the top level must be a mapping with model/data/train sections"),
+        ("train: [1, 2]\n", r"section 'train' must be a mapping, got list"),
+        ("train:\n  epochs: [1\n", r"c\.yaml: not valid YAML"),
+    ],
+)
 def test_bad_config_names_key_file_and_fix(tmp_path, text, message):
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(ConfigError, match=message):
@@ -375,6 +401,7 @@ def test_empty_config_file_is_all_defaults_and_training_asks_for_a_manifest(tmp_
 
 
 # --- model folders ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def model_copy(trained_run, tmp_path):
@@ -421,10 +448,14 @@ def _truncated(path):
     path.write_bytes(path.read_bytes()[:1000])
 
 
-@pytest.mark.parametrize("spoil, message", [
-    (_wrong_shape, r"does not match config\.json.*classifier"),
-    (_truncated, r"cannot be read"),
-], ids=["wrong-shapes", "truncated"])
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (_wrong_shape, r"does not match config\.json.*classifier"),
+        (_truncated, r"cannot be read"),
+    ],
+    ids=["wrong-shapes", "truncated"],
+)
 def test_unusable_weights_are_a_load_error(model_copy, spoil, message):
     spoil(model_copy / "model.safetensors")
     with pytest.raises(ModelLoadError, match=r"model\.safetensors " + message):
@@ -438,6 +469,7 @@ def test_config_json_that_is_not_json_is_a_load_error(model_copy):
 
 
 # --- safe loading ----------------------------------------------------------------------------------------------
+
 
 def _calls(tree):
     """(dotted name such as "torch.load" or "eval", keyword arguments, line) for every call in `tree`."""
@@ -456,20 +488,24 @@ def test_nothing_in_the_library_can_unpickle_or_run_code_from_a_file():
     problems, safe_yaml = [], 0
     for path in sorted(MMEMO.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        where = lambda line: f"{path.relative_to(MMEMO.parent)}:{line}"  # noqa: E731
+        where = lambda line, path=path: f"{path.relative_to(MMEMO.parent)}:{line}"  # noqa: E731
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 modules = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-                problems += [f"{where(node.lineno)}: imports {m}" for m in modules
-                             if m and m.split(".")[0] in ("pickle", "cPickle", "dill", "joblib", "marshal", "shelve")]
+                problems += [
+                    f"{where(node.lineno)}: imports {m}"
+                    for m in modules
+                    if m and m.split(".")[0] in ("pickle", "cPickle", "dill", "joblib", "marshal", "shelve")
+                ]
         for name, kwargs, line in _calls(tree):
             weights_only = kwargs.get("weights_only")
             if name == "torch.load" and not (isinstance(weights_only, ast.Constant) and weights_only.value is True):
                 problems.append(f"{where(line)}: torch.load without weights_only=True")
             if name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "eval", "exec"):
                 problems.append(f"{where(line)}: {name}(...)")
-            if name in ("np.load", "numpy.load") and not (isinstance(kwargs.get("allow_pickle"), ast.Constant)
-                                                         and kwargs["allow_pickle"].value is False):
+            if name in ("np.load", "numpy.load") and not (
+                isinstance(kwargs.get("allow_pickle"), ast.Constant) and kwargs["allow_pickle"].value is False
+            ):
                 problems.append(f"{where(line)}: np.load without allow_pickle=False")
             remote = kwargs.get("trust_remote_code")
             if isinstance(remote, ast.Constant) and remote.value is not False:

@@ -16,8 +16,27 @@ from mmemo.cli import main
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     torch.set_num_threads(1)
-    assert main(["bench", "train", "--device", "cpu", "--size", "tiny", "--steps", "2", "--warmup", "1",
-                 "--peak-tflops", "0.05", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "train",
+                "--device",
+                "cpu",
+                "--size",
+                "tiny",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--peak-tflops",
+                "0.05",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return json.loads(out.read_text())
 
 

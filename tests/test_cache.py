@@ -37,8 +37,13 @@ def test_hit_returns_the_decoded_samples(tmp_path):
 def test_start_end_and_rate_are_part_of_the_key(tmp_path):
     clip = _write_clip(tmp_path / "a.wav")
     cache = AudioCache(tmp_path / "cache")
-    entries = {cache.entry(clip), cache.entry(clip, 0.5), cache.entry(clip, 0.5, 2.0), cache.entry(clip, None, 2.0),
-               AudioCache(tmp_path / "cache", sampling_rate=8000).entry(clip)}
+    entries = {
+        cache.entry(clip),
+        cache.entry(clip, 0.5),
+        cache.entry(clip, 0.5, 2.0),
+        cache.entry(clip, None, 2.0),
+        AudioCache(tmp_path / "cache", sampling_rate=8000).entry(clip),
+    }
     assert len(entries) == 5
     np.testing.assert_array_equal(cache.load(clip, 0.5, 2.0), load_audio(clip, 16000, 0.5, 2.0))
     np.testing.assert_array_equal(cache.load(clip), load_audio(clip, 16000))
@@ -126,5 +131,7 @@ def test_hit_is_faster_than_decoding(tmp_path):
     hit_s = time.perf_counter() - start
     for a, b in zip(decoded, hits):
         np.testing.assert_array_equal(a, b)
-    print(f"\n6 s stereo 44.1 kHz clips: decode+resample {decode_s / len(clips) * 1000:.2f} ms/clip, "
-          f"cache hit {hit_s / len(clips) * 1000:.2f} ms/clip ({decode_s / max(hit_s, 1e-9):.0f}x)")
+    print(
+        f"\n6 s stereo 44.1 kHz clips: decode+resample {decode_s / len(clips) * 1000:.2f} ms/clip, "
+        f"cache hit {hit_s / len(clips) * 1000:.2f} ms/clip ({decode_s / max(hit_s, 1e-9):.0f}x)"
+    )

@@ -17,8 +17,15 @@ def test_presets_exist():
 
 
 def test_overrides_are_parsed_as_yaml():
-    cfg = load_config("quickstart", ["train.epochs=3", "train.lr=5e-4", "model.fusion=concat",
-                                     "train.modality_dropout={name: exclusive, p_both: 0.6}"])
+    cfg = load_config(
+        "quickstart",
+        [
+            "train.epochs=3",
+            "train.lr=5e-4",
+            "model.fusion=concat",
+            "train.modality_dropout={name: exclusive, p_both: 0.6}",
+        ],
+    )
     assert cfg.train.epochs == 3 and cfg.train.lr == 5e-4 and cfg.model.fusion == "concat"
     assert cfg.train.modality_dropout == {"name": "exclusive", "p_both": 0.6}
 

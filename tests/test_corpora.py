@@ -46,8 +46,11 @@ def assert_speaker_disjoint(rows: list[dict]) -> None:
 def test_options_describe_each_importers_keyword_arguments():
     assert set(OPTIONS) == set(IMPORTERS)
     for name, importer in IMPORTERS.items():
-        params = {p.name: p.default for p in inspect.signature(importer).parameters.values()
-                  if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        params = {
+            p.name: p.default
+            for p in inspect.signature(importer).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
         assert params == {key: option.default for key, option in OPTIONS[name].items()}, name
         for option in OPTIONS[name].values():
             assert option.help and (option.choices is None or option.default in option.choices)
@@ -55,8 +58,15 @@ def test_options_describe_each_importers_keyword_arguments():
 
 # --- IEMOCAP -------------------------------------------------------------------------------------------------
 
-IEMOCAP_LABELS = {"F000": "neu", "M000": "hap", "F001": "exc", "M001": "fru", "F002": "xxx", "M002": "ang",
-                  "F003": "sad"}
+IEMOCAP_LABELS = {
+    "F000": "neu",
+    "M000": "hap",
+    "F001": "exc",
+    "M001": "fru",
+    "F002": "xxx",
+    "M002": "ang",
+    "F003": "sad",
+}
 
 
 @pytest.fixture
@@ -69,8 +79,12 @@ def iemocap(tmp_path: Path) -> Path:
             transcript = []
             for i, (seg, code) in enumerate(IEMOCAP_LABELS.items()):
                 utt = f"{dialog}_{seg}"
-                evaluation += [f"[{i}.5000 - {i + 1}.2500]\t{utt}\t{code}\t[2.5000, 2.5000, 2.5000]",
-                               f"C-E1:\tNeutral;\t()", "A-E1:\tval 3; act 2; dom  2;\t()", ""]
+                evaluation += [
+                    f"[{i}.5000 - {i + 1}.2500]\t{utt}\t{code}\t[2.5000, 2.5000, 2.5000]",
+                    "C-E1:\tNeutral;\t()",
+                    "A-E1:\tval 3; act 2; dom  2;\t()",
+                    "",
+                ]
                 transcript.append(f"{utt} [00{i}.5000-00{i + 1}.2500]: line {seg} of {dialog}.")
                 wav(release / f"Session{session}" / "sentences" / "wav" / dialog / f"{utt}.wav")
             (dialog_dir / "EmoEvaluation").mkdir(parents=True, exist_ok=True)
@@ -90,16 +104,23 @@ def test_iemocap_four_classes_merge_excited_into_happy(iemocap: Path):
     assert row["text"] == "line M000 of Ses01F_impro01."
     assert Path(row["audio"]).is_file() and Path(row["audio"]).is_absolute()
     assert by_id(rows)["iemocap-Ses03M_script01_1_F001"]["speaker"] == "Ses03F"
-    assert {r["fold"]: r["split"] for r in rows} == {"1": "train", "2": "train", "3": "train", "4": "valid",
-                                                     "5": "test"}
+    assert {r["fold"]: r["split"] for r in rows} == {
+        "1": "train",
+        "2": "train",
+        "3": "train",
+        "4": "valid",
+        "5": "test",
+    }
     assert_speaker_disjoint(rows)
 
 
 def test_iemocap_six_classes_sessions_and_improvised_only(iemocap: Path):
-    rows = IMPORTERS["iemocap"](iemocap / "IEMOCAP_full_release", classes="6", valid_session=1, test_session=2,
-                                improvised_only=True)
-    assert Counter(r["label"] for r in rows) == {k: 5 for k in ("neutral", "happy", "excited", "frustrated",
-                                                                "angry", "sad")}
+    rows = IMPORTERS["iemocap"](
+        iemocap / "IEMOCAP_full_release", classes="6", valid_session=1, test_session=2, improvised_only=True
+    )
+    assert Counter(r["label"] for r in rows) == {
+        k: 5 for k in ("neutral", "happy", "excited", "frustrated", "angry", "sad")
+    }
     assert all("_impro" in r["id"] for r in rows)
     assert {r["split"] for r in rows if r["fold"] == "2"} == {"test"}
     assert {r["split"] for r in rows if r["fold"] == "1"} == {"valid"}
@@ -126,16 +147,22 @@ def meld(tmp_path: Path) -> Path:
     release = tmp_path / "MELD.Raw"
     release.mkdir()
     records = {
-        "train": [("Oh my God, he\u0092s lost it.", "Ross", "surprise", "negative", 0, 0),
-                  ("You\u0092re right \u0096 totally.", "Monica", "joy", "positive", 0, 1),
-                  ("I can\u2019t.", "Joey", "anger", "negative", 1, 0)],
+        "train": [
+            ("Oh my God, he\u0092s lost it.", "Ross", "surprise", "negative", 0, 0),
+            ("You\u0092re right \u0096 totally.", "Monica", "joy", "positive", 0, 1),
+            ("I can\u2019t.", "Joey", "anger", "negative", 1, 0),
+        ],
         "dev": [("Hey.", "Chandler", "neutral", "neutral", 0, 0), ("No!", "Rachel", "fear", "negative", 0, 1)],
-        "test": [("Why\u2019d you?", "Phoebe", "sadness", "negative", 0, 0),
-                 ("Ew.", "Ross", "disgust", "negative", 9, 0)],  # the fake ffmpeg fails on dia9_*
+        "test": [
+            ("Why\u2019d you?", "Phoebe", "sadness", "negative", 0, 0),
+            ("Ew.", "Ross", "disgust", "negative", 9, 0),
+        ],  # the fake ffmpeg fails on dia9_*
     }
     for split, rows in records.items():
-        lines = [MELD_HEADER] + [f'{i},"{text}",{spk},{emo},{sent},{d},{u},1,1,"00:00:01,000","00:00:02,000"'
-                                 for i, (text, spk, emo, sent, d, u) in enumerate(rows, 1)]
+        lines = [MELD_HEADER] + [
+            f'{i},"{text}",{spk},{emo},{sent},{d},{u},1,1,"00:00:01,000","00:00:02,000"'
+            for i, (text, spk, emo, sent, d, u) in enumerate(rows, 1)
+        ]
         data = "\n".join(lines)
         # Copies of MELD differ: one CSV as cp1252 bytes, the others UTF-8 with C1 controls for cp1252 punctuation.
         encoded = data.encode("cp1252") if split == "test" else data.encode("utf-8")
@@ -175,7 +202,10 @@ def test_meld_text_only_reads_labels_speakers_splits_and_repairs_text(meld: Path
     assert by_id(rows)["meld-test_dia0_utt0"]["text"] == "Why’d you?"  # from the cp1252 file
     assert {r["label"] for r in rows} == {"surprised", "happy", "angry", "neutral", "fearful", "sad", "disgusted"}
     assert {r["label"] for r in IMPORTERS["meld"](meld, text_only=True, sentiment=True)} == {
-        "negative", "positive", "neutral"}
+        "negative",
+        "positive",
+        "neutral",
+    }
     assert fix_text("It\u00e2\u20ac\u2122s") == "It’s"
 
 
@@ -207,14 +237,17 @@ def test_meld_real_ffmpeg_decodes_an_mp4(meld: Path, tmp_path: Path):
     for clip in (meld / "MELD.Raw").rglob("*.mp4"):
         source = clip.with_suffix(".wav")
         clip.rename(source)
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(source), "-ar", "44100", "-ac", "2",
-                        str(clip)], check=True)
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(source), "-ar", "44100", "-ac", "2", str(clip)],
+            check=True,
+        )
     rows = IMPORTERS["meld"](meld, audio_dir=str(tmp_path / "audio"))
     info = sf.info(rows[0]["audio"])
     assert (info.samplerate, info.channels) == (16000, 1) and info.duration == pytest.approx(0.2, abs=0.05)
 
 
 # --- CREMA-D, RAVDESS, EmoDB, TESS ---------------------------------------------------------------------------
+
 
 def test_crema_d_labels_sentences_and_actor_folds(tmp_path: Path):
     audio = tmp_path / "CREMA-D" / "AudioWAV"
@@ -265,7 +298,12 @@ def test_emodb_texts_labels_and_gender_balanced_speaker_pairs(tmp_path: Path):
     assert by_id(rows)["emodb-03a05Wb"]["text"] == spoken
     folds = {r["speaker"]: r["fold"] for r in rows}
     assert [sorted(s for s, f in folds.items() if f == str(k)) for k in range(1, 6)] == [
-        ["03", "08"], ["09", "10"], ["11", "13"], ["12", "14"], ["15", "16"]]
+        ["03", "08"],
+        ["09", "10"],
+        ["11", "13"],
+        ["12", "14"],
+        ["15", "16"],
+    ]
     assert_speaker_disjoint(rows)
     with pytest.raises(DataError, match="wav/"):
         IMPORTERS["emodb"](tmp_path / "emodb" / "wav")
@@ -274,8 +312,10 @@ def test_emodb_texts_labels_and_gender_balanced_speaker_pairs(tmp_path: Path):
 @pytest.fixture
 def tess(tmp_path: Path) -> Path:
     words = ["back", "bar", "base", "bath", "bean", "beg", "bite", "boat", "bone", "book"]
-    folders = {"OAF": ["OAF_angry", "OAF_Fear", "OAF_Pleasant_surprise"],
-               "YAF": ["YAF_angry", "YAF_fear", "YAF_pleasant_surprised"]}
+    folders = {
+        "OAF": ["OAF_angry", "OAF_Fear", "OAF_Pleasant_surprise"],
+        "YAF": ["YAF_angry", "YAF_fear", "YAF_pleasant_surprised"],
+    }
     for speaker, names in folders.items():
         for folder, code in zip(names, ("angry", "fear", "ps")):
             for word in words:
@@ -299,15 +339,22 @@ def test_tess_speaker_split_and_word_split(tess: Path):
 
 # --- ESD, CASIA ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def esd(tmp_path: Path) -> Path:
     root = tmp_path / "Emotion Speech Dataset"
     texts = {"0001": ("打远一看，它们的确很是美丽，", "gb18030"), "0011": ("Chapter one.", "utf-16")}
-    for speaker, (text, encoding) in {**texts, "0002": ("中文", "utf-8"), "0012": ("Hi.", "utf-8"),
-                                      "0013": ("Yes.", "utf-8"), "0014": ("No.", "utf-8")}.items():
+    for speaker, (text, encoding) in {
+        **texts,
+        "0002": ("中文", "utf-8"),
+        "0012": ("Hi.", "utf-8"),
+        "0013": ("Yes.", "utf-8"),
+        "0014": ("No.", "utf-8"),
+    }.items():
         lines = []
-        for index, (emotion, split) in enumerate((("Neutral", "train"), ("Angry", "evaluation"),
-                                                  ("Surprise", "test")), start=1):
+        for index, (emotion, split) in enumerate(
+            (("Neutral", "train"), ("Angry", "evaluation"), ("Surprise", "test")), start=1
+        ):
             utt = f"{speaker}_{index:06d}"
             wav(root / speaker / emotion / split / f"{utt}.wav")
             lines.append(f"{utt}\t{text} {index}\t{emotion}")
@@ -319,8 +366,10 @@ def test_esd_official_split_languages_and_transcript_encodings(esd: Path):
     rows = IMPORTERS["esd"](esd)
     assert len(rows) == 18 and Counter(r["label"] for r in rows) == {"neutral": 6, "angry": 6, "surprised": 6}
     assert by_id(rows)["esd-0001_000001"]["text"] == "打远一看，它们的确很是美丽， 1"
-    assert (by_id(rows)["esd-0011_000002"]["text"], by_id(rows)["esd-0011_000002"]["split"]) == ("Chapter one. 2",
-                                                                                                 "valid")
+    assert (by_id(rows)["esd-0011_000002"]["text"], by_id(rows)["esd-0011_000002"]["split"]) == (
+        "Chapter one. 2",
+        "valid",
+    )
     assert Counter(r["split"] for r in rows) == {"train": 6, "valid": 6, "test": 6}
     english = IMPORTERS["esd"](esd, language="en", split_by="speaker")
     assert {r["speaker"] for r in english} == {"0011", "0012", "0013", "0014"}
@@ -348,8 +397,12 @@ def test_casia_speakers_emotions_and_sentence_list(tmp_path: Path):
     rows = IMPORTERS["casia"](tmp_path, sentences=str(sentences))
     assert len(rows) == 24 and {r["label"] for r in rows} == {"angry", "fearful", "surprised"}
     assert by_id(rows)["casia-wangzhe_fear_202"]["text"] == "今天天气很好。"
-    assert {r["speaker"]: r["fold"] for r in rows} == {"ZhaoZuoxiang": "1", "liuchanhg": "2", "wangzhe": "3",
-                                                       "zhaoquanyin": "4"}
+    assert {r["speaker"]: r["fold"] for r in rows} == {
+        "ZhaoZuoxiang": "1",
+        "liuchanhg": "2",
+        "wangzhe": "3",
+        "zhaoquanyin": "4",
+    }
     assert_speaker_disjoint(rows)
     assert {r["text"] for r in IMPORTERS["casia"](tmp_path)} == {""}
     with pytest.raises(DataError, match="sentence list"):
@@ -357,6 +410,7 @@ def test_casia_speakers_emotions_and_sentence_list(tmp_path: Path):
 
 
 # --- generic -------------------------------------------------------------------------------------------------
+
 
 def test_generic_folder_tree_and_regex(tmp_path: Path):
     for speaker in ("s1", "s2", "s3", "s4", "s5"):
@@ -367,8 +421,9 @@ def test_generic_folder_tree_and_regex(tmp_path: Path):
         rows = IMPORTERS["generic"](tmp_path / "corpus")
     assert len(rows) == 10 and {r["label"] for r in rows} == {"happy", "sad"}
     assert by_id(rows)["generic-sad/s1_sad_01"]["text"] == "some words"
-    rows = IMPORTERS["generic"](tmp_path / "corpus", label_from="regex",
-                                pattern=r"(?P<speaker>s\d)_(?P<label>[a-z]+)_\d+$")
+    rows = IMPORTERS["generic"](
+        tmp_path / "corpus", label_from="regex", pattern=r"(?P<speaker>s\d)_(?P<label>[a-z]+)_\d+$"
+    )
     assert {r["speaker"] for r in rows} == {"s1", "s2", "s3", "s4", "s5"}
     assert_speaker_disjoint(rows)
     with pytest.raises(DataError, match="no named group"):
@@ -378,11 +433,16 @@ def test_generic_folder_tree_and_regex(tmp_path: Path):
 def test_generic_csv_with_and_without_split_column(tmp_path: Path):
     for i in range(6):
         wav(tmp_path / "clips" / f"{i}.wav")
-    (tmp_path / "meta.csv").write_text("file,transcript,emotion,who,part\n" + "".join(
-        f"clips/{i}.wav,hello {i},{'Angry' if i % 2 else 'calm'},spk{i},{['train', 'dev', 'test'][i % 3]}\n"
-        for i in range(6)))
-    options = dict(csv="meta.csv", audio_column="file", text_column="transcript", label_column="emotion",
-                   speaker_column="who")
+    (tmp_path / "meta.csv").write_text(
+        "file,transcript,emotion,who,part\n"
+        + "".join(
+            f"clips/{i}.wav,hello {i},{'Angry' if i % 2 else 'calm'},spk{i},{['train', 'dev', 'test'][i % 3]}\n"
+            for i in range(6)
+        )
+    )
+    options = dict(
+        csv="meta.csv", audio_column="file", text_column="transcript", label_column="emotion", speaker_column="who"
+    )
     rows = IMPORTERS["generic"](tmp_path, split_column="part", **options)
     assert [r["split"] for r in rows] == ["train", "valid", "test"] * 2
     assert (rows[1]["label"], rows[1]["text"], rows[1]["speaker"]) == ("angry", "hello 1", "spk1")
@@ -396,6 +456,7 @@ def test_generic_csv_with_and_without_split_column(tmp_path: Path):
 
 
 # --- prepare -------------------------------------------------------------------------------------------------
+
 
 def test_prepare_writes_a_readable_manifest_and_refuses_to_overwrite(tess: Path, tmp_path: Path):
     output = tmp_path / "out" / "tess.jsonl"

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from conftest import tiny_config_dict
+
 from mmemo.cli import main
 from mmemo.cv import assign_folds, fold_order, fold_splits
 from mmemo.data.manifest import read_manifest
@@ -14,8 +14,11 @@ from mmemo.errors import DataError
 
 
 def _rows(speakers, per_speaker=2, fold=None):
-    return [{"id": f"{s}-{i}", "speaker": s, "fold": fold(s) if fold else None, "label": "a", "split": "train"}
-            for s in speakers for i in range(per_speaker)]
+    return [
+        {"id": f"{s}-{i}", "speaker": s, "fold": fold(s) if fold else None, "label": "a", "split": "train"}
+        for s in speakers
+        for i in range(per_speaker)
+    ]
 
 
 def test_fold_assignment():
@@ -58,8 +61,12 @@ def cv_run(tmp_path_factory):
 def test_cv_end_to_end(cv_run, capsys):
     tmp, manifest, config = cv_run
     out = tmp / "cv"
-    assert main(["cv", str(config), str(manifest), "--folds", "3", "--out-dir", str(out),
-                 "--json", str(tmp / "copy.json")]) == 0
+    assert (
+        main(
+            ["cv", str(config), str(manifest), "--folds", "3", "--out-dir", str(out), "--json", str(tmp / "copy.json")]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     table = [line for line in printed.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| fold | seed | test speakers | n | text+audio WA | text+audio UA")

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-
 from conftest import tiny_config_dict
+from safetensors.torch import load_file
 
 
 def test_two_process_ddp_on_cpu(synth_corpus, tmp_path):
@@ -17,9 +16,21 @@ def test_two_process_ddp_on_cpu(synth_corpus, tmp_path):
     cfg["train"]["device"] = "cpu"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(Path(__file__).with_name("ddp_worker.py")), json.dumps(cfg), str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(Path(__file__).with_name("ddp_worker.py")),
+            json.dumps(cfg),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     weights = [load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1)]

@@ -86,8 +86,13 @@ def clips(synth_corpus, tmp_path_factory):
     noise = np.random.default_rng(0).normal(0, 0.05, (MAX_SECONDS + 5) * rate).astype(np.float32)
     sf.write(folder / "too_long.wav", noise, rate)
     (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio")
-    return {"short": rows[0]["audio"], "text": rows[0]["text"], "long": folder / "long.wav",
-            "too_long": folder / "too_long.wav", "corrupt": folder / "corrupt.wav"}
+    return {
+        "short": rows[0]["audio"],
+        "text": rows[0]["text"],
+        "long": folder / "long.wav",
+        "too_long": folder / "too_long.wav",
+        "corrupt": folder / "corrupt.wav",
+    }
 
 
 def _check_probabilities(label_output, labels):
@@ -114,8 +119,12 @@ def test_the_demo_command_serves_as_the_readme_writes_it(model_dir, clips, label
     script = Path(sys.executable).parent / "mmemo"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "mmemo"]
     port = _free_port()
-    proc = subprocess.Popen([*command, "demo", "--model", str(model_dir), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*command, "demo", "--model", str(model_dir), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + 90
@@ -127,8 +136,7 @@ def test_the_demo_command_serves_as_the_readme_writes_it(model_dir, clips, label
             except OSError:
                 assert time.time() < deadline, "mmemo demo did not answer within 90 s"
             time.sleep(0.5)
-        label, *_ = Client(url, verbose=False).predict(handle_file(clips["short"]), clips["text"],
-                                                        api_name="/predict")
+        label, *_ = Client(url, verbose=False).predict(handle_file(clips["short"]), clips["text"], api_name="/predict")
         _check_probabilities(label, labels)
     finally:
         proc.terminate()
@@ -139,8 +147,9 @@ def test_audio_and_text_show_each_modality_and_delete_the_recording(client, clip
     recording = tmp_path / "private-recording.wav"  # not byte-equal to an example clip (those are kept)
     audio, rate = sf.read(clips["short"], dtype="float32")
     sf.write(recording, 0.9 * audio, rate)
-    label, transcript, panel, timeline, result = client.predict(handle_file(recording), clips["text"],
-                                                                api_name="/predict")
+    label, transcript, panel, timeline, result = client.predict(
+        handle_file(recording), clips["text"], api_name="/predict"
+    )
     _check_probabilities(label, labels)
     assert transcript == clips["text"]
     assert result["modalities"] == ["text", "audio"] and result["transcript_source"] == "typed"
@@ -154,8 +163,7 @@ def test_audio_and_text_show_each_modality_and_delete_the_recording(client, clip
 
 
 def test_text_only_and_audio_only(client, clips, labels):
-    label, transcript, panel, _, result = client.predict(None, "I hate this. Nothing ever works.",
-                                                         api_name="/predict")
+    label, transcript, panel, _, result = client.predict(None, "I hate this. Nothing ever works.", api_name="/predict")
     _check_probabilities(label, labels)
     assert result["modalities"] == ["text"] and result["seconds"] is None and "**text**" in panel
     label, transcript, panel, _, result = client.predict(handle_file(clips["short"]), "", api_name="/predict")
@@ -170,11 +178,14 @@ def test_a_long_recording_gets_a_segment_timeline(client, clips, labels):
     assert timeline["visible"] is True and timeline["value"].count('class="segment"') == len(result["segments"])
 
 
-@pytest.mark.parametrize("audio, text, message", [
-    (None, "   ", "Nothing to classify"),
-    ("corrupt", "", "Cannot read the audio file 'corrupt.wav'"),
-    ("too_long", "hello", f"too long .*up to {MAX_SECONDS} s"),
-])
+@pytest.mark.parametrize(
+    "audio, text, message",
+    [
+        (None, "   ", "Nothing to classify"),
+        ("corrupt", "", "Cannot read the audio file 'corrupt.wav'"),
+        ("too_long", "hello", f"too long .*up to {MAX_SECONDS} s"),
+    ],
+)
 def test_bad_input_is_explained(client, clips, audio, text, message):
     with pytest.raises(AppError, match=message):
         client.predict(handle_file(clips[audio]) if audio else None, text, api_name="/predict")
@@ -208,17 +219,31 @@ def tiny_whisper(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("whisper")
     byte_chars = bytes_to_unicode()
-    tokenizer = WhisperTokenizer(vocab={c: i for i, c in enumerate(byte_chars.values())}, merges=[],
-                                 pad_token="<|endoftext|>")
+    tokenizer = WhisperTokenizer(
+        vocab={c: i for i, c in enumerate(byte_chars.values())}, merges=[], pad_token="<|endoftext|>"
+    )
     special = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|translate|>", "<|notimestamps|>"]
     tokenizer.add_special_tokens({"additional_special_tokens": special})
     ids = dict(zip(special, tokenizer.convert_tokens_to_ids(special)))
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(WhisperConfig(
-        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_target_positions=32,
-        decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=eos, pad_token_id=eos, bos_token_id=eos))
+    model = WhisperForConditionalGeneration(
+        WhisperConfig(
+            vocab_size=len(tokenizer),
+            d_model=16,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            max_target_positions=32,
+            decoder_start_token_id=ids["<|startoftranscript|>"],
+            eos_token_id=eos,
+            pad_token_id=eos,
+            bos_token_id=eos,
+        )
+    )
     gen = model.generation_config
     gen.max_new_tokens, gen.no_timestamps_token_id = 8, ids["<|notimestamps|>"]
     # never end early and never emit whitespace or control bytes: the transcript is 8 visible characters
@@ -234,7 +259,8 @@ def test_asr_fills_an_empty_transcript(model_dir, tiny_whisper, clips, labels):
     demo, url = _serve(model_dir, asr=str(tiny_whisper))
     try:
         label, transcript, panel, _, result = Client(url, verbose=False).predict(
-            handle_file(clips["short"]), "", api_name="/predict")
+            handle_file(clips["short"]), "", api_name="/predict"
+        )
     finally:
         demo.close()
     _check_probabilities(label, labels)
@@ -267,10 +293,19 @@ def test_browser_microphone_and_upload(server, labels, tmp_path):
 
     speech = tmp_path / "speech.wav"
     subprocess.run(["espeak-ng", "-w", str(speech), "I am so happy today"], check=True)
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-             "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-             f"--use-file-for-fake-audio-capture={speech}"]
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={speech}",
+    ]
     uploaded = lambda response: "/gradio_api/upload" in response.url  # noqa: E731
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)

@@ -24,9 +24,17 @@ def _mmemo(*args, check=True):
 
 def test_training_learns_and_writes_the_run_folder(trained_run):
     out = trained_run["out_dir"]
-    for name in ("config.yaml", "metrics.jsonl", "report.md", "confusion_matrix.png", "training_curves.png",
-                 "model/config.json", "model/model.safetensors", "model/tokenizer.json",
-                 "model/preprocessor_config.json"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "report.md",
+        "confusion_matrix.png",
+        "training_curves.png",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/preprocessor_config.json",
+    ):
         assert (out / name).is_file(), name
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 12 and history[-1]["train_loss"] < history[0]["train_loss"]
@@ -77,6 +85,7 @@ def test_predict_api_accepts_every_input_kind(trained_run, synth_corpus):
     assert results[2].probabilities == pytest.approx(results[3].probabilities, abs=1e-5)
     # 8 kHz input is resampled and gives (nearly) the same answer as the 16 kHz original
     import librosa
+
     low = librosa.resample(audio, orig_sr=rate, target_sr=8000)
     assert rec.predict(audio=low, sampling_rate=8000).label in rec.labels
     batch = rec.predict(text=[row["text"], "", "I hate this."], audio=[row["audio"], row["audio"], None])
@@ -136,10 +145,10 @@ def test_model_folder_problems_are_explained(trained_run, tmp_path):
 
 
 def test_training_refuses_to_overwrite_a_run(trained_run, synth_corpus):
+    from conftest import tiny_config_dict
+
     from mmemo.config import config_from_dict
     from mmemo.train import setup
-
-    from conftest import tiny_config_dict
 
     with pytest.raises(ConfigError, match="already exists"):
         setup(config_from_dict(tiny_config_dict(synth_corpus, trained_run["out_dir"])))

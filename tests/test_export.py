@@ -24,8 +24,10 @@ def exported(trained_run, tmp_path_factory):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["export", str(trained_run["model_dir"]), "--onnx", str(out / "fp32")]) == 0
-    return {"fp32": {"out_dir": out / "fp32", "printed": printed.getvalue()},
-            "int8": export_onnx(trained_run["model_dir"], out / "int8", int8=True)}
+    return {
+        "fp32": {"out_dir": out / "fp32", "printed": printed.getvalue()},
+        "int8": export_onnx(trained_run["model_dir"], out / "int8", int8=True),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,14 @@ def test_fp32_export_matches_pytorch(trained_run, exported, test_rows):
     folder = exported["fp32"]["out_dir"]
     printed = exported["fp32"]["printed"]
     assert float(printed.split("max |probability difference| = ")[1].split()[0]) <= 1e-3 and "fp32" in printed
-    for name in ("text_encoder.onnx", "audio_encoder.onnx", "fusion.onnx", "tokenizer.json", "mmemo_onnx.json",
-                 "mmemo_onnx_runtime.py"):
+    for name in (
+        "text_encoder.onnx",
+        "audio_encoder.onnx",
+        "fusion.onnx",
+        "tokenizer.json",
+        "mmemo_onnx.json",
+        "mmemo_onnx_runtime.py",
+    ):
         assert (folder / name).is_file(), name
     rec = EmotionRecognizer.from_pretrained(trained_run["model_dir"])
     runtime = OnnxEmotionRecognizer(folder)
@@ -57,8 +65,12 @@ def test_fp32_export_matches_pytorch(trained_run, exported, test_rows):
     texts = [r["text"] for r in test_rows]
     audios = [r["audio"] for r in test_rows]
     texts[1], audios[2] = "", None
-    assert _max_diff(rec.predict(text=texts, audio=audios, batch_size=4),
-                     runtime.predict(text=texts, audio=audios, batch_size=4)) <= 1e-3
+    assert (
+        _max_diff(
+            rec.predict(text=texts, audio=audios, batch_size=4), runtime.predict(text=texts, audio=audios, batch_size=4)
+        )
+        <= 1e-3
+    )
     single = runtime.predict(text=test_rows[0]["text"])
     assert single["modalities"] == ["text"] and single["label"] == rec.predict(text=test_rows[0]["text"]).label
 
@@ -90,7 +102,7 @@ import json, sys
 sys.path.insert(0, {str(folder)!r})
 from mmemo_onnx_runtime import OnnxEmotionRecognizer
 rec = OnnxEmotionRecognizer({str(folder)!r}, threads=1)
-out = rec.predict(text=[{row['text']!r}, ""], audio=[{row['audio']!r}, {str(stereo_44k)!r}])
+out = rec.predict(text=[{row["text"]!r}, ""], audio=[{row["audio"]!r}, {str(stereo_44k)!r}])
 print(json.dumps({{"results": out, "torch": "torch" in sys.modules, "mmemo": "mmemo" in sys.modules}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)

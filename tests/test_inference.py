@@ -43,15 +43,19 @@ def test_every_input_kind_gives_the_same_answer(rec, rows, tmp_path):
         sf.write(tmp_path / f"clip.{fmt}", audio, rate)
     stereo = np.stack([audio, audio])
     exact = {  # the same samples in another container: the same answer up to float rounding
-        "flac": tmp_path / "clip.flac", "float64": audio, "float32 tensor": torch.from_numpy(audio).float(),
-        "stereo (2, N)": stereo, "stereo (N, 2)": stereo.T,
+        "flac": tmp_path / "clip.flac",
+        "float64": audio,
+        "float32 tensor": torch.from_numpy(audio).float(),
+        "stereo (2, N)": stereo,
+        "stereo (N, 2)": stereo.T,
         "int16": (audio * 32767).round().astype(np.int16),
     }
     for kind, value in exact.items():
         got = rec.predict(audio=value, sampling_rate=None if kind == "flac" else rate)
         assert _close(got.probabilities, reference, 1e-3), kind
     lossy = {  # lossy codecs and other rates change the samples: close, not equal
-        "ogg": (tmp_path / "clip.ogg", None), "mp3": (tmp_path / "clip.mp3", None),
+        "ogg": (tmp_path / "clip.ogg", None),
+        "mp3": (tmp_path / "clip.mp3", None),
         "8 kHz": (librosa.resample(audio, orig_sr=rate, target_sr=8000), 8000),
         "44.1 kHz": (librosa.resample(audio, orig_sr=rate, target_sr=44100), 44100),
     }
@@ -168,8 +172,11 @@ def test_long_audio_with_a_transcript_fuses_it_with_every_segment(rec, recording
     assert _close(result.per_modality["audio"], audio_only.probabilities, 1e-5)
     assert [(s.start, s.end) for s in result.segments] == [(s.start, s.end) for s in audio_only.segments]
     first = recording["clips"][0]
-    fused_first = rec.predict(text=transcript, audio=wave[int(result.segments[0].start * RATE):
-                                                          int(result.segments[0].end * RATE)], sampling_rate=RATE)
+    fused_first = rec.predict(
+        text=transcript,
+        audio=wave[int(result.segments[0].start * RATE) : int(result.segments[0].end * RATE)],
+        sampling_rate=RATE,
+    )
     assert _close(result.segments[0].probabilities, fused_first.probabilities, 5e-3)  # batched with others
     assert first["start"] / RATE >= result.segments[0].start and type(result.segments[0].end) is float
 
@@ -217,8 +224,9 @@ def test_temperature_is_fitted_saved_loaded_and_applied(trained_run, rec, rows, 
     valid = [r for r in rows if r["split"] == "valid"]
     label_to_id = {label: i for i, label in enumerate(rec.labels)}
     dataset = EmotionDataset(valid, label_to_id, RATE, max_seconds=0)
-    loader = DataLoader(dataset, batch_sampler=BucketBatchSampler(dataset.durations(), 16, shuffle=False),
-                        collate_fn=rec.collator)
+    loader = DataLoader(
+        dataset, batch_sampler=BucketBatchSampler(dataset.durations(), 16, shuffle=False), collate_fn=rec.collator
+    )
     logits, labels = collect_logits(rec.model, loader, rec.device)
     assert logits.shape == (len(valid), 4)
     assert sorted(labels.tolist()) == sorted(label_to_id[r["label"]] for r in valid)
@@ -275,8 +283,14 @@ def test_cli_predict_details_and_predict_batch(trained_run, rows, tmp_path, caps
     out_csv = tmp_path / "out.csv"
     assert main(["predict-batch", model, str(folder), "-o", str(out_csv), "--batch-size", "2"]) == 0
     table = list(csv.DictReader(out_csv.open()))
-    assert [t["id"] for t in table] == ["broken", "speaker0/clip0", "speaker0/clip2", "speaker0/clip4",
-                                        "speaker1/clip1", "speaker1/clip3"]
+    assert [t["id"] for t in table] == [
+        "broken",
+        "speaker0/clip0",
+        "speaker0/clip2",
+        "speaker0/clip4",
+        "speaker1/clip1",
+        "speaker1/clip3",
+    ]
     assert table[0]["label"] == "" and "cannot decode" in table[0]["error"]
     rec = EmotionRecognizer.from_pretrained(model)
     for t in table[1:]:
@@ -288,8 +302,9 @@ def test_cli_predict_details_and_predict_batch(trained_run, rows, tmp_path, caps
     assert "already exists" in capsys.readouterr().err
     assert main(["predict-batch", model, str(folder), "-o", str(out_csv), "--overwrite"]) == 0
 
-    manifest = write_manifest([{**r, "text": "" if i == 3 else r["text"]} for i, r in enumerate(rows[:20])],
-                              tmp_path / "some.jsonl")
+    manifest = write_manifest(
+        [{**r, "text": "" if i == 3 else r["text"]} for i, r in enumerate(rows[:20])], tmp_path / "some.jsonl"
+    )
     out_jsonl = tmp_path / "out.jsonl"
     assert main(["predict-batch", model, str(manifest), "-o", str(out_jsonl), "--batch-size", "8"]) == 0
     records = [json.loads(line) for line in out_jsonl.read_text().splitlines()]

@@ -22,13 +22,16 @@ def test_jsonl_and_csv_read_the_same(tmp_path):
     assert a[1]["start"] == 0.5 and a[1]["fold"] == "2" and a[0]["start"] is None
 
 
-@pytest.mark.parametrize("row, message", [
-    ({k: v for k, v in ROW.items() if k != "label"}, "missing column"),
-    ({**ROW, "split": "dev"}, "split 'dev' is not one of"),
-    ({**ROW, "text": ["x"]}, "column 'text' must be a string"),
-    ({**ROW, "start": "soon"}, "must be a number of seconds"),
-    ({**ROW, "start": 2.0, "end": 1.0}, "must be after start"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({k: v for k, v in ROW.items() if k != "label"}, "missing column"),
+        ({**ROW, "split": "dev"}, "split 'dev' is not one of"),
+        ({**ROW, "text": ["x"]}, "column 'text' must be a string"),
+        ({**ROW, "start": "soon"}, "must be a number of seconds"),
+        ({**ROW, "start": 2.0, "end": 1.0}, "must be after start"),
+    ],
+)
 def test_bad_rows_name_the_line(tmp_path, row, message):
     path = _write(tmp_path / "m.jsonl", [ROW | {"id": "ok"}, row])
     with pytest.raises(DataError, match=message) as err:

@@ -2,27 +2,38 @@
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from mmemo.config import ModelConfig
 from mmemo.errors import ConfigError
 from mmemo.modality_dropout import STRATEGIES, as_views, build_strategy, register
 from mmemo.model import CrossAttentionFusion, EmotionModel, build_encoders
 
-from conftest import TINY_MODEL
-
 
 def _model(fusion="cross_attention", **audio):
     torch.manual_seed(0)
-    cfg = ModelConfig(**{**TINY_MODEL, "fusion": fusion, "labels": ["a", "b", "c"],
-                         "audio_config": {**TINY_MODEL["audio_config"], **audio}})
+    cfg = ModelConfig(
+        **{
+            **TINY_MODEL,
+            "fusion": fusion,
+            "labels": ["a", "b", "c"],
+            "audio_config": {**TINY_MODEL["audio_config"], **audio},
+        }
+    )
     text_model, audio_model = build_encoders(cfg, vocab_size=50)
     return EmotionModel(cfg, 3, text_model, audio_model).eval()
 
 
 def _batch(b=3, tokens=7, samples=8000, seed=0):
     g = torch.Generator().manual_seed(seed)
-    text = {"input_ids": torch.randint(5, 50, (b, tokens), generator=g), "attention_mask": torch.ones(b, tokens, dtype=torch.long)}
-    audio = {"input_values": torch.randn(b, samples, generator=g), "attention_mask": torch.ones(b, samples, dtype=torch.long)}
+    text = {
+        "input_ids": torch.randint(5, 50, (b, tokens), generator=g),
+        "attention_mask": torch.ones(b, tokens, dtype=torch.long),
+    }
+    audio = {
+        "input_values": torch.randn(b, samples, generator=g),
+        "attention_mask": torch.ones(b, samples, dtype=torch.long),
+    }
     return text, audio
 
 
@@ -71,11 +82,15 @@ def test_padding_does_not_change_the_output(fusion):
     model = _model(fusion, feat_extract_norm="layer", do_stable_layer_norm=True)
     text, audio = _batch(b=1, tokens=6, samples=6400)
     alone = model(text, audio)["logits"]
-    padded_text = {"input_ids": torch.cat([text["input_ids"], torch.zeros(1, 5, dtype=torch.long)], 1),
-                   "attention_mask": torch.cat([text["attention_mask"], torch.zeros(1, 5, dtype=torch.long)], 1)}
+    padded_text = {
+        "input_ids": torch.cat([text["input_ids"], torch.zeros(1, 5, dtype=torch.long)], 1),
+        "attention_mask": torch.cat([text["attention_mask"], torch.zeros(1, 5, dtype=torch.long)], 1),
+    }
     # pad audio to a whole number of extra frames (320 samples each): the group-norm CNN sees zeros only there
-    padded_audio = {"input_values": torch.cat([audio["input_values"], torch.zeros(1, 3200)], 1),
-                    "attention_mask": torch.cat([audio["attention_mask"], torch.zeros(1, 3200, dtype=torch.long)], 1)}
+    padded_audio = {
+        "input_values": torch.cat([audio["input_values"], torch.zeros(1, 3200)], 1),
+        "attention_mask": torch.cat([audio["attention_mask"], torch.zeros(1, 3200, dtype=torch.long)], 1),
+    }
     assert model.audio_encoder.pass_mask
     torch.testing.assert_close(model(padded_text, padded_audio)["logits"], alone, atol=1e-4, rtol=1e-4)
 
@@ -101,10 +116,10 @@ def test_pooling_choices(fusion, text_pooling, audio_pooling):
 
 
 def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
+    from conftest import tiny_config_dict
+
     from mmemo.config import config_from_dict
     from mmemo.train import TrainState, _optimizer_step, setup
-
-    from conftest import tiny_config_dict
 
     cfg = tiny_config_dict(synth_corpus, tmp_path / "gc", gradient_checkpointing=True, grad_accum=2)
     run = setup(config_from_dict(cfg))
@@ -117,9 +132,18 @@ def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in run.model.state_dict().items())
 
 
-@pytest.mark.parametrize("spec", [{"name": "none"}, {"name": "independent", "p_text": 0.5, "p_audio": 0.5},
-                                  {"name": "exclusive"}, {"name": "scheduled", "end": 0.9},
-                                  {"name": "text_only"}, {"name": "audio_only"}, {"name": "all_subsets"}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "none"},
+        {"name": "independent", "p_text": 0.5, "p_audio": 0.5},
+        {"name": "exclusive"},
+        {"name": "scheduled", "end": 0.9},
+        {"name": "text_only"},
+        {"name": "audio_only"},
+        {"name": "all_subsets"},
+    ],
+)
 def test_strategies_never_leave_a_sample_empty(spec):
     strategy = build_strategy(spec)
     g = torch.Generator().manual_seed(0)
@@ -142,12 +166,12 @@ def test_views_from_a_strategy_are_checked():
 
 
 def test_all_subsets_loss_is_the_weighted_mean_over_views(synth_corpus, tmp_path):
+    from conftest import tiny_config_dict
+
     from mmemo.config import config_from_dict
     from mmemo.inference import move_batch
     from mmemo.model import cross_entropy
     from mmemo.train import loss_step, setup
-
-    from conftest import tiny_config_dict
 
     cfg = tiny_config_dict(synth_corpus, tmp_path / "views")
     cfg["train"]["modality_dropout"] = {"name": "all_subsets", "w_both": 2.0, "w_text": 1.0, "w_audio": 0.5}
@@ -158,10 +182,14 @@ def test_all_subsets_loss_is_the_weighted_mean_over_views(synth_corpus, tmp_path
         loss = loss_step(run, batch, 0.0)
         moved = move_batch(batch, run.device)
         nothing = torch.zeros_like(moved["text_present"])
-        masks = [(moved["text_present"], moved["audio_present"]), (moved["text_present"], nothing),
-                 (nothing, moved["audio_present"])]
-        single = [cross_entropy(run.model(moved["text"], moved["audio"], t, a)["logits"], moved["labels"])
-                  for t, a in masks]
+        masks = [
+            (moved["text_present"], moved["audio_present"]),
+            (moved["text_present"], nothing),
+            (nothing, moved["audio_present"]),
+        ]
+        single = [
+            cross_entropy(run.model(moved["text"], moved["audio"], t, a)["logits"], moved["labels"]) for t, a in masks
+        ]
     assert loss.item() == pytest.approx((2.0 * single[0] + single[1] + 0.5 * single[2]).item() / 3.5, rel=1e-5)
 
 
@@ -181,8 +209,9 @@ def test_user_strategies_by_decorator_and_dotted_path():
 
     assert isinstance(build_strategy({"name": "always_text"}), AlwaysText)
     del STRATEGIES["always_text"]
-    dotted = build_strategy({"name": "mmemo.modality_dropout.ExclusiveDropout", "p_both": 2, "p_drop_text": 1,
-                             "p_drop_audio": 1})
+    dotted = build_strategy(
+        {"name": "mmemo.modality_dropout.ExclusiveDropout", "p_both": 2, "p_drop_text": 1, "p_drop_audio": 1}
+    )
     assert dotted.probs.tolist() == [0.5, 0.25, 0.25]
     with pytest.raises(ConfigError, match="unknown strategy"):
         build_strategy({"name": "nope"})

@@ -42,22 +42,34 @@ def _clip(length: int, kind: str, seed: int) -> np.ndarray:
 items = st.lists(
     st.one_of(
         st.none(),  # a clip that failed to decode with on_bad_sample=skip
-        st.fixed_dictionaries({
-            "text": st.text(max_size=40).map(str.strip),  # the dataset strips transcripts
-            "audio": st.one_of(st.none(), st.tuples(st.integers(1, 20000), st.sampled_from(["noise", "silence",
-                                                                                           "constant"]))),
-        }),
+        st.fixed_dictionaries(
+            {
+                "text": st.text(max_size=40).map(str.strip),  # the dataset strips transcripts
+                "audio": st.one_of(
+                    st.none(), st.tuples(st.integers(1, 20000), st.sampled_from(["noise", "silence", "constant"]))
+                ),
+            }
+        ),
     ),
-    min_size=1, max_size=6,
+    min_size=1,
+    max_size=6,
 )
 
 
 @SETTINGS
 @given(raw=items)
 def test_collator_pads_to_the_longest_clip_and_masks_real_samples(collator, raw):
-    batch_items = [None if r is None else {"id": str(i), "text": r["text"], "label": i,
-                                           "audio": None if r["audio"] is None else _clip(*r["audio"], seed=i)}
-                   for i, r in enumerate(raw)]
+    batch_items = [
+        None
+        if r is None
+        else {
+            "id": str(i),
+            "text": r["text"],
+            "label": i,
+            "audio": None if r["audio"] is None else _clip(*r["audio"], seed=i),
+        }
+        for i, r in enumerate(raw)
+    ]
     kept = [item for item in batch_items if item is not None]
     batch = collator(batch_items)
 
@@ -66,8 +78,9 @@ def test_collator_pads_to_the_longest_clip_and_masks_real_samples(collator, raw)
     assert batch["audio_present"].tolist() == [item["audio"] is not None for item in kept]
     assert batch["text_present"].tolist() == [bool(item["text"]) for item in kept]
 
-    real = [MIN_AUDIO_SAMPLES if item["audio"] is None else max(len(item["audio"]), MIN_AUDIO_SAMPLES)
-            for item in kept]  # a missing clip is a silent 400-sample stub; short ones are padded to 400
+    real = [
+        MIN_AUDIO_SAMPLES if item["audio"] is None else max(len(item["audio"]), MIN_AUDIO_SAMPLES) for item in kept
+    ]  # a missing clip is a silent 400-sample stub; short ones are padded to 400
     if not any(item["audio"] is not None for item in kept):
         assert batch["audio"] is None
     else:
@@ -87,11 +100,18 @@ def test_collator_pads_to_the_longest_clip_and_masks_real_samples(collator, raw)
 
 
 @SETTINGS
-@given(durations=st.lists(st.one_of(st.just(0.0), st.floats(0.05, 30.0)), max_size=60),
-       batch_size=st.integers(1, 10), max_batch_seconds=st.one_of(st.just(0.0), st.floats(0.5, 60.0)),
-       shuffle=st.booleans(), seed=st.integers(0, 10_000), epoch=st.integers(0, 5), data=st.data())
-def test_bucket_sampler_covers_every_clip_once_deterministically(durations, batch_size, max_batch_seconds, shuffle,
-                                                                 seed, epoch, data):
+@given(
+    durations=st.lists(st.one_of(st.just(0.0), st.floats(0.05, 30.0)), max_size=60),
+    batch_size=st.integers(1, 10),
+    max_batch_seconds=st.one_of(st.just(0.0), st.floats(0.5, 60.0)),
+    shuffle=st.booleans(),
+    seed=st.integers(0, 10_000),
+    epoch=st.integers(0, 5),
+    data=st.data(),
+)
+def test_bucket_sampler_covers_every_clip_once_deterministically(
+    durations, batch_size, max_batch_seconds, shuffle, seed, epoch, data
+):
     def make():
         sampler = BucketBatchSampler(durations, batch_size, max_batch_seconds, shuffle=shuffle, seed=seed)
         sampler.set_epoch(epoch)
@@ -126,10 +146,18 @@ def _expected_length(n: int, rate: int) -> int:
 
 
 @SETTINGS
-@given(n=st.integers(1, 4000), rate=rates, channels=st.integers(1, 8), dtype=st.sampled_from(list(SUBTYPES)),
-       channels_first=st.booleans(), poison=st.sampled_from([None, np.nan, np.inf]), seed=st.integers(0, 99))
-def test_prepare_waveform_gives_finite_mono_float32_at_the_model_rate(n, rate, channels, dtype, channels_first,
-                                                                      poison, seed):
+@given(
+    n=st.integers(1, 4000),
+    rate=rates,
+    channels=st.integers(1, 8),
+    dtype=st.sampled_from(list(SUBTYPES)),
+    channels_first=st.booleans(),
+    poison=st.sampled_from([None, np.nan, np.inf]),
+    seed=st.integers(0, 99),
+)
+def test_prepare_waveform_gives_finite_mono_float32_at_the_model_rate(
+    n, rate, channels, dtype, channels_first, poison, seed
+):
     assume(channels == 1 or n > channels)  # an array's channel axis is its shorter one
     audio = _samples(n, channels, dtype, seed)
     if poison is not None and not np.issubdtype(dtype, np.integer):
@@ -147,8 +175,13 @@ def test_prepare_waveform_gives_finite_mono_float32_at_the_model_rate(n, rate, c
 
 
 @SETTINGS
-@given(n=st.integers(1, 4000), rate=rates, channels=st.integers(1, 8), dtype=st.sampled_from(list(SUBTYPES)),
-       seed=st.integers(0, 99))
+@given(
+    n=st.integers(1, 4000),
+    rate=rates,
+    channels=st.integers(1, 8),
+    dtype=st.sampled_from(list(SUBTYPES)),
+    seed=st.integers(0, 99),
+)
 def test_load_audio_reads_any_wav_to_mono_float32_at_the_model_rate(n, rate, channels, dtype, seed):
     audio = _samples(n, channels, dtype, seed)
     with tempfile.TemporaryDirectory() as folder:

@@ -11,13 +11,12 @@ import warnings
 import pytest
 import torch
 import yaml
+from conftest import tiny_config_dict
 from safetensors.torch import load_file
 
 from mmemo.checkpoint import latest_checkpoint
 from mmemo.config import config_from_dict
 from mmemo.errors import ModelLoadError
-
-from conftest import tiny_config_dict
 
 
 def _train_cmd(config_path, *extra):

@@ -8,8 +8,14 @@ import pytest
 import soundfile as sf
 
 from mmemo.data.manifest import read_manifest
-from mmemo.data.synthetic import (CUE_PROBABILITY, EMOTION_CUES, PLEASANT_CUES, REDUNDANT_CUE_PROBABILITY,
-                                  UNPLEASANT_CUES, generate_corpus)
+from mmemo.data.synthetic import (
+    CUE_PROBABILITY,
+    EMOTION_CUES,
+    PLEASANT_CUES,
+    REDUNDANT_CUE_PROBABILITY,
+    UNPLEASANT_CUES,
+    generate_corpus,
+)
 from mmemo.errors import DataError
 
 N = 48  # 12 speakers x 4 labels: the smallest corpus where every split holds every label
@@ -82,8 +88,9 @@ def test_refuses_foreign_files_other_parameters_and_half_written_corpora(tmp_pat
         generate_corpus(out, n=N, seed=1)
 
 
-@pytest.mark.parametrize("kwargs", [{"labels": ("happy", "bored")}, {"n": 20}, {"n_speakers": 4},
-                                    {"design": "shuffled"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"labels": ("happy", "bored")}, {"n": 20}, {"n_speakers": 4}, {"design": "shuffled"}]
+)
 def test_rejects_bad_parameters(tmp_path, kwargs):
     with pytest.raises(DataError):
         generate_corpus(tmp_path, **{"n": N, **kwargs})
@@ -118,8 +125,9 @@ def test_text_cues_carry_valence_in_the_declared_fraction(corpus):
     assert cued == round(CUE_PROBABILITY * N)
     # The same cue vocabulary serves both labels of a valence, so text cannot tell arousal.
     for cues, labels in ((PLEASANT_CUES, ("happy", "neutral")), (UNPLEASANT_CUES, ("angry", "sad"))):
-        words = [{w for r in rows if r["label"] == lab for c in cues if c in r["text"] for w in c.split()}
-                 for lab in labels]
+        words = [
+            {w for r in rows if r["label"] == lab for c in cues if c in r["text"] for w in c.split()} for lab in labels
+        ]
         assert words[0] and words[1]
 
 

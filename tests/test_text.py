@@ -1,7 +1,12 @@
 from mmemo.data.text import train_wordpiece
 
-TEXTS = ["I am so happy today", "this is terrible news", "我今天很高兴", "Ça va très bien, merci 😀",
-         "Heute abend könnte ich es ihm sagen."] * 4
+TEXTS = [
+    "I am so happy today",
+    "this is terrible news",
+    "我今天很高兴",
+    "Ça va très bien, merci 😀",
+    "Heute abend könnte ich es ihm sagen.",
+] * 4
 
 
 def test_wordpiece_handles_any_script():

@@ -68,10 +68,18 @@ class CheckReport:
         return tuple(p for p in self.errors if p.line is None)
 
     def to_dict(self) -> dict:
-        problems = lambda ps: [{"kind": p.kind, "line": p.line, "id": p.id, "message": p.message, "fix": p.fix}
-                               for p in ps]  # noqa: E731
-        return {"path": str(self.path), "rows": self.rows, "good_rows": len(self.good_rows), "ok": self.ok,
-                "errors": problems(self.errors), "warnings": problems(self.warnings), "tables": self.tables}
+        def problems(ps):
+            return [{"kind": p.kind, "line": p.line, "id": p.id, "message": p.message, "fix": p.fix} for p in ps]
+
+        return {
+            "path": str(self.path),
+            "rows": self.rows,
+            "good_rows": len(self.good_rows),
+            "ok": self.ok,
+            "errors": problems(self.errors),
+            "warnings": problems(self.warnings),
+            "tables": self.tables,
+        }
 
 
 def check_manifest(
@@ -110,12 +118,26 @@ def check_manifest(
             row = validate_row(raw, where=f"{path}:{line}")
         except DataError as e:
             reason = str(e).removeprefix(f"{path}:{line}: ")
-            errors.append(Problem("invalid-row", reason, "fix the row or remove it", line,
-                                  str(raw.get("id")) if raw.get("id") else None))
+            errors.append(
+                Problem(
+                    "invalid-row",
+                    reason,
+                    "fix the row or remove it",
+                    line,
+                    str(raw.get("id")) if raw.get("id") else None,
+                )
+            )
             continue
         if row["id"] in first_line:
-            errors.append(Problem("duplicate-id", f"id {row['id']!r} first appeared at line {first_line[row['id']]}",
-                                  "give every row a unique id", line, row["id"]))
+            errors.append(
+                Problem(
+                    "duplicate-id",
+                    f"id {row['id']!r} first appeared at line {first_line[row['id']]}",
+                    "give every row a unique id",
+                    line,
+                    row["id"],
+                )
+            )
             continue
         first_line[row["id"]] = line
         if row["audio"] and not os.path.isabs(row["audio"]):
@@ -135,8 +157,14 @@ def check_manifest(
     errors += _check_leakage(rows)
     bad = {p.line for p in errors if p.line is not None}
     good = [row for line, row in rows if line not in bad]
-    return CheckReport(path, n_rows, tuple(sorted(errors, key=_order)), tuple(sorted(warnings, key=_order)),
-                       _tables(rows, durations), tuple(good))
+    return CheckReport(
+        path,
+        n_rows,
+        tuple(sorted(errors, key=_order)),
+        tuple(sorted(warnings, key=_order)),
+        _tables(rows, durations),
+        tuple(good),
+    )
 
 
 def write_clean(report: CheckReport, output: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -161,20 +189,33 @@ def write_clean(report: CheckReport, output: str | os.PathLike, overwrite: bool 
 def format_report(report: CheckReport) -> str:
     """Errors, warnings and the summary tables as Markdown-ish text for the terminal."""
     t = report.tables
-    lines = [f"# {report.path}: {report.rows} rows, {len(report.good_rows)} good, {len(report.errors)} error(s), "
-             f"{len(report.warnings)} warning(s)", ""]
+    lines = [
+        f"# {report.path}: {report.rows} rows, {len(report.good_rows)} good, {len(report.errors)} error(s), "
+        f"{len(report.warnings)} warning(s)",
+        "",
+    ]
     splits = [s for s in SPLITS if s in t.get("speakers", {})]
     if t.get("labels"):
-        lines += ["## Labels × split", _table(["label", *splits, "total"],
-                  [[label, *(by.get(s, 0) for s in splits), sum(by.values())] for label, by in t["labels"].items()]),
-                  ""]
-        lines += ["## Speakers per split", _table(["split", "speakers"], [[s, t["speakers"][s]] for s in splits]),
-                  ""]
-    for key, title in (("durations", "Duration (s)"), ("text_chars", "Text length (characters)"),
-                       ("text_words", "Text length (words)")):
+        lines += [
+            "## Labels × split",
+            _table(
+                ["label", *splits, "total"],
+                [[label, *(by.get(s, 0) for s in splits), sum(by.values())] for label, by in t["labels"].items()],
+            ),
+            "",
+        ]
+        lines += ["## Speakers per split", _table(["split", "speakers"], [[s, t["speakers"][s]] for s in splits]), ""]
+    for key, title in (
+        ("durations", "Duration (s)"),
+        ("text_chars", "Text length (characters)"),
+        ("text_words", "Text length (words)"),
+    ):
         if t.get(key):
-            lines += [f"## {title}", _table(["split", *_QUANTILES],
-                      [[s, *(_fmt(q[k]) for k in _QUANTILES)] for s, q in t[key].items()]), ""]
+            lines += [
+                f"## {title}",
+                _table(["split", *_QUANTILES], [[s, *(_fmt(q[k]) for k in _QUANTILES)] for s, q in t[key].items()]),
+                "",
+            ]
     for name, problems in (("Errors", report.errors), ("Warnings", report.warnings)):
         if problems:
             lines += [f"## {name} ({len(problems)})", *(f"- {p}" for p in problems), ""]
@@ -197,14 +238,25 @@ def _read_lenient(path: Path, errors: list) -> list[tuple[int, dict]]:
             reader = csv.DictReader(f)
             missing = [k for k in REQUIRED if k not in (reader.fieldnames or [])]
             if missing:
-                errors.append(Problem("missing-column", f"the header lacks {', '.join(missing)}",
-                                      f"a manifest needs the columns {', '.join(REQUIRED)}"))
+                errors.append(
+                    Problem(
+                        "missing-column",
+                        f"the header lacks {', '.join(missing)}",
+                        f"a manifest needs the columns {', '.join(REQUIRED)}",
+                    )
+                )
             line = 1
             for raw in reader:
                 line_start, line = line + 1, reader.line_num
                 if None in raw:
-                    errors.append(Problem("invalid-row", f"{len(raw[None])} more field(s) than the header",
-                                          "quote fields that contain commas", line_start))
+                    errors.append(
+                        Problem(
+                            "invalid-row",
+                            f"{len(raw[None])} more field(s) than the header",
+                            "quote fields that contain commas",
+                            line_start,
+                        )
+                    )
                     continue
                 out.append((line_start, {k: v for k, v in raw.items() if v is not None}))  # short row: missing
         return out
@@ -220,23 +272,55 @@ def _check_row(line: int, row: dict, min_seconds: float, max_seconds: float) -> 
     """([(Problem, is_error)], seconds or None when there is no decodable audio) for one validated row."""
     make = lambda kind, message, fix: Problem(kind, message, fix, line, row["id"])  # noqa: E731
     if not row["text"].strip() and not row["audio"]:
-        return [(make("no-input", "the row has neither text nor audio", "add a transcript or an audio path, or "
-                      "drop the row"), True)], None
+        return [
+            (
+                make(
+                    "no-input",
+                    "the row has neither text nor audio",
+                    "add a transcript or an audio path, or drop the row",
+                ),
+                True,
+            )
+        ], None
     out = []
     if not row["text"].strip():
-        out.append((make("empty-text", "empty text: the row is audio-only", "fine for audio-only rows; add the "
-                         "transcript if there is one"), False))
+        out.append(
+            (
+                make(
+                    "empty-text",
+                    "empty text: the row is audio-only",
+                    "fine for audio-only rows; add the transcript if there is one",
+                ),
+                False,
+            )
+        )
     if not row["audio"]:
         return out, None
     seconds, failure = _decode_seconds(row)
     if failure:
         return out + [(make(*failure), True)], None
     if seconds < min_seconds:
-        out.append((make("too-short", f"{seconds:.3f} s is shorter than {min_seconds} s", "drop the row or lower "
-                         "--min-seconds"), True))
+        out.append(
+            (
+                make(
+                    "too-short",
+                    f"{seconds:.3f} s is shorter than {min_seconds} s",
+                    "drop the row or lower --min-seconds",
+                ),
+                True,
+            )
+        )
     elif seconds > max_seconds:
-        out.append((make("too-long", f"{seconds:.1f} s is longer than {max_seconds} s", "training crops it to "
-                         "data.max_audio_seconds; cut it into utterances if it holds several"), False))
+        out.append(
+            (
+                make(
+                    "too-long",
+                    f"{seconds:.1f} s is longer than {max_seconds} s",
+                    "training crops it to data.max_audio_seconds; cut it into utterances if it holds several",
+                ),
+                False,
+            )
+        )
     return out, seconds
 
 
@@ -244,8 +328,11 @@ def _decode_seconds(row: dict) -> tuple[float | None, tuple[str, str, str] | Non
     """(seconds, None) when the row's audio decodes with `load_audio`, else (None, (kind, message, fix))."""
     audio, redo = row["audio"], "re-export or re-download the file, or drop the row"
     if not os.path.isfile(audio):
-        return None, ("missing-file", f"audio file {audio} does not exist", "fix the path (relative paths are "
-                      "resolved against the manifest's folder) or drop the row")
+        return None, (
+            "missing-file",
+            f"audio file {audio} does not exist",
+            "fix the path (relative paths are resolved against the manifest's folder) or drop the row",
+        )
     if os.path.getsize(audio) == 0:
         return None, ("empty-file", f"{audio} is 0 bytes", redo)
     truncated = _wav_truncation(audio)
@@ -297,8 +384,17 @@ def _check_labels(rows: list[tuple[int, dict]], labels: list[str] | None) -> lis
     else:
         known, why = {r["label"] for _, r in rows if r["split"] == "train"}, "does not occur in the train split"
         candidates = [(line, r) for line, r in rows if r["split"] != "train"]
-    return [Problem("unknown-label", f"label {r['label']!r} ({r['split']}) {why}", "fix the label, map it to a "
-                    "known one, or drop the row", line, r["id"]) for line, r in candidates if r["label"] not in known]
+    return [
+        Problem(
+            "unknown-label",
+            f"label {r['label']!r} ({r['split']}) {why}",
+            "fix the label, map it to a known one, or drop the row",
+            line,
+            r["id"],
+        )
+        for line, r in candidates
+        if r["label"] not in known
+    ]
 
 
 def _check_leakage(rows: list[tuple[int, dict]]) -> list[Problem]:
@@ -311,9 +407,14 @@ def _check_leakage(rows: list[tuple[int, dict]]) -> list[Problem]:
         return []
     which = "; ".join(f"{s} in {'+'.join(v)}" for s, v in list(shared.items())[:20])
     more = f" (and {len(shared) - 20} more)" if len(shared) > 20 else ""
-    return [Problem("leakage", f"{len(shared)} speaker(s) appear in more than one split: {which}{more}",
-                    "scores on such a split overstate speaker-independent accuracy; re-split by speaker (each "
-                    "speaker in exactly one split, e.g. the importer's `fold` groups) instead of dropping rows")]
+    return [
+        Problem(
+            "leakage",
+            f"{len(shared)} speaker(s) appear in more than one split: {which}{more}",
+            "scores on such a split overstate speaker-independent accuracy; re-split by speaker (each "
+            "speaker in exactly one split, e.g. the importer's `fold` groups) instead of dropping rows",
+        )
+    ]
 
 
 def _tables(rows: list[tuple[int, dict]], seconds: dict[int, float]) -> dict:
@@ -327,8 +428,9 @@ def _tables(rows: list[tuple[int, dict]], seconds: dict[int, float]) -> dict:
     return {
         "labels": dict(sorted(labels.items())),
         "speakers": {s: len({r["speaker"] for _, r in lr}) for s, lr in by_split.items()},
-        "durations": {s: _quantiles([seconds[line] for line, _ in lr if line in seconds])
-                      for s, lr in by_split.items()},
+        "durations": {
+            s: _quantiles([seconds[line] for line, _ in lr if line in seconds]) for s, lr in by_split.items()
+        },
         "text_chars": {s: _quantiles([len(r["text"]) for _, r in lr]) for s, lr in by_split.items()},
         "text_words": {s: _quantiles([len(r["text"].split()) for _, r in lr]) for s, lr in by_split.items()},
     }

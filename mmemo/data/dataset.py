@@ -36,9 +36,17 @@ class EmotionDataset(Dataset):
     decoded once into an `AudioCache` there and memory-mapped afterwards (see mmemo/data/cache.py).
     """
 
-    def __init__(self, rows: list[dict], label_to_id: dict[str, int], sampling_rate: int = 16000,
-                 max_seconds: float = 8.0, train: bool = False, seed: int = 0, skip_bad: bool = False,
-                 cache_dir: str | None = None):
+    def __init__(
+        self,
+        rows: list[dict],
+        label_to_id: dict[str, int],
+        sampling_rate: int = 16000,
+        max_seconds: float = 8.0,
+        train: bool = False,
+        seed: int = 0,
+        skip_bad: bool = False,
+        cache_dir: str | None = None,
+    ):
         self.rows = rows
         self.label_to_id = label_to_id
         self.sampling_rate = sampling_rate
@@ -70,8 +78,12 @@ class EmotionDataset(Dataset):
                 warnings.warn(f"skipping row {row['id']}: {e}")
                 return None
             audio = self._crop(audio, index)
-        return {"id": row["id"], "text": row["text"].strip(), "audio": audio,
-                "label": self.label_to_id.get(row["label"], -100)}
+        return {
+            "id": row["id"],
+            "text": row["text"].strip(),
+            "audio": audio,
+            "label": self.label_to_id.get(row["label"], -100),
+        }
 
     def durations(self) -> list[float]:
         """Clip durations in seconds from file headers (0 for text-only rows), capped at the crop length."""
@@ -86,7 +98,7 @@ class EmotionDataset(Dataset):
             offset = int(np.random.default_rng((self.seed, self.epoch, index)).integers(spare + 1))
         else:
             offset = spare // 2
-        return audio[offset:offset + self.max_samples]
+        return audio[offset : offset + self.max_samples]
 
 
 class Collator:
@@ -109,13 +121,22 @@ class Collator:
         audios = [item["audio"] for item in items]
         text_present = torch.tensor([bool(t) for t in texts])
         audio_present = torch.tensor([a is not None for a in audios])
-        batch = {"ids": [item["id"] for item in items], "labels": torch.tensor([item["label"] for item in items]),
-                 "text_present": text_present, "audio_present": audio_present, "text": None, "audio": None}
+        batch = {
+            "ids": [item["id"] for item in items],
+            "labels": torch.tensor([item["label"] for item in items]),
+            "text_present": text_present,
+            "audio_present": audio_present,
+            "text": None,
+            "audio": None,
+        }
         if skipped:
             batch["skipped"] = skipped
         if text_present.any():
-            batch["text"] = dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_tokens,
-                                                return_tensors="pt"))
+            batch["text"] = dict(
+                self.tokenizer(
+                    texts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+                )
+            )
         if audio_present.any():
             batch["audio"] = self.pad_audio(audios)
         return batch
@@ -125,7 +146,10 @@ class Collator:
         stub = np.zeros(MIN_AUDIO_SAMPLES, dtype=np.float32)
         audios = [stub if a is None else np.pad(a, (0, max(0, MIN_AUDIO_SAMPLES - len(a)))) for a in audios]
         features = self.feature_extractor(
-            audios, sampling_rate=self.feature_extractor.sampling_rate, padding=True, return_attention_mask=True,
+            audios,
+            sampling_rate=self.feature_extractor.sampling_rate,
+            padding=True,
+            return_attention_mask=True,
             return_tensors="pt",
         )
         return {"input_values": features["input_values"], "attention_mask": features["attention_mask"]}
@@ -141,8 +165,16 @@ class BucketBatchSampler(Sampler):
     few at the end that would give ranks unequal counts), so ranks see disjoint data in equal steps.
     """
 
-    def __init__(self, durations: list[float], batch_size: int, max_batch_seconds: float = 0.0,
-                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        durations: list[float],
+        batch_size: int,
+        max_batch_seconds: float = 0.0,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.durations = durations
         self.batch_size = batch_size
         self.max_batch_seconds = max_batch_seconds
@@ -163,7 +195,11 @@ class BucketBatchSampler(Sampler):
         batches, current, longest = [], [], 0.0
         for i in order:
             longest_if_added = max(longest, self.durations[i])
-            too_long = self.max_batch_seconds > 0 and current and longest_if_added * (len(current) + 1) > self.max_batch_seconds
+            too_long = (
+                self.max_batch_seconds > 0
+                and current
+                and longest_if_added * (len(current) + 1) > self.max_batch_seconds
+            )
             if current and (len(current) >= self.batch_size and self.max_batch_seconds <= 0 or too_long):
                 batches.append(current)
                 current, longest_if_added = [], self.durations[i]
@@ -175,11 +211,11 @@ class BucketBatchSampler(Sampler):
             rng.shuffle(batches)
         if self.world_size > 1:
             usable = len(batches) // self.world_size * self.world_size
-            batches = batches[self.rank:usable:self.world_size]
+            batches = batches[self.rank : usable : self.world_size]
         return batches
 
     def __iter__(self):
-        return iter(self.batches()[self.start:])
+        return iter(self.batches()[self.start :])
 
     def __len__(self) -> int:
         return len(self.batches())

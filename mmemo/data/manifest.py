@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from mmemo.errors import DataError
 
@@ -85,8 +85,10 @@ def _check_label_case(label: str, first_lines: dict[str, tuple[str, str]], where
     """Labels are case-sensitive; two spellings of one name would silently become two classes, so refuse them."""
     first = first_lines.setdefault(label.casefold(), (label, where))
     if first[0] != label:
-        raise DataError(f"{where}: label {label!r} differs only in case from {first[0]!r} ({first[1]}); "
-                        "labels are case-sensitive, so write every label the same way")
+        raise DataError(
+            f"{where}: label {label!r} differs only in case from {first[0]!r} ({first[1]}); "
+            "labels are case-sensitive, so write every label the same way"
+        )
 
 
 def jsonl_objects(path: Path, encoding_errors: str = "strict") -> Iterator[tuple[int, dict | None, str | None]]:

@@ -38,54 +38,162 @@ DESIGNS = ("complementary", "redundant")
 
 # Same vocabulary within a family: text tells valence, never arousal.
 PLEASANT_CUES = (
-    "I am so glad.", "What a lovely surprise.", "This is wonderful.", "That is great news.",
-    "I really love it.", "Thank you so much.", "It went perfectly.", "What a nice day.",
-    "I am really happy about it.", "That sounds fantastic.", "Everything worked out well.", "How delightful.",
+    "I am so glad.",
+    "What a lovely surprise.",
+    "This is wonderful.",
+    "That is great news.",
+    "I really love it.",
+    "Thank you so much.",
+    "It went perfectly.",
+    "What a nice day.",
+    "I am really happy about it.",
+    "That sounds fantastic.",
+    "Everything worked out well.",
+    "How delightful.",
 )
 UNPLEASANT_CUES = (
-    "This is terrible.", "What an awful day.", "I hate this.", "It is so unfair.",
-    "I lost everything.", "That is the worst news.", "Nothing ever works.", "It was a horrible mistake.",
-    "I cannot stand it.", "Everything went wrong.", "That is just miserable.", "What a disaster.",
+    "This is terrible.",
+    "What an awful day.",
+    "I hate this.",
+    "It is so unfair.",
+    "I lost everything.",
+    "That is the worst news.",
+    "Nothing ever works.",
+    "It was a horrible mistake.",
+    "I cannot stand it.",
+    "Everything went wrong.",
+    "That is just miserable.",
+    "What a disaster.",
 )
 _VALENCE = {"happy": "pleasant", "neutral": "pleasant", "angry": "unpleasant", "sad": "unpleasant"}
 
 # design="redundant": one family per label, so the words tell the emotion itself.
 EMOTION_CUES = {
-    "happy": ("I am so happy.", "I am overjoyed.", "What a joy.", "I could dance all day.",
-              "That is fantastic news.", "I am thrilled."),
-    "angry": ("I am furious.", "This makes me so mad.", "How dare they.", "I am sick of this.",
-              "That is outrageous.", "I could scream."),
-    "neutral": ("It is fine.", "Nothing special.", "That is as expected.", "It is an ordinary day.",
-                "I have no strong feelings about it.", "It is all the same to me."),
-    "sad": ("I feel so sad.", "I miss them terribly.", "It breaks my heart.", "I feel so alone.",
-            "Everything feels empty.", "I cannot stop crying."),
+    "happy": (
+        "I am so happy.",
+        "I am overjoyed.",
+        "What a joy.",
+        "I could dance all day.",
+        "That is fantastic news.",
+        "I am thrilled.",
+    ),
+    "angry": (
+        "I am furious.",
+        "This makes me so mad.",
+        "How dare they.",
+        "I am sick of this.",
+        "That is outrageous.",
+        "I could scream.",
+    ),
+    "neutral": (
+        "It is fine.",
+        "Nothing special.",
+        "That is as expected.",
+        "It is an ordinary day.",
+        "I have no strong feelings about it.",
+        "It is all the same to me.",
+    ),
+    "sad": (
+        "I feel so sad.",
+        "I miss them terribly.",
+        "It breaks my heart.",
+        "I feel so alone.",
+        "Everything feels empty.",
+        "I cannot stop crying.",
+    ),
 }
 
 _CARRIERS = (
-    "{name} left the {obj} at the {place}.", "We are meeting {name} at the {place} tomorrow.",
-    "The {obj} is still in the {place}.", "{name} called about the {obj} this morning.",
-    "I saw {name} near the {place} yesterday.", "They moved the {obj} to the {place}.",
-    "{name} will bring the {obj} on Friday.", "The {place} closes at six today.",
-    "Did you tell {name} about the {obj}?", "My {obj} arrived at the {place} last week.",
-    "{name} said the {place} was open again.", "We talked about the {obj} for an hour.",
-    "The train to the {place} was on time.", "{name} borrowed my {obj} again.",
-    "I found the {obj} behind the {place}.", "{name} is waiting outside the {place}.",
-    "The letter about the {obj} came today.", "{name} and I walked to the {place}.",
-    "Someone painted the {obj} blue.", "We need a new {obj} for the {place}.",
-    "{name} fixed the {obj} over the weekend.", "The meeting at the {place} starts at noon.",
-    "I wrote to {name} about the {place}.", "The {obj} was sold this afternoon.",
+    "{name} left the {obj} at the {place}.",
+    "We are meeting {name} at the {place} tomorrow.",
+    "The {obj} is still in the {place}.",
+    "{name} called about the {obj} this morning.",
+    "I saw {name} near the {place} yesterday.",
+    "They moved the {obj} to the {place}.",
+    "{name} will bring the {obj} on Friday.",
+    "The {place} closes at six today.",
+    "Did you tell {name} about the {obj}?",
+    "My {obj} arrived at the {place} last week.",
+    "{name} said the {place} was open again.",
+    "We talked about the {obj} for an hour.",
+    "The train to the {place} was on time.",
+    "{name} borrowed my {obj} again.",
+    "I found the {obj} behind the {place}.",
+    "{name} is waiting outside the {place}.",
+    "The letter about the {obj} came today.",
+    "{name} and I walked to the {place}.",
+    "Someone painted the {obj} blue.",
+    "We need a new {obj} for the {place}.",
+    "{name} fixed the {obj} over the weekend.",
+    "The meeting at the {place} starts at noon.",
+    "I wrote to {name} about the {place}.",
+    "The {obj} was sold this afternoon.",
 )
-_NAMES = ("Anna", "Ben", "Carla", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "James", "Kiri",
-          "Leo", "Maya", "Noah", "Olga", "Pedro")
-_OBJECTS = ("bicycle", "laptop", "piano", "umbrella", "car", "parcel", "camera", "garden table", "phone",
-            "painting", "suitcase", "lamp", "ticket", "report", "kettle", "guitar")
-_PLACES = ("station", "library", "office", "market", "school", "harbour", "bakery", "museum", "clinic",
-           "hotel", "park", "garage", "post office", "airport")
+_NAMES = (
+    "Anna",
+    "Ben",
+    "Carla",
+    "David",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "James",
+    "Kiri",
+    "Leo",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Pedro",
+)
+_OBJECTS = (
+    "bicycle",
+    "laptop",
+    "piano",
+    "umbrella",
+    "car",
+    "parcel",
+    "camera",
+    "garden table",
+    "phone",
+    "painting",
+    "suitcase",
+    "lamp",
+    "ticket",
+    "report",
+    "kettle",
+    "guitar",
+)
+_PLACES = (
+    "station",
+    "library",
+    "office",
+    "market",
+    "school",
+    "harbour",
+    "bakery",
+    "museum",
+    "clinic",
+    "hotel",
+    "park",
+    "garage",
+    "post office",
+    "airport",
+)
 
 # (F1..F5) in Hz for an adult male vocal tract; speakers scale them. F4/F5 carry the energy above 3 kHz.
-_VOWELS = np.array([(270, 2290, 3010, 3500, 4300), (530, 1840, 2480, 3400, 4200), (730, 1090, 2440, 3400, 4200),
-                    (570, 840, 2410, 3300, 4100), (300, 870, 2240, 3300, 4100), (660, 1720, 2410, 3400, 4200)],
-                   dtype=float)
+_VOWELS = np.array(
+    [
+        (270, 2290, 3010, 3500, 4300),
+        (530, 1840, 2480, 3400, 4200),
+        (730, 1090, 2440, 3400, 4200),
+        (570, 840, 2410, 3300, 4100),
+        (300, 870, 2240, 3300, 4100),
+        (660, 1720, 2410, 3400, 4200),
+    ],
+    dtype=float,
+)
 
 # Per-emotion prosody means. Arousal is carried by shift/range/rate/darkness (wide gaps between high and
 # low); valence only by hints: angry = rough (jitter), pressed (sharp attacks), falling end; happy = wide
@@ -125,9 +233,17 @@ class _Prosody:
     loudness: float
 
 
-def generate_corpus(out_dir: str | os.PathLike, n: int = 1000, seed: int = 0,
-                    labels=("neutral", "happy", "angry", "sad"), n_speakers: int = 12,
-                    sampling_rate: int = 16000, *, design: str = "complementary", overwrite: bool = False) -> Path:
+def generate_corpus(
+    out_dir: str | os.PathLike,
+    n: int = 1000,
+    seed: int = 0,
+    labels=("neutral", "happy", "angry", "sad"),
+    n_speakers: int = 12,
+    sampling_rate: int = 16000,
+    *,
+    design: str = "complementary",
+    overwrite: bool = False,
+) -> Path:
     """Write the synthetic corpus: `wavs/<id>.wav`, `manifest.jsonl` and, last, `synth.json`.
 
     Args:
@@ -155,8 +271,14 @@ def generate_corpus(out_dir: str | os.PathLike, n: int = 1000, seed: int = 0,
     labels = list(labels)
     _check_params(n, labels, n_speakers, sampling_rate, design)
     out_dir = Path(out_dir)
-    params = {"version": SYNTH_VERSION, "n": n, "seed": seed, "labels": labels, "n_speakers": n_speakers,
-              "sampling_rate": sampling_rate}
+    params = {
+        "version": SYNTH_VERSION,
+        "n": n,
+        "seed": seed,
+        "labels": labels,
+        "n_speakers": n_speakers,
+        "sampling_rate": sampling_rate,
+    }
     if design != "complementary":  # only then: complementary corpora written before `design` existed still match
         params["design"] = design
     manifest = out_dir / "manifest.jsonl"
@@ -165,8 +287,9 @@ def generate_corpus(out_dir: str | os.PathLike, n: int = 1000, seed: int = 0,
     rng = np.random.default_rng(seed)
     speakers = _make_speakers(n_speakers, rng)
     plan = _plan(n, labels, speakers, rng)
-    cue_probability, cues = ((CUE_PROBABILITY, _valence_cues) if design == "complementary"
-                             else (REDUNDANT_CUE_PROBABILITY, EMOTION_CUES.get))
+    cue_probability, cues = (
+        (CUE_PROBABILITY, _valence_cues) if design == "complementary" else (REDUNDANT_CUE_PROBABILITY, EMOTION_CUES.get)
+    )
     cued = rng.permutation(n) < round(cue_probability * n)  # an exact, documented fraction
     rows = []
     for i, (speaker, label) in enumerate(plan):
@@ -175,8 +298,16 @@ def generate_corpus(out_dir: str | os.PathLike, n: int = 1000, seed: int = 0,
         audio = _synthesize(len(text.split()), speaker, _prosody(label, clip_rng), sampling_rate, clip_rng)
         utt_id = f"synth{i:05d}"
         sf.write(out_dir / "wavs" / f"{utt_id}.wav", audio, sampling_rate, subtype="PCM_16")
-        rows.append({"id": utt_id, "audio": f"wavs/{utt_id}.wav", "text": text, "label": label,
-                     "speaker": speaker.id, "split": speaker.split})
+        rows.append(
+            {
+                "id": utt_id,
+                "audio": f"wavs/{utt_id}.wav",
+                "text": text,
+                "label": label,
+                "speaker": speaker.id,
+                "split": speaker.split,
+            }
+        )
     write_manifest(rows, manifest)
     # synth.json last: its presence is the only claim that the corpus is complete.
     (out_dir / "synth.json").write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
@@ -192,8 +323,10 @@ def _check_params(n: int, labels: list, n_speakers: int, sampling_rate: int, des
     if n_speakers < 6:
         raise DataError(f"n_speakers={n_speakers}: need at least 6 (2 test, 2 valid, the rest train)")
     if n < n_speakers * len(labels):
-        raise DataError(f"n={n} is too small: use n >= n_speakers * len(labels) = {n_speakers * len(labels)} "
-                        "so every split holds every label")
+        raise DataError(
+            f"n={n} is too small: use n >= n_speakers * len(labels) = {n_speakers * len(labels)} "
+            "so every split holds every label"
+        )
     if sampling_rate < 8000:
         raise DataError(f"sampling_rate={sampling_rate}: formants need at least 8000 Hz")
 
@@ -209,8 +342,10 @@ def _prepare_out_dir(out_dir: Path, params: dict, overwrite: bool) -> bool:
             pass
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         what = f"a corpus with other parameters ({stamp})" if stamp.is_file() else "other files"
-        raise DataError(f"{out_dir} already holds {what}; choose an empty folder, or pass overwrite=True "
-                        "(`--overwrite`) to replace its wavs/, manifest.jsonl and synth.json")
+        raise DataError(
+            f"{out_dir} already holds {what}; choose an empty folder, or pass overwrite=True "
+            "(`--overwrite`) to replace its wavs/, manifest.jsonl and synth.json"
+        )
     stamp.unlink(missing_ok=True)  # first, so a killed rewrite never looks complete
     shutil.rmtree(out_dir / "wavs", ignore_errors=True)
     (out_dir / "wavs").mkdir(parents=True)
@@ -223,11 +358,16 @@ def _make_speakers(n_speakers: int, rng: np.random.Generator) -> list[_Speaker]:
         female = k % 2 == 0
         # The last two speakers (one of each gender) test, the two before validate.
         split = "test" if k >= n_speakers - 2 else "valid" if k >= n_speakers - 4 else "train"
-        speakers.append(_Speaker(
-            id=f"{'f' if female else 'm'}{k:02d}", female=female,
-            f0=rng.uniform(175, 235) if female else rng.uniform(95, 135),
-            formant_scale=rng.uniform(1.10, 1.22) if female else rng.uniform(0.92, 1.02),
-            tempo=rng.uniform(0.92, 1.08), split=split))
+        speakers.append(
+            _Speaker(
+                id=f"{'f' if female else 'm'}{k:02d}",
+                female=female,
+                f0=rng.uniform(175, 235) if female else rng.uniform(95, 135),
+                formant_scale=rng.uniform(1.10, 1.22) if female else rng.uniform(0.92, 1.02),
+                tempo=rng.uniform(0.92, 1.08),
+                split=split,
+            )
+        )
     return speakers
 
 
@@ -235,8 +375,7 @@ def _plan(n: int, labels: list, speakers: list[_Speaker], rng: np.random.Generat
     """(speaker, label) per utterance: speakers in turn, each cycling through shuffled label rounds."""
     rounds = -(-n // len(speakers) // len(labels)) + 1
     sequences = [np.concatenate([rng.permutation(len(labels)) for _ in range(rounds)]) for _ in speakers]
-    return [(speakers[i % len(speakers)], labels[sequences[i % len(speakers)][i // len(speakers)]])
-            for i in range(n)]
+    return [(speakers[i % len(speakers)], labels[sequences[i % len(speakers)][i // len(speakers)]]) for i in range(n)]
 
 
 def _valence_cues(label: str) -> tuple[str, ...]:
@@ -246,8 +385,11 @@ def _valence_cues(label: str) -> tuple[str, ...]:
 def _sentence(cues: tuple[str, ...] | None, rng: np.random.Generator) -> str:
     """A factual carrier sentence, with one of `cues` before or after it (none when `cues` is None)."""
     template = _CARRIERS[rng.integers(len(_CARRIERS))]
-    carrier = template.format(name=_NAMES[rng.integers(len(_NAMES))], obj=_OBJECTS[rng.integers(len(_OBJECTS))],
-                              place=_PLACES[rng.integers(len(_PLACES))])
+    carrier = template.format(
+        name=_NAMES[rng.integers(len(_NAMES))],
+        obj=_OBJECTS[rng.integers(len(_OBJECTS))],
+        place=_PLACES[rng.integers(len(_PLACES))],
+    )
     if cues is None:
         return carrier
     cue = cues[rng.integers(len(cues))]
@@ -257,12 +399,18 @@ def _sentence(cues: tuple[str, ...] | None, rng: np.random.Generator) -> str:
 def _prosody(label: str, rng: np.random.Generator) -> _Prosody:
     """The label's prosody means with per-clip spread, so classes overlap a little on each cue."""
     shift, rng_st, rate, darkness, jitter, breath, decl, final, attack, loudness = _PROSODY[label]
-    return _Prosody(shift=shift + rng.normal(0, 0.8), range=rng_st * rng.lognormal(0, 0.2),
-                    rate=rate * rng.normal(1, 0.06),
-                    darkness=float(np.clip(darkness + rng.normal(0, 0.015), 0.5, 0.985)),
-                    jitter=jitter * rng.lognormal(0, 0.3), breath=breath * rng.lognormal(0, 0.3),
-                    decl=decl + rng.normal(0, 1.0), final=final + rng.normal(0, 1.2),
-                    attack=attack * rng.lognormal(0, 0.2), loudness=loudness * rng.uniform(0.8, 1.0))
+    return _Prosody(
+        shift=shift + rng.normal(0, 0.8),
+        range=rng_st * rng.lognormal(0, 0.2),
+        rate=rate * rng.normal(1, 0.06),
+        darkness=float(np.clip(darkness + rng.normal(0, 0.015), 0.5, 0.985)),
+        jitter=jitter * rng.lognormal(0, 0.3),
+        breath=breath * rng.lognormal(0, 0.3),
+        decl=decl + rng.normal(0, 1.0),
+        final=final + rng.normal(0, 1.2),
+        attack=attack * rng.lognormal(0, 0.2),
+        loudness=loudness * rng.uniform(0.8, 1.0),
+    )
 
 
 def _synthesize(n_words: int, speaker: _Speaker, p: _Prosody, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -278,14 +426,21 @@ def _synthesize(n_words: int, speaker: _Speaker, p: _Prosody, sr: int, rng: np.r
         if rng.random() < 0.5:  # a consonant: a short burst of high-passed noise before the vowel
             k = min(a, int(rng.uniform(0.02, 0.06) * sr))
             burst = np.diff(rng.normal(0, 1, k + 1)) * np.hanning(k)
-            voice[a - k:a] += burst * rng.uniform(0.03, 0.15) * np.abs(voice[a:b]).max()
+            voice[a - k : a] += burst * rng.uniform(0.03, 0.15) * np.abs(voice[a:b]).max()
     voice /= np.max(np.abs(voice)) + 1e-9
     voice += rng.normal(0, 10 ** (rng.uniform(-3.2, -2.6)), n)  # a light noise floor, 50-60 dB below peak
     return (p.loudness * voice / np.max(np.abs(voice))).astype(np.float32)
 
 
-def _f0_contour(starts: np.ndarray, ends: np.ndarray, total: float, speaker: _Speaker, p: _Prosody, sr: int,
-                rng: np.random.Generator) -> np.ndarray:
+def _f0_contour(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    total: float,
+    speaker: _Speaker,
+    p: _Prosody,
+    sr: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Per-sample f0 in Hz: a pitch target per syllable, declination, an end gesture and jitter."""
     t = np.arange(int(total * sr)) / sr
     centres = (starts + ends) / 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
@@ -32,20 +32,28 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedT
         A Hugging Face fast tokenizer that adds [CLS] ... [SEP] and saves with `save_pretrained`.
     """
     tok = Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.Sequence([
-        normalizers.NFKC(),
-        normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True),
-    ])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.BertPreTokenizer(),
-        pre_tokenizers.Split(Regex(r"[\p{So}\p{Sk}]"), behavior="isolated"),  # emoji and symbols stand alone
-    ])
-    counts = Counter(word for text in texts if text
-                     for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+    tok.normalizer = normalizers.Sequence(
+        [
+            normalizers.NFKC(),
+            normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True),
+        ]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.BertPreTokenizer(),
+            pre_tokenizers.Split(Regex(r"[\p{So}\p{Sk}]"), behavior="isolated"),  # emoji and symbols stand alone
+        ]
+    )
+    counts = Counter(
+        word
+        for text in texts
+        if text
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))
+    )
     chars = sorted(set(_BASE_ALPHABET).union(*counts))
     vocab = SPECIAL_TOKENS + chars + ["##" + c for c in chars]
     words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
-    vocab += words[:max(0, vocab_size - len(vocab))]
+    vocab += words[: max(0, vocab_size - len(vocab))]
     tok.model = models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]")
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
@@ -53,6 +61,10 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedT
     )
     tok.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
         mask_token="[MASK]",
     )

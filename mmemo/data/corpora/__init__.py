@@ -16,8 +16,8 @@ corpus is a DataError that says which folder or file was expected.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mmemo.data.corpora import acted, generic, iemocap, meld
 from mmemo.data.corpora._common import Option

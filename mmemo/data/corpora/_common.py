@@ -7,8 +7,9 @@ import os
 import re
 import warnings
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 from mmemo.errors import DataError
 
@@ -18,10 +19,17 @@ FOLDS = 5
 
 # Spellings of split names in corpora and user CSVs -> manifest split names.
 SPLIT_NAMES = {
-    "train": "train", "training": "train",
-    "valid": "valid", "validation": "valid", "val": "valid", "dev": "valid", "development": "valid",
-    "eval": "valid", "evaluation": "valid",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "validation": "valid",
+    "val": "valid",
+    "dev": "valid",
+    "development": "valid",
+    "eval": "valid",
+    "evaluation": "valid",
+    "test": "test",
+    "testing": "test",
 }
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mmemo.data.corpora._common import (
     FOLDS,
@@ -31,20 +31,36 @@ OPTIONS = {
     "ravdess": {"merge_calm": Option(bool, False, "label calm as neutral (7 classes instead of 8)")},
     "emodb": {},
     "tess": {
-        "split_by": Option(str, "speaker", "speaker: OAF train / YAF test; word: word-disjoint folds, both speakers",
-                           ("speaker", "word")),
+        "split_by": Option(
+            str,
+            "speaker",
+            "speaker: OAF train / YAF test; word: word-disjoint folds, both speakers",
+            ("speaker", "word"),
+        ),
     },
     "esd": {
         "language": Option(str, "all", "speakers to keep: en (0011-0020), zh (0001-0010) or all", ("all", "en", "zh")),
-        "split_by": Option(str, "official", "official: the release's train/evaluation/test folders; speaker: "
-                           "speaker-disjoint", ("official", "speaker")),
+        "split_by": Option(
+            str,
+            "official",
+            "official: the release's train/evaluation/test folders; speaker: speaker-disjoint",
+            ("official", "speaker"),
+        ),
     },
     "casia": {"sentences": Option(str, None, "text file with lines `NNN<tab>sentence` giving each file's transcript")},
 }
 
 
-def _coded(corpus: str, root: Path, marker: str, name: str, expected: str, hint: str,
-           make_row: Callable[[Path, dict], dict], by_path: bool = False) -> list[dict]:
+def _coded(
+    corpus: str,
+    root: Path,
+    marker: str,
+    name: str,
+    expected: str,
+    hint: str,
+    make_row: Callable[[Path, dict], dict],
+    by_path: bool = False,
+) -> list[dict]:
     """Rows from every wav under the folder that holds `marker` whose name (or relative path) matches `name`."""
     folder = locate(check_root(root, corpus), marker, corpus, hint)
     pattern = re.compile(name, re.IGNORECASE)
@@ -54,8 +70,14 @@ def _coded(corpus: str, root: Path, marker: str, name: str, expected: str, hint:
 
 # --- CREMA-D -------------------------------------------------------------------------------------------------
 
-CREMA_D_EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fearful", "HAP": "happy", "NEU": "neutral",
-                    "SAD": "sad"}
+CREMA_D_EMOTIONS = {
+    "ANG": "angry",
+    "DIS": "disgusted",
+    "FEA": "fearful",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
 CREMA_D_SENTENCES = {
     "IEO": "It's eleven o'clock.",
     "TIE": "That is exactly what happened.",
@@ -86,22 +108,42 @@ def import_crema_d(root: Path) -> list[dict]:
     Raises:
         DataError: no `AudioWAV/` folder with wavs under ROOT.
     """
-    def make(path: Path, f: dict) -> dict:
-        return row("crema_d", path.stem, path, CREMA_D_SENTENCES[f["sentence"].upper()],
-                   CREMA_D_EMOTIONS[f["emotion"].upper()], f["actor"])
 
-    rows = _coded("crema_d", root, "AudioWAV/*.wav",
-                  rf"(?P<actor>\d{{4}})_(?P<sentence>{'|'.join(CREMA_D_SENTENCES)})_"
-                  rf"(?P<emotion>{'|'.join(CREMA_D_EMOTIONS)})_[A-Z]{{1,2}}",
-                  "ACTOR_SENTENCE_EMOTION_LEVEL (1001_DFA_ANG_XX)",
-                  "point ROOT at the CREMA-D release folder that contains AudioWAV/", make)
+    def make(path: Path, f: dict) -> dict:
+        return row(
+            "crema_d",
+            path.stem,
+            path,
+            CREMA_D_SENTENCES[f["sentence"].upper()],
+            CREMA_D_EMOTIONS[f["emotion"].upper()],
+            f["actor"],
+        )
+
+    rows = _coded(
+        "crema_d",
+        root,
+        "AudioWAV/*.wav",
+        rf"(?P<actor>\d{{4}})_(?P<sentence>{'|'.join(CREMA_D_SENTENCES)})_"
+        rf"(?P<emotion>{'|'.join(CREMA_D_EMOTIONS)})_[A-Z]{{1,2}}",
+        "ACTOR_SENTENCE_EMOTION_LEVEL (1001_DFA_ANG_XX)",
+        "point ROOT at the CREMA-D release folder that contains AudioWAV/",
+        make,
+    )
     return assign_speaker_splits(rows)
 
 
 # --- RAVDESS -------------------------------------------------------------------------------------------------
 
-RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
-                    "07": "disgusted", "08": "surprised"}
+RAVDESS_EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgusted",
+    "08": "surprised",
+}
 RAVDESS_STATEMENTS = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
 
 
@@ -125,20 +167,33 @@ def import_ravdess(root: Path, *, merge_calm: bool = False) -> list[dict]:
     labels = dict(RAVDESS_EMOTIONS, **({"02": "neutral"} if merge_calm else {}))
 
     def make(path: Path, f: dict) -> dict:
-        return row("ravdess", path.stem, path, RAVDESS_STATEMENTS[f["statement"]], labels[f["emotion"]],
-                   f"Actor_{f['actor']}")
+        return row(
+            "ravdess", path.stem, path, RAVDESS_STATEMENTS[f["statement"]], labels[f["emotion"]], f"Actor_{f['actor']}"
+        )
 
-    rows = _coded("ravdess", root, "Actor_[0-9][0-9]/*.wav",
-                  r"03-01-(?P<emotion>0[1-8])-0[12]-(?P<statement>0[12])-0[12]-(?P<actor>\d\d)",
-                  "an audio-only speech file 03-01-EE-II-SS-RR-AA",
-                  "point ROOT at Audio_Speech_Actors_01-24, the folder that holds Actor_01 ... Actor_24", make)
+    rows = _coded(
+        "ravdess",
+        root,
+        "Actor_[0-9][0-9]/*.wav",
+        r"03-01-(?P<emotion>0[1-8])-0[12]-(?P<statement>0[12])-0[12]-(?P<actor>\d\d)",
+        "an audio-only speech file 03-01-EE-II-SS-RR-AA",
+        "point ROOT at Audio_Speech_Actors_01-24, the folder that holds Actor_01 ... Actor_24",
+        make,
+    )
     return assign_speaker_splits(rows)
 
 
 # --- EmoDB ---------------------------------------------------------------------------------------------------
 
-EMODB_EMOTIONS = {"W": "angry", "L": "bored", "E": "disgusted", "A": "fearful", "F": "happy", "T": "sad",
-                  "N": "neutral"}
+EMODB_EMOTIONS = {
+    "W": "angry",
+    "L": "bored",
+    "E": "disgusted",
+    "A": "fearful",
+    "F": "happy",
+    "T": "sad",
+    "N": "neutral",
+}
 # What the speakers say, checked against the release's syllable labels (silb/): a05 is spoken "Blatt Papier"
 # although some documentation of the corpus writes "Stück Papier".
 EMODB_TEXTS = {
@@ -154,8 +209,18 @@ EMODB_TEXTS = {
     "b10": "Die wird auf dem Platz sein, wo wir sie immer hinlegen.",
 }
 # Five folds of one man and one woman each (men: 03 10 11 12 15), so no fold is single-gender.
-EMODB_FOLDS = {"03": "1", "08": "1", "09": "2", "10": "2", "11": "3", "13": "3", "12": "4", "14": "4",
-               "15": "5", "16": "5"}
+EMODB_FOLDS = {
+    "03": "1",
+    "08": "1",
+    "09": "2",
+    "10": "2",
+    "11": "3",
+    "13": "3",
+    "12": "4",
+    "14": "4",
+    "15": "5",
+    "16": "5",
+}
 
 
 def import_emodb(root: Path) -> list[dict]:
@@ -172,23 +237,38 @@ def import_emodb(root: Path) -> list[dict]:
     Raises:
         DataError: no `wav/` folder with wavs under ROOT.
     """
-    def make(path: Path, f: dict) -> dict:
-        return row("emodb", path.stem, path, EMODB_TEXTS[f["text"].lower()], EMODB_EMOTIONS[f["emotion"].upper()],
-                   f["speaker"])
 
-    rows = _coded("emodb", root, "wav/*.wav",
-                  rf"(?P<speaker>\d\d)(?P<text>{'|'.join(EMODB_TEXTS)})(?P<emotion>[WLEAFTN])[a-z]",
-                  "SPEAKER TEXT EMOTION VERSION (03a01Fa)",
-                  "point ROOT at the EmoDB release folder that contains wav/", make)
+    def make(path: Path, f: dict) -> dict:
+        return row(
+            "emodb", path.stem, path, EMODB_TEXTS[f["text"].lower()], EMODB_EMOTIONS[f["emotion"].upper()], f["speaker"]
+        )
+
+    rows = _coded(
+        "emodb",
+        root,
+        "wav/*.wav",
+        rf"(?P<speaker>\d\d)(?P<text>{'|'.join(EMODB_TEXTS)})(?P<emotion>[WLEAFTN])[a-z]",
+        "SPEAKER TEXT EMOTION VERSION (03a01Fa)",
+        "point ROOT at the EmoDB release folder that contains wav/",
+        make,
+    )
     speakers = {r["speaker"] for r in rows}
     return assign_speaker_splits(rows, groups=EMODB_FOLDS if speakers <= EMODB_FOLDS.keys() else None)
 
 
 # --- TESS ----------------------------------------------------------------------------------------------------
 
-TESS_EMOTIONS = {"angry": "angry", "disgust": "disgusted", "fear": "fearful", "happy": "happy",
-                 "neutral": "neutral", "ps": "surprised", "pleasant_surprise": "surprised",
-                 "pleasant_surprised": "surprised", "sad": "sad"}
+TESS_EMOTIONS = {
+    "angry": "angry",
+    "disgust": "disgusted",
+    "fear": "fearful",
+    "happy": "happy",
+    "neutral": "neutral",
+    "ps": "surprised",
+    "pleasant_surprise": "surprised",
+    "pleasant_surprised": "surprised",
+    "sad": "sad",
+}
 
 
 def import_tess(root: Path, *, split_by: str = "speaker") -> list[dict]:
@@ -212,13 +292,25 @@ def import_tess(root: Path, *, split_by: str = "speaker") -> list[dict]:
         raise DataError(f"tess: split_by must be speaker or word, got {split_by!r}")
 
     def make(path: Path, f: dict) -> dict:
-        return row("tess", path.stem, path, f"Say the word {f['word'].lower()}.",
-                   TESS_EMOTIONS[f["emotion"].lower()], f["speaker"].upper(), word=f["word"].lower())  # popped below
+        return row(
+            "tess",
+            path.stem,
+            path,
+            f"Say the word {f['word'].lower()}.",
+            TESS_EMOTIONS[f["emotion"].lower()],
+            f["speaker"].upper(),
+            word=f["word"].lower(),
+        )  # popped below
 
-    rows = _coded("tess", root, "[OoYy][Aa][Ff]_*/*.wav",
-                  rf"(?P<speaker>[OY]AF)_(?P<word>[a-z]+)_(?P<emotion>{'|'.join(TESS_EMOTIONS)})",
-                  "SPEAKER_WORD_EMOTION (OAF_back_angry)",
-                  "point ROOT at the TESS folder that holds OAF_angry, YAF_angry, ...", make)
+    rows = _coded(
+        "tess",
+        root,
+        "[OoYy][Aa][Ff]_*/*.wav",
+        rf"(?P<speaker>[OY]AF)_(?P<word>[a-z]+)_(?P<emotion>{'|'.join(TESS_EMOTIONS)})",
+        "SPEAKER_WORD_EMOTION (OAF_back_angry)",
+        "point ROOT at the TESS folder that holds OAF_angry, YAF_angry, ...",
+        make,
+    )
     word_fold = contiguous_folds(r["word"] for r in rows)
     for r in rows:
         word = r.pop("word")
@@ -256,8 +348,9 @@ def import_esd(root: Path, *, language: str = "all", split_by: str = "official")
         DataError: an unknown option value, or no `<speaker>/<speaker>.txt` or matching wavs under ROOT.
     """
     if language not in ("all", "en", "zh") or split_by not in ("official", "speaker"):
-        raise DataError(f"esd: language must be all/en/zh and split_by official/speaker, got {language!r} and "
-                        f"{split_by!r}")
+        raise DataError(
+            f"esd: language must be all/en/zh and split_by official/speaker, got {language!r} and {split_by!r}"
+        )
     keep = ESD_LANGUAGES.get(language, ESD_LANGUAGES["en"] | ESD_LANGUAGES["zh"])
     texts: dict[str, str] = {}
 
@@ -265,21 +358,35 @@ def import_esd(root: Path, *, language: str = "all", split_by: str = "official")
         if f["speaker"] not in texts:
             texts[f["speaker"]] = _esd_texts(path.parents[2 if f["split"] else 1] / f"{f['speaker']}.txt")
         official = SPLIT_NAMES.get((f["split"] or "").lower())
-        return row("esd", path.stem, path, texts[f["speaker"]].get(path.stem, ""), ESD_EMOTIONS[f["emotion"].lower()],
-                   f["speaker"], split=official)
+        return row(
+            "esd",
+            path.stem,
+            path,
+            texts[f["speaker"]].get(path.stem, ""),
+            ESD_EMOTIONS[f["emotion"].lower()],
+            f["speaker"],
+            split=official,
+        )
 
-    rows = _coded("esd", root, "[0-9][0-9][0-9][0-9]/[0-9][0-9][0-9][0-9].txt",
-                  rf"(?P<speaker>\d{{4}})/(?P<emotion>{'|'.join(ESD_EMOTIONS)})/(?:(?P<split>train|evaluation|test)/)?"
-                  r"(?P=speaker)_\d{6}",
-                  "SPEAKER/EMOTION/[SPLIT/]SPEAKER_NNNNNN",
-                  "point ROOT at the ESD folder that holds the speaker folders 0001 ... 0020", make, by_path=True)
+    rows = _coded(
+        "esd",
+        root,
+        "[0-9][0-9][0-9][0-9]/[0-9][0-9][0-9][0-9].txt",
+        rf"(?P<speaker>\d{{4}})/(?P<emotion>{'|'.join(ESD_EMOTIONS)})/(?:(?P<split>train|evaluation|test)/)?"
+        r"(?P=speaker)_\d{6}",
+        "SPEAKER/EMOTION/[SPLIT/]SPEAKER_NNNNNN",
+        "point ROOT at the ESD folder that holds the speaker folders 0001 ... 0020",
+        make,
+        by_path=True,
+    )
     rows = [r for r in rows if r["speaker"] in keep]
     if not rows:
         raise DataError(f"esd: no {language} speakers ({min(keep)}-{max(keep)}) under {root}")
     official = split_by == "official" and all("split" in r for r in rows)
     if split_by == "official" and not official:
-        warnings.warn("esd: no train/evaluation/test folders in this copy; using a speaker-disjoint split",
-                      stacklevel=2)
+        warnings.warn(
+            "esd: no train/evaluation/test folders in this copy; using a speaker-disjoint split", stacklevel=2
+        )
     splits = [r.get("split") for r in rows]
     assign_speaker_splits(rows)
     if official:
@@ -303,8 +410,14 @@ def _esd_texts(path: Path) -> dict[str, str]:
 
 # --- CASIA ---------------------------------------------------------------------------------------------------
 
-CASIA_EMOTIONS = {"angry": "angry", "fear": "fearful", "happy": "happy", "neutral": "neutral", "sad": "sad",
-                  "surprise": "surprised"}
+CASIA_EMOTIONS = {
+    "angry": "angry",
+    "fear": "fearful",
+    "happy": "happy",
+    "neutral": "neutral",
+    "sad": "sad",
+    "surprise": "surprised",
+}
 
 
 def import_casia(root: Path, *, sentences: str | None = None) -> list[dict]:
@@ -330,14 +443,25 @@ def import_casia(root: Path, *, sentences: str | None = None) -> list[dict]:
         number = int(f["number"])
         if texts and number not in texts:
             missing.add(number)
-        return row("casia", f"{f['speaker']}_{f['emotion'].lower()}_{f['number']}", path, texts.get(number, ""),
-                   CASIA_EMOTIONS[f["emotion"].lower()], f["speaker"])
+        return row(
+            "casia",
+            f"{f['speaker']}_{f['emotion'].lower()}_{f['number']}",
+            path,
+            texts.get(number, ""),
+            CASIA_EMOTIONS[f["emotion"].lower()],
+            f["speaker"],
+        )
 
-    rows = _coded("casia", root, "*/angry/*.wav",
-                  rf"(?P<speaker>[^/]+)/(?P<emotion>{'|'.join(CASIA_EMOTIONS)})/(?P<number>\d+)",
-                  "SPEAKER/EMOTION/NNN.wav",
-                  "point ROOT at the CASIA folder that holds one folder per speaker, each with angry/ fear/ ...",
-                  make, by_path=True)
+    rows = _coded(
+        "casia",
+        root,
+        "*/angry/*.wav",
+        rf"(?P<speaker>[^/]+)/(?P<emotion>{'|'.join(CASIA_EMOTIONS)})/(?P<number>\d+)",
+        "SPEAKER/EMOTION/NNN.wav",
+        "point ROOT at the CASIA folder that holds one folder per speaker, each with angry/ fear/ ...",
+        make,
+        by_path=True,
+    )
     if missing:
         warnings.warn(f"casia: {sentences} has no sentence for file number(s) {sorted(missing)[:5]}", stacklevel=2)
     return assign_speaker_splits(rows)

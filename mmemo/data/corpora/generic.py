@@ -25,10 +25,15 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 OPTIONS = {
     "generic": {
-        "label_from": Option(str, "folder", "folder: label = the audio file's folder name; regex: from --pattern",
-                             ("folder", "regex")),
-        "pattern": Option(str, None, "regex searched in each file's path relative to ROOT (no suffix), with named "
-                          "groups label and optionally speaker"),
+        "label_from": Option(
+            str, "folder", "folder: label = the audio file's folder name; regex: from --pattern", ("folder", "regex")
+        ),
+        "pattern": Option(
+            str,
+            None,
+            "regex searched in each file's path relative to ROOT (no suffix), with named "
+            "groups label and optionally speaker",
+        ),
         "csv": Option(str, None, "a CSV with one row per utterance instead of a folder tree"),
         "audio_column": Option(str, "audio", "CSV column with the audio path (relative to ROOT or absolute)"),
         "text_column": Option(str, "text", "CSV column with the transcript (optional)"),
@@ -89,8 +94,13 @@ def import_generic(
     """
     root = check_root(root, "generic")
     if csv:
-        columns = {"audio": audio_column, "text": text_column, "label": label_column, "speaker": speaker_column,
-                   "split": split_column}
+        columns = {
+            "audio": audio_column,
+            "text": text_column,
+            "label": label_column,
+            "speaker": speaker_column,
+            "split": split_column,
+        }
         rows = _from_csv(root, _find_csv(root, csv), columns, OPTIONS["generic"])
     else:
         rows = _from_tree(root, label_from, _compile(pattern, label_from))
@@ -159,8 +169,10 @@ def _from_csv(root: Path, path: Path, columns: dict[str, str], options: dict) ->
     for key, column in columns.items():
         # Required: audio and label; the others only when the user named a column that is not the default.
         if column not in header and (key in ("audio", "label") or column != options[f"{key}_column"].default):
-            raise DataError(f"generic: {path} has no column {column!r} (columns: {', '.join(header)}); "
-                            f"pass --{key}-column with the right name")
+            raise DataError(
+                f"generic: {path} has no column {column!r} (columns: {', '.join(header)}); "
+                f"pass --{key}-column with the right name"
+            )
     rows, seen, missing = [], set(), []
     for line_no, record in enumerate(reader, 2):
         audio = (record[columns["audio"]] or "").strip()
@@ -178,12 +190,25 @@ def _from_csv(root: Path, path: Path, columns: dict[str, str], options: dict) ->
         if columns["split"] in header:
             raw_split = (record[columns["split"]] or "").strip().lower()
             if raw_split not in SPLIT_NAMES:
-                raise DataError(f"generic: {path}:{line_no}: split {raw_split!r} is not train/valid/test "
-                                "(dev, validation and evaluation also mean valid)")
+                raise DataError(
+                    f"generic: {path}:{line_no}: split {raw_split!r} is not train/valid/test "
+                    "(dev, validation and evaluation also mean valid)"
+                )
             extra["split"] = SPLIT_NAMES[raw_split]
-        rows.append(row("generic", uid, audio_path or "", (record.get(columns["text"]) or "").strip(), label,
-                        (record.get(columns["speaker"]) or "").strip(), **extra))
+        rows.append(
+            row(
+                "generic",
+                uid,
+                audio_path or "",
+                (record.get(columns["text"]) or "").strip(),
+                label,
+                (record.get(columns["speaker"]) or "").strip(),
+                **extra,
+            )
+        )
     if missing:
-        raise DataError(f"generic: {len(missing)} audio file(s) named in {path} do not exist under {root} "
-                        f"(e.g. {', '.join(missing[:3])}); fix the paths or ROOT")
+        raise DataError(
+            f"generic: {len(missing)} audio file(s) named in {path} do not exist under {root} "
+            f"(e.g. {', '.join(missing[:3])}); fix the paths or ROOT"
+        )
     return require(rows, "generic", root, f"{path} has no data rows")

@@ -84,8 +84,18 @@ def import_iemocap(
                 split = "test" if session == test_session else "valid" if session == valid_session else "train"
                 # The utterance's speaker is the letter of its last id segment, not the session's F/M tag.
                 speaker = f"Ses{session:02d}{utt.rsplit('_', 1)[1][0]}"
-                rows.append(row("iemocap", utt, wav, texts.get(utt, ""), label_map[code], speaker,
-                                split=split, fold=str(session)))
+                rows.append(
+                    row(
+                        "iemocap",
+                        utt,
+                        wav,
+                        texts.get(utt, ""),
+                        label_map[code],
+                        speaker,
+                        split=split,
+                        fold=str(session),
+                    )
+                )
     warn_skipped("iemocap", missing, "their wav is missing from sentences/wav")
     return require(rows, "iemocap", release, _HINT)
 
@@ -101,4 +111,3 @@ def _transcripts(path: Path) -> dict[str, str]:
         warnings.warn(f"iemocap: no transcript file {path}; its utterances get empty text", stacklevel=3)
         return {}
     return {m["utt"]: m["text"].strip() for line in read_text(path).splitlines() if (m := _TRANSCRIPT.match(line))}
-

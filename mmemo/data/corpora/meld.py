@@ -15,8 +15,13 @@ from mmemo.data.corpora._common import Option, check_root, locate, read_text, re
 from mmemo.errors import DataError
 
 EMOTIONS = {
-    "neutral": "neutral", "joy": "happy", "sadness": "sad", "anger": "angry",
-    "surprise": "surprised", "fear": "fearful", "disgust": "disgusted",
+    "neutral": "neutral",
+    "joy": "happy",
+    "sadness": "sad",
+    "anger": "angry",
+    "surprise": "surprised",
+    "fear": "fearful",
+    "disgust": "disgusted",
 }
 SENTIMENTS = {"neutral": "neutral", "positive": "positive", "negative": "negative"}
 # Official split -> (its CSV, the folder its clips unpack to).
@@ -30,7 +35,7 @@ COLUMNS = ("Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utter
 OPTIONS = {
     "meld": {
         "sentiment": Option(bool, False, "label with the 3 sentiments instead of the 7 emotions"),
-        "text_only": Option(bool, False, "no audio: rows get audio \"\" and no ffmpeg is needed"),
+        "text_only": Option(bool, False, 'no audio: rows get audio "" and no ffmpeg is needed'),
         "audio_dir": Option(str, None, "where decoded wavs go (default: meld_audio/ next to the manifest)"),
         "skip_missing": Option(bool, False, "drop utterances whose clip is missing or fails to decode"),
         "jobs": Option(int, 4, "ffmpeg processes run at once"),
@@ -81,8 +86,9 @@ def import_meld(
             label = label_map.get(record[label_column].strip().lower())
             if label is None:
                 raise DataError(f"meld: {release / csv_name}: unknown {label_column} {record[label_column]!r} in {uid}")
-            rows.append(row("meld", uid, "", fix_text(record["Utterance"]), label, record["Speaker"].strip(),
-                            split=split))
+            rows.append(
+                row("meld", uid, "", fix_text(record["Utterance"]), label, record["Speaker"].strip(), split=split)
+            )
             clips[rows[-1]["id"]] = clip_dir / f"{clip}.mp4"
     require(rows, "meld", release, _HINT)
     if text_only:
@@ -106,8 +112,9 @@ def fix_text(text: str) -> str:
 def _read_csv(path: Path) -> list[dict]:
     """The records of one MELD CSV (UTF-8, or cp1252 in some copies)."""
     if not path.is_file():
-        raise DataError(f"meld: {path} is missing; MELD.Raw must hold train_sent_emo.csv, dev_sent_emo.csv and "
-                        "test_sent_emo.csv")
+        raise DataError(
+            f"meld: {path} is missing; MELD.Raw must hold train_sent_emo.csv, dev_sent_emo.csv and test_sent_emo.csv"
+        )
     reader = csv.DictReader(io.StringIO(read_text(path, ("utf-8-sig", "cp1252")), newline=""))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
@@ -134,11 +141,16 @@ def _attach_audio(
         )
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise DataError("meld: ffmpeg is not installed (needed to take the audio out of the .mp4 clips); install it "
-                        "(e.g. `apt install ffmpeg` or `conda install ffmpeg`) or use --text-only")
+        raise DataError(
+            "meld: ffmpeg is not installed (needed to take the audio out of the .mp4 clips); install it "
+            "(e.g. `apt install ffmpeg` or `conda install ffmpeg`) or use --text-only"
+        )
     audio_dir.mkdir(parents=True, exist_ok=True)
-    todo = {r["id"]: (clips[r["id"]], audio_dir / f"{r['id'].removeprefix('meld-')}.wav") for r in rows
-            if r["id"] not in missing}
+    todo = {
+        r["id"]: (clips[r["id"]], audio_dir / f"{r['id'].removeprefix('meld-')}.wav")
+        for r in rows
+        if r["id"] not in missing
+    }
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         errors = dict(zip(todo, pool.map(lambda job: _decode(ffmpeg, *job), todo.values())))
     failed = {rid: err for rid, err in errors.items() if err}
@@ -147,8 +159,11 @@ def _attach_audio(
         raise DataError(f"meld: ffmpeg failed on {len(failed)} clip(s) ({examples}); use --skip-missing to drop them")
     dropped = set(missing) | set(failed)
     if dropped:
-        warnings.warn(f"meld: dropped {len(dropped)} utterance(s) whose clip is missing or does not decode "
-                      f"(e.g. {', '.join(sorted(dropped)[:3])})", stacklevel=3)
+        warnings.warn(
+            f"meld: dropped {len(dropped)} utterance(s) whose clip is missing or does not decode "
+            f"(e.g. {', '.join(sorted(dropped)[:3])})",
+            stacklevel=3,
+        )
     kept = [r for r in rows if r["id"] not in dropped]
     for r in kept:
         r["audio"] = str(todo[r["id"]][1].resolve())
@@ -162,9 +177,23 @@ def _decode(ffmpeg: str, clip: Path, wav: Path) -> str:
     # Write to a temporary name first so an interrupted run never leaves a truncated wav that looks finished.
     partial = wav.with_suffix(".part.wav")
     result = subprocess.run(
-        [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(clip), "-vn", "-ac", "1", "-ar", "16000",
-         str(partial)],
-        capture_output=True, text=True,
+        [
+            ffmpeg,
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(clip),
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            str(partial),
+        ],
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
