@@ -104,6 +104,20 @@ class _TraceableAttention(nn.Module):
         return a.out_proj(out), None
 
 
+def unsupported_for_onnx(config) -> str:
+    """What in a model config the torch-free runtime cannot run ("" when it can run all of it).
+
+    The runtime reimplements the wav2vec2 waveform preprocessing in NumPy; a log-mel (Whisper) tower would need
+    Whisper's STFT front end there, and acoustic statistics the functionals' pitch tracker.
+    """
+    parts = []
+    if config.audio_config.get("model_type") == "whisper" or "whisper" in (config.audio_encoder or "").lower():
+        parts.append("a Whisper (log-mel) audio tower")
+    if getattr(config, "acoustic_features", False):
+        parts.append("the acoustic-statistics token (model.acoustic_features)")
+    return " or ".join(parts)
+
+
 def export_onnx(
     model_dir: str | os.PathLike, out_dir: str | os.PathLike, int8: bool = False, overwrite: bool = False
 ) -> dict:
@@ -127,6 +141,12 @@ def export_onnx(
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise MmemoError(f"export folder {out_dir} already exists; pass --overwrite or choose another folder")
     recognizer = EmotionRecognizer.from_pretrained(model_dir)
+    unsupported = unsupported_for_onnx(recognizer.config)
+    if unsupported:
+        raise MmemoError(
+            f"{model_dir}: ONNX export does not support {unsupported} yet; serve this model with "
+            "the PyTorch API (`mmemo predict`, `EmotionRecognizer`, int8 via --int8)"
+        )
     if not (Path(model_dir) / "tokenizer.json").is_file():
         raise MmemoError(f"{model_dir} has no tokenizer.json (a slow tokenizer); the ONNX runtime needs a fast one")
     out_dir.mkdir(parents=True, exist_ok=True)

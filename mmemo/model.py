@@ -57,6 +57,8 @@ class TextEncoder(nn.Module):
 class AudioEncoder(nn.Module):
     """A Hugging Face wav2vec2-family model; returns a learned weighted sum of all hidden layers and frame mask."""
 
+    input_name = "input_values"
+
     def __init__(self, model: nn.Module, freeze_feature_encoder: bool = True, freeze_layers: int = 0):
         super().__init__()
         self.model = model
@@ -65,6 +67,10 @@ class AudioEncoder(nn.Module):
         self.pass_mask = getattr(model.config, "feat_extract_norm", "layer") == "layer"
         self.layer_weights = nn.Parameter(torch.zeros(model.config.num_hidden_layers + 1))
         self.lock(freeze_feature_encoder, freeze_layers)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.model.encoder.layers)
 
     def lock(self, feature_encoder: bool, layers: int) -> None:
         """Freeze the CNN feature encoder and/or the lower `layers` transformer layers (-1: everything)."""
@@ -92,6 +98,71 @@ class AudioEncoder(nn.Module):
         states = torch.einsum("l,lbtd->btd", weights, layers)  # (B, T_audio, D_audio)
         lengths = self.model._get_feat_extract_output_lengths(attention_mask.sum(-1))
         mask = torch.arange(states.shape[1], device=states.device)[None, :] < lengths[:, None]  # (B, T_audio)
+        return states, mask
+
+
+class WhisperAudioEncoder(nn.Module):
+    """A Whisper-family encoder on log-mel features (B, n_mels, frames); same outputs as `AudioEncoder`.
+
+    Hugging Face's `WhisperEncoder.forward` accepts only 30 s inputs (3000 frames) and ignores masks. This wrapper
+    runs the encoder's own modules on the clip's frames instead: conv front end, the first T rows of the fixed
+    30 s positional table, the layers with padded frames masked as keys, the final norm. A pretrained encoder
+    therefore sees the positions it was trained on for the first T × 20 ms; clips longer than 30 s are refused
+    (crop them: `data.max_audio_seconds`). Whisper was trained on zero-padded 30 s windows without masks, so short
+    clips without the padding are a (widely used) approximation for pretrained checkpoints.
+    """
+
+    input_name = "input_features"
+
+    def __init__(self, model: nn.Module, freeze_feature_encoder: bool = True, freeze_layers: int = 0):
+        super().__init__()
+        self.model = model
+        self.dim = model.config.d_model
+        self.layer_weights = nn.Parameter(torch.zeros(len(model.layers) + 1))
+        self.lock(freeze_feature_encoder, freeze_layers)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.model.layers)
+
+    def lock(self, feature_encoder: bool, layers: int) -> None:
+        """Freeze the two-convolution front end and/or the lower `layers` transformer layers (-1: everything)."""
+        if feature_encoder or layers != 0:
+            for module in (self.model.conv1, self.model.conv2):
+                module.requires_grad_(False)
+        if layers == 0:
+            return
+        blocks = self.model.layers
+        for module in [self.model.embed_positions, *(blocks if layers < 0 else blocks[:layers])]:
+            module.requires_grad_(False)
+        if layers < 0:
+            self.model.requires_grad_(False)
+
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = self.model
+        x = F.gelu(encoder.conv1(input_features.to(encoder.conv1.weight.dtype)))  # (B, D, frames)
+        x = F.gelu(encoder.conv2(x)).transpose(1, 2)  # (B, T_audio, D), stride 2: 20 ms per position
+        length = x.shape[1]
+        if length > encoder.embed_positions.num_embeddings:
+            seconds = encoder.embed_positions.num_embeddings * 0.02
+            raise ValueError(
+                f"audio of {length * 0.02:.1f} s is longer than this Whisper encoder's {seconds:.0f} s positional "
+                "table; crop it (data.max_audio_seconds) or split it"
+            )
+        x = x + encoder.embed_positions.weight[:length]
+        x = F.dropout(x, p=encoder.dropout, training=self.training)
+        lengths = (attention_mask.sum(-1) + 1) // 2  # conv2 (kernel 3, stride 2, padding 1) halves the frames
+        mask = torch.arange(length, device=x.device)[None, :] < lengths[:, None]  # (B, T_audio)
+        # Padded frames are masked as keys: additive (B, 1, 1, T_audio) mask of 0 and the dtype's minimum.
+        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, torch.finfo(x.dtype).min)
+        bias = bias[:, None, None, :]
+        hidden = [x]
+        for layer in encoder.layers:
+            x = layer(x, bias)
+            hidden.append(x)
+        hidden[-1] = encoder.layer_norm(x)
+        weights = torch.softmax(self.layer_weights, dim=0).to(x.dtype)
+        states = torch.einsum("l,lbtd->btd", weights, torch.stack(hidden))  # (B, T_audio, D)
         return states, mask
 
 
@@ -185,7 +256,8 @@ class EmotionModel(nn.Module):
         super().__init__()
         dim = cfg.fusion_dim
         self.text_encoder = TextEncoder(text_model, cfg.freeze_text_layers)
-        self.audio_encoder = AudioEncoder(audio_model, cfg.freeze_feature_encoder, cfg.freeze_audio_layers)
+        tower = WhisperAudioEncoder if is_whisper(audio_model.config) else AudioEncoder
+        self.audio_encoder = tower(audio_model, cfg.freeze_feature_encoder, cfg.freeze_audio_layers)
         self.text_proj = nn.Linear(self.text_encoder.dim, dim)
         self.audio_proj = nn.Linear(self.audio_encoder.dim, dim)
         self.text_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
@@ -214,8 +286,8 @@ class EmotionModel(nn.Module):
         return self.text_proj(states), mask
 
     def encode_audio(self, audio: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded waveforms → projected frame states (B, T_audio, D) and mask (B, T_audio)."""
-        states, mask = self.audio_encoder(audio["input_values"], audio["attention_mask"])
+        """Padded waveforms or log-mel features → projected frame states (B, T_audio, D) and mask (B, T_audio)."""
+        states, mask = self.audio_encoder(audio[self.audio_encoder.input_name], audio["attention_mask"])
         return self.audio_proj(states), mask
 
     def fuse(self, text_enc=None, audio_enc=None, text_present=None, audio_present=None) -> torch.Tensor:
@@ -308,7 +380,7 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
         cfg: the model config; `text_config` / `audio_config` are BertConfig / Wav2Vec2Config fields.
         vocab_size: the tokenizer's vocabulary size for a text encoder built from a config.
     """
-    from transformers import AutoModel, BertConfig, Wav2Vec2Config
+    from transformers import AutoConfig, AutoModel, BertConfig, Wav2Vec2Config
 
     remote = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.text_encoder:
@@ -318,11 +390,35 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
     else:
         config = BertConfig(**{"vocab_size": vocab_size, **cfg.text_config, "attn_implementation": "sdpa"})
         text_model = AutoModel.from_config(config, add_pooling_layer=False)
-    if cfg.audio_encoder:
+    if cfg.audio_encoder and is_whisper(AutoConfig.from_pretrained(cfg.audio_encoder, **remote)):
+        from transformers import WhisperForAudioClassification
+
+        # The encoder alone: this class loads "model.encoder.*" weights of a full Whisper checkpoint, no decoder.
+        audio_model = WhisperForAudioClassification.from_pretrained(
+            cfg.audio_encoder, attn_implementation="sdpa"
+        ).encoder
+    elif cfg.audio_encoder:
         audio_model = AutoModel.from_pretrained(cfg.audio_encoder, attn_implementation="sdpa", **remote)
+    elif cfg.audio_config.get("model_type", "wav2vec2") == "whisper":
+        audio_model = _whisper_encoder({**cfg.audio_config, "attn_implementation": "sdpa"})
     else:
         audio_model = AutoModel.from_config(Wav2Vec2Config(**{**cfg.audio_config, "attn_implementation": "sdpa"}))
     return text_model, audio_model
+
+
+def is_whisper(config) -> bool:
+    """Whether a Hugging Face config (object or dict) describes a Whisper-family model."""
+    kind = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+    return kind == "whisper"
+
+
+def _whisper_encoder(config: dict) -> nn.Module:
+    """A randomly initialised Whisper encoder (no decoder) from WhisperConfig fields."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    config = {key: value for key, value in config.items() if key != "model_type"}
+    return WhisperEncoder(WhisperConfig(**config))
 
 
 def encoders_from_configs(text_config: dict, audio_config: dict) -> tuple[nn.Module, nn.Module]:
@@ -333,7 +429,8 @@ def encoders_from_configs(text_config: dict, audio_config: dict) -> tuple[nn.Mod
         config = dict(config)
         return AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config), **kwargs)
 
-    return build(text_config, add_pooling_layer=False), build(audio_config)
+    audio = _whisper_encoder(audio_config) if is_whisper(audio_config) else build(audio_config)
+    return build(text_config, add_pooling_layer=False), audio
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

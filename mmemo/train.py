@@ -534,7 +534,7 @@ def make_optimizer(model: EmotionModel, cfg: Config, device: torch.device) -> to
     (embeddings and the CNN front end count as layer 0); no weight decay on biases and norms."""
     depths = {
         "text_encoder": len(model.text_encoder.model.encoder.layer),
-        "audio_encoder": len(model.audio_encoder.model.encoder.layers),
+        "audio_encoder": model.audio_encoder.num_layers,
     }
     groups = {}
     for name, param in model.named_parameters():
@@ -552,10 +552,19 @@ def make_optimizer(model: EmotionModel, cfg: Config, device: torch.device) -> to
 
 def _layer_index(name: str, depth: int) -> int:
     """1..depth for transformer layer i (0-based i-1), 0 below them, depth for anything above (final norms)."""
-    match = re.search(r"\.encoder\.layers?\.(\d+)\.", name)
+    match = re.search(r"\.(?:encoder\.)?layers?\.(\d+)\.", name)
     if match:
         return int(match.group(1)) + 1
-    below = ("embeddings", "feature_extractor", "feature_projection", "masked_spec_embed", "pos_conv_embed")
+    below = (
+        "embeddings",
+        "feature_extractor",
+        "feature_projection",
+        "masked_spec_embed",
+        "pos_conv_embed",
+        "conv1.",
+        "conv2.",
+        "embed_positions",
+    )
     return 0 if any(part in name for part in below) else depth
 
 
@@ -570,11 +579,16 @@ def load_tokenizer(cfg, train_texts: list[str]):
 
 
 def load_feature_extractor(cfg):
-    """The audio encoder's feature extractor, or a standard wav2vec2 one (normalise, zero-pad) at the model rate."""
-    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+    """The audio encoder's feature extractor, or for a tower built from a config a standard one at the model rate:
+    Whisper's log-mel front end (`num_mel_bins` bins) or wav2vec2's (normalise, zero-pad)."""
+    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
     if cfg.audio_encoder:
         return AutoFeatureExtractor.from_pretrained(cfg.audio_encoder, trust_remote_code=cfg.trust_remote_code)
+    if cfg.audio_config.get("model_type") == "whisper":
+        return WhisperFeatureExtractor(
+            feature_size=cfg.audio_config.get("num_mel_bins", 80), sampling_rate=cfg.sampling_rate
+        )
     return Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=cfg.sampling_rate,

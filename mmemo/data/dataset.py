@@ -142,17 +142,24 @@ class Collator:
         return batch
 
     def pad_audio(self, audios: list[np.ndarray | None]) -> dict:
-        """Normalise and zero-pad clips (missing ones become a silent stub); returns input_values, attention_mask."""
+        """Normalise and zero-pad clips (missing ones become a silent stub).
+
+        Returns:
+            input_values (B, S) and attention_mask (B, S) for a waveform tower, or input_features
+            (B, n_mels, frames) and a frame-level attention_mask for a log-mel (Whisper) feature extractor, padded
+            to the longest clip, not to Whisper's 30 s.
+        """
         stub = np.zeros(MIN_AUDIO_SAMPLES, dtype=np.float32)
         audios = [stub if a is None else np.pad(a, (0, max(0, MIN_AUDIO_SAMPLES - len(a)))) for a in audios]
         features = self.feature_extractor(
             audios,
             sampling_rate=self.feature_extractor.sampling_rate,
-            padding=True,
+            padding="longest",
             return_attention_mask=True,
             return_tensors="pt",
         )
-        return {"input_values": features["input_values"], "attention_mask": features["attention_mask"]}
+        name = "input_features" if "input_features" in features else "input_values"
+        return {name: features[name], "attention_mask": features["attention_mask"]}
 
 
 class BucketBatchSampler(Sampler):
