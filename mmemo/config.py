@@ -45,6 +45,12 @@ class ModelConfig:
     freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all
     freeze_audio_layers: int = 0
     max_text_tokens: int = 128
+    # Utterance acoustic statistics (mmemo.acoustic: pitch, energy, MFCC, voice quality, pauses) of the whole
+    # clip, standardised and projected to one extra token at the front of the audio stream.
+    acoustic_features: bool = False
+    # "global": standardise with the training clips' statistics (saved with the model); "speaker": with each
+    # speaker's own (training: the manifest's speaker column; inference: an enrolled SpeakerProfile, else global).
+    acoustic_normalization: str = "global"
     sampling_rate: int = 16000
     trust_remote_code: bool = False
     labels: list = field(default_factory=list)  # filled from the training data when empty

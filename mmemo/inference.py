@@ -122,7 +122,7 @@ class EmotionRecognizer:
         self.config = config
         self.temperature = float(temperature)
         self.labels = list(config.labels)
-        self.collator = Collator(tokenizer, feature_extractor, config.max_text_tokens)
+        self.collator = Collator(tokenizer, feature_extractor, config.max_text_tokens, config.acoustic_features)
         self.quantized = False
 
     @property
@@ -259,6 +259,7 @@ class EmotionRecognizer:
         batch_size: int = 16,
         window_seconds: float = WINDOW_SECONDS,
         overlap_seconds: float = OVERLAP_SECONDS,
+        speaker_profile=None,
     ):
         """Classify text, audio or both.
 
@@ -270,12 +271,16 @@ class EmotionRecognizer:
             batch_size: inputs (or long-audio segments) per forward pass; inputs are sorted by length first.
             window_seconds: audio longer than this is split into speech segments of at most this length.
             overlap_seconds: overlap between consecutive windows inside one long speech region.
+            speaker_profile: the speaker's `SpeakerProfile` (or the path of its JSON file, see `enrol_speaker`):
+                the acoustic statistics are standardised against that speaker instead of the training clips.
+                Only for models with `acoustic_features`.
 
         Returns:
             A Prediction, or a list of them (in input order) when a list was given.
 
         Raises:
-            DataError: no input, mismatched list lengths, unreadable audio, or an array without sampling_rate.
+            DataError: no input, mismatched list lengths, unreadable audio, an array without sampling_rate, or a
+                speaker profile for a model without acoustic statistics.
             ValueError: batch_size < 1, or overlap_seconds not in [0, window_seconds).
         """
         if batch_size < 1:
@@ -291,6 +296,7 @@ class EmotionRecognizer:
         audios = audios or [None] * n
         if len(texts) != len(audios):
             raise DataError(f"predict(): {len(texts)} texts but {len(audios)} audio inputs; give one of each per item")
+        reference = self._reference(speaker_profile)
         items = []
         for i, (t, a) in enumerate(zip(texts, audios)):
             where = f"audio[{i}]" if batched else "audio"
@@ -298,9 +304,39 @@ class EmotionRecognizer:
             t = (t or "").strip()
             if not t and waveform is None:
                 raise DataError(f"input {i}: empty text and no audio; give a transcript, audio, or both")
-            items.append({"text": t, "audio": waveform})
+            items.append({"text": t, "audio": waveform, "reference": reference})
         predictions = self._predict_items(items, batch_size, window_seconds, overlap_seconds)
         return predictions if batched else predictions[0]
+
+    def enrol_speaker(self, audio, sampling_rate: int | None = None):
+        """A `SpeakerProfile` from a few unlabelled clips of one speaker (files, or arrays with sampling_rate).
+
+        Save it with `.save("me.json")` and pass it (or the path) as `predict(..., speaker_profile=...)`. Five or
+        more clips of ordinary speech give a usable profile; the emotions in them do not need to be known.
+        """
+        from mmemo.acoustic import SpeakerProfile, functionals
+
+        clips = _as_list(audio)
+        if not clips:
+            raise DataError("enrol_speaker() needs at least one clip")
+        rate = self.config.sampling_rate
+        waves = [self._waveform(a, sampling_rate, where=f"audio[{i}]") for i, a in enumerate(clips)]
+        return SpeakerProfile.enrol(np.stack([functionals(w, rate) for w in waves]))
+
+    def _reference(self, speaker_profile) -> np.ndarray | None:
+        """A speaker profile as the (2, F) reference the acoustic token is standardised against."""
+        if speaker_profile is None:
+            return None
+        if not self.config.acoustic_features:
+            raise DataError(
+                "this model has no acoustic statistics (model.acoustic_features is off), so a speaker profile "
+                "cannot change its predictions; train with model.acoustic_features: true"
+            )
+        from mmemo.acoustic import SpeakerProfile
+
+        if not isinstance(speaker_profile, SpeakerProfile):
+            speaker_profile = SpeakerProfile.load(speaker_profile)
+        return np.stack([speaker_profile.mean, speaker_profile.std]).astype(np.float32)
 
     def _predict_items(
         self, items: list[dict], batch_size: int, window_seconds: float, overlap_seconds: float
@@ -316,7 +352,7 @@ class EmotionRecognizer:
                 continue
             windows = speech_windows(wave, rate, window_seconds, overlap_seconds)
             spans.append(windows)
-            units += [{"text": item["text"], "audio": wave[a:b]} for a, b in windows]
+            units += [{**item, "audio": wave[a:b]} for a, b in windows]
         views = self._classify(units, batch_size)
         out, k = [], 0
         for item, item_spans in zip(items, spans):

@@ -263,6 +263,21 @@ class EmotionModel(nn.Module):
         self.text_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.audio_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.presence = nn.Embedding(3, dim)
+        self.acoustic_proj = None
+        if cfg.acoustic_features:
+            from mmemo.acoustic import FEATURE_NAMES
+
+            if cfg.acoustic_normalization not in ("global", "speaker"):
+                raise ConfigError(
+                    f"model.acoustic_normalization must be 'global' or 'speaker', got {cfg.acoustic_normalization!r}"
+                )
+            n = len(FEATURE_NAMES)
+            # The training clips' statistics: the reference for clips whose speaker is unknown.
+            self.register_buffer("acoustic_mean", torch.zeros(n))
+            self.register_buffer("acoustic_std", torch.ones(n))
+            self.acoustic_proj = nn.Sequential(
+                nn.Dropout(cfg.dropout), nn.Linear(n, dim), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(dim, dim)
+            )
         if cfg.fusion == "cross_attention":
             self.fusion = CrossAttentionFusion(
                 dim, cfg.fusion_heads, cfg.fusion_layers, cfg.dropout, cfg.text_pooling, cfg.audio_pooling
@@ -288,7 +303,27 @@ class EmotionModel(nn.Module):
     def encode_audio(self, audio: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded waveforms or log-mel features → projected frame states (B, T_audio, D) and mask (B, T_audio)."""
         states, mask = self.audio_encoder(audio[self.audio_encoder.input_name], audio["attention_mask"])
-        return self.audio_proj(states), mask
+        states = self.audio_proj(states)
+        if self.acoustic_proj is None:
+            return states, mask
+        token = self.acoustic_proj(self.standardise_acoustic(audio["functionals"], audio.get("reference")))
+        states = torch.cat([token[:, None].to(states.dtype), states], dim=1)  # (B, 1 + T_audio, D)
+        return states, torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+
+    def set_acoustic_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the training clips' functionals mean and (floored) std, saved with the weights."""
+        self.acoustic_mean.copy_(torch.as_tensor(mean))
+        self.acoustic_std.copy_(torch.as_tensor(std))
+
+    def standardise_acoustic(self, functionals: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Z-score functionals (B, F) against per-clip references (B, 2, F) of mean and std (a speaker's
+        profile); NaN references, or none, fall back to the training statistics. Clipped to ±10."""
+        mean, std = self.acoustic_mean.expand_as(functionals), self.acoustic_std.expand_as(functionals)
+        if reference is not None:
+            known = ~torch.isnan(reference[:, 0, :1])  # (B, 1)
+            mean = torch.where(known, reference[:, 0].nan_to_num(), mean)
+            std = torch.where(known, reference[:, 1].nan_to_num(nan=1.0), std)
+        return ((functionals.float() - mean) / std).clamp(-10.0, 10.0)
 
     def fuse(self, text_enc=None, audio_enc=None, text_present=None, audio_present=None) -> torch.Tensor:
         """Fuse encoded streams into logits (B, C); a stream that is None or not present for a sample is absent."""

@@ -117,6 +117,8 @@ def setup(cfg: Config, resume: bool = False) -> Run:
         if split_rows
     }
     model = recognizer.model
+    if cfg.model.acoustic_features and not resume:
+        set_acoustic_statistics(model, loaders["train"].dataset)
     optimizer = make_optimizer(model, cfg, device)
     total_steps = cfg.train.epochs * math.ceil(len(loaders["train"]) / cfg.train.grad_accum)
     scheduler = _warmup_linear_decay(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
@@ -180,6 +182,15 @@ def build_recognizer(model_cfg, splits: dict[str, list[dict]], device: torch.dev
     text_model, audio_model = build_encoders(model_cfg, vocab_size=len(tokenizer))
     model = EmotionModel(model_cfg, len(model_cfg.labels), text_model, audio_model).to(device)
     return EmotionRecognizer(model, tokenizer, feature_extractor, model_cfg)
+
+
+def set_acoustic_statistics(model: EmotionModel, train_set: EmotionDataset) -> None:
+    """The training clips' functionals mean and std become the model's reference for unknown speakers."""
+    from mmemo.acoustic import SpeakerProfile
+
+    has_audio = [i for i, row in enumerate(train_set.rows) if row["audio"]]
+    population = SpeakerProfile.enrol(train_set.functionals[has_audio])
+    model.set_acoustic_statistics(torch.from_numpy(population.mean).float(), torch.from_numpy(population.std).float())
 
 
 def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
@@ -505,6 +516,7 @@ def make_loader(
         seed=cfg.train.seed,
         skip_bad=cfg.data.on_bad_sample == "skip",
         cache_dir=cfg.data.cache_dir or None,
+        acoustic=cfg.model.acoustic_normalization if cfg.model.acoustic_features else None,
     )
     sampler = BucketBatchSampler(
         dataset.durations(),

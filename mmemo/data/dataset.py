@@ -46,6 +46,7 @@ class EmotionDataset(Dataset):
         seed: int = 0,
         skip_bad: bool = False,
         cache_dir: str | None = None,
+        acoustic: str | None = None,
     ):
         self.rows = rows
         self.label_to_id = label_to_id
@@ -56,6 +57,11 @@ class EmotionDataset(Dataset):
         self.skip_bad = skip_bad
         self.cache = AudioCache(cache_dir, sampling_rate) if cache_dir else None
         self.epoch = 0
+        self.functionals = self.references = None
+        if acoustic:
+            self.functionals = self._clip_functionals()
+            if acoustic == "speaker":
+                self.references = self._speaker_references()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -78,12 +84,50 @@ class EmotionDataset(Dataset):
                 warnings.warn(f"skipping row {row['id']}: {e}")
                 return None
             audio = self._crop(audio, index)
-        return {
+        item = {
             "id": row["id"],
             "text": row["text"].strip(),
             "audio": audio,
             "label": self.label_to_id.get(row["label"], -100),
         }
+        if self.functionals is not None:  # of the whole clip, not the crop: utterance-level statistics
+            item["functionals"] = self.functionals[index]
+            item["reference"] = None if self.references is None else self.references[index]
+        return item
+
+    def _clip_functionals(self) -> np.ndarray:
+        """(N, F) acoustic functionals of every row's whole clip (zeros without audio); cached with the audio."""
+        from mmemo.acoustic import FEATURE_NAMES, functionals
+
+        table = np.zeros((len(self.rows), len(FEATURE_NAMES)), dtype=np.float32)
+        for i, row in enumerate(self.rows):
+            if not row["audio"]:
+                continue
+            start, end = row.get("start"), row.get("end")
+            try:
+                if self.cache is not None:
+                    table[i] = self.cache.functionals(row["audio"], start, end)
+                else:
+                    table[i] = functionals(load_audio(row["audio"], self.sampling_rate, start, end), self.sampling_rate)
+            except DataError as e:
+                if not self.skip_bad:
+                    raise DataError(f"row {row['id']}: {e}") from None
+        return table
+
+    def _speaker_references(self) -> np.ndarray:
+        """(N, 2, F) each row's speaker's functionals mean and std, enrolled from that speaker's rows here
+        (labels unused); NaN for rows without a speaker or audio (the model then uses its training statistics)."""
+        from mmemo.acoustic import SpeakerProfile
+
+        references = np.full((len(self.rows), 2, self.functionals.shape[1]), np.nan, dtype=np.float32)
+        by_speaker: dict[str, list[int]] = {}
+        for i, row in enumerate(self.rows):
+            if row["audio"] and row.get("speaker"):
+                by_speaker.setdefault(row["speaker"], []).append(i)
+        for indices in by_speaker.values():
+            profile = SpeakerProfile.enrol(self.functionals[indices])
+            references[indices] = np.stack([profile.mean, profile.std]).astype(np.float32)
+        return references
 
     def durations(self) -> list[float]:
         """Clip durations in seconds from file headers (0 for text-only rows), capped at the crop length."""
@@ -109,10 +153,11 @@ class Collator:
     row without audio is a missing modality for that sample, not an error.
     """
 
-    def __init__(self, tokenizer, feature_extractor, max_text_tokens: int = 128):
+    def __init__(self, tokenizer, feature_extractor, max_text_tokens: int = 128, acoustic_features: bool = False):
         self.tokenizer = tokenizer
         self.feature_extractor = feature_extractor
         self.max_text_tokens = max_text_tokens
+        self.acoustic_features = acoustic_features
 
     def __call__(self, items: list[dict | None]) -> dict:
         skipped = sum(item is None for item in items)
@@ -139,7 +184,32 @@ class Collator:
             )
         if audio_present.any():
             batch["audio"] = self.pad_audio(audios)
+            if self.acoustic_features:
+                batch["audio"].update(self.acoustic_inputs(items))
         return batch
+
+    def acoustic_inputs(self, items: list[dict]) -> dict:
+        """`functionals` (B, F) and `reference` (B, 2, F; NaN: no speaker profile) for the acoustic token.
+
+        Items from an EmotionDataset carry their whole clip's functionals; others (inference) get them computed
+        from their audio here.
+        """
+        from mmemo.acoustic import FEATURE_NAMES, functionals
+
+        rate = self.feature_extractor.sampling_rate
+        values, references = [], []
+        for item in items:
+            value = item.get("functionals")
+            if value is None:
+                audio = item["audio"]
+                value = np.zeros(len(FEATURE_NAMES), np.float32) if audio is None else functionals(audio, rate)
+            values.append(value)
+            reference = item.get("reference")
+            references.append(np.full((2, len(value)), np.nan, np.float32) if reference is None else reference)
+        return {
+            "functionals": torch.from_numpy(np.stack(values).astype(np.float32)),
+            "reference": torch.from_numpy(np.stack(references).astype(np.float32)),
+        }
 
     def pad_audio(self, audios: list[np.ndarray | None]) -> dict:
         """Normalise and zero-pad clips (missing ones become a silent stub).
