@@ -6,11 +6,13 @@ import os
 
 import torch
 
+from mmemo.builders import make_loader
 from mmemo.config import Config, DataConfig
 from mmemo.data.manifest import read_manifest
+from mmemo.distributed import resolve_device
 from mmemo.errors import DataError
 from mmemo.inference import EmotionRecognizer
-from mmemo.train import evaluate, make_loader, resolve_device
+from mmemo.train import evaluate
 
 
 def evaluate_manifest(

@@ -25,7 +25,7 @@ SUBTYPES = {np.int16: "PCM_16", np.int32: "PCM_32", np.float32: "FLOAT", np.floa
 
 @pytest.fixture(scope="module")
 def collator():
-    from mmemo.train import load_feature_extractor
+    from mmemo.builders import load_feature_extractor
 
     tokenizer = train_wordpiece(["what a day", "I am so angry", "fine thanks"], vocab_size=100)
     return Collator(tokenizer, load_feature_extractor(ModelConfig()), max_text_tokens=16)

@@ -110,7 +110,7 @@ def test_a_local_whisper_checkpoint_loads_its_encoder_weights(tmp_path):
     _, audio_model = build_encoders(cfg, vocab_size=50)
     assert not hasattr(audio_model, "decoder")
     torch.testing.assert_close(audio_model.layers[1].fc1.weight, full.model.encoder.layers[1].fc1.weight)
-    from mmemo.train import load_feature_extractor
+    from mmemo.builders import load_feature_extractor
 
     assert type(load_feature_extractor(cfg)).__name__ == "WhisperFeatureExtractor"
 

@@ -1,0 +1,241 @@
+"""Builders for a training run: the recipe's settings check, data splits, recognizer, loaders, optimizer, schedule.
+
+`mmemo.train.setup` calls these in order; evaluation (`mmemo.evaluate`) and the training benchmark
+(`mmemo bench train`) call the same ones so that they load, batch and optimise exactly as training does.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mmemo.config import Config
+from mmemo.data.audio import audio_duration
+from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset
+from mmemo.data.manifest import label_set, read_manifest
+from mmemo.data.text import train_wordpiece
+from mmemo.errors import ConfigError, DataError
+from mmemo.inference import EmotionRecognizer
+from mmemo.metrics import CONDITIONS
+from mmemo.model import EmotionModel, build_encoders
+
+
+def check_settings(cfg: Config, resume: bool) -> None:
+    """Reject settings that would fail later (or overwrite a run) before any data is read."""
+    if not cfg.data.manifest:
+        raise ConfigError("data.manifest is empty; set it in the config or pass data.manifest=PATH")
+    if cfg.train.monitor not in CONDITIONS:
+        raise ConfigError(f"train.monitor must be one of {', '.join(CONDITIONS)}, got {cfg.train.monitor!r}")
+    if cfg.data.on_bad_sample not in ("fail", "skip"):
+        raise ConfigError(f"data.on_bad_sample must be 'fail' or 'skip', got {cfg.data.on_bad_sample!r}")
+    if cfg.train.grad_accum < 1:
+        raise ConfigError(f"train.grad_accum must be at least 1, got {cfg.train.grad_accum}")
+    out_dir = Path(cfg.train.output_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (cfg.train.overwrite or resume):
+        raise ConfigError(
+            f"output folder {out_dir} already exists; resume it with --resume, pass "
+            "train.overwrite=true to replace its contents, or choose another train.output_dir=..."
+        )
+
+
+def load_splits(cfg: Config) -> dict[str, list[dict]]:
+    """The manifest's rows by split, after the bad-audio check; train and valid must not be empty."""
+    rows = drop_unreadable(read_manifest(cfg.data.manifest), cfg)
+    empty = [r["id"] for r in rows if not r["audio"] and not r["text"].strip()]
+    if empty:
+        raise DataError(
+            f"{cfg.data.manifest}: {len(empty)} row(s) have neither text nor audio ({', '.join(empty[:5])}"
+            f"{', ...' if len(empty) > 5 else ''}); give each row a transcript or an audio file"
+        )
+    splits = {name: [r for r in rows if r["split"] == name] for name in ("train", "valid", "test")}
+    for name in ("train", "valid"):
+        if not splits[name]:
+            raise DataError(f"{cfg.data.manifest}: the {name} split is empty; every run needs train and valid rows")
+    return splits
+
+
+def build_recognizer(model_cfg, splits: dict[str, list[dict]], device: torch.device) -> EmotionRecognizer:
+    """A fresh recognizer: label set (config or training labels), tokenizer, feature extractor and model."""
+    model_cfg = copy.deepcopy(model_cfg)
+    model_cfg.labels = list(model_cfg.labels) or label_set(splits["train"])
+    tokenizer = load_tokenizer(model_cfg, [r["text"] for r in splits["train"]])
+    feature_extractor = load_feature_extractor(model_cfg)
+    text_model, audio_model = build_encoders(model_cfg, vocab_size=len(tokenizer))
+    model = EmotionModel(model_cfg, len(model_cfg.labels), text_model, audio_model).to(device)
+    return EmotionRecognizer(model, tokenizer, feature_extractor, model_cfg)
+
+
+def drop_unreadable(rows: list[dict], cfg: Config) -> list[dict]:
+    """Check every audio file exists and has a readable header before training starts.
+
+    With `data.on_bad_sample: fail` (the default) any bad file is a DataError listing them; with `skip` the
+    rows are dropped with a warning (and clips that fail to decode later are skipped and counted).
+    """
+    bad = [
+        (row, "missing file" if not Path(row["audio"]).is_file() else "unreadable audio")
+        for row in rows
+        if row["audio"] and not audio_duration(row["audio"])
+    ]
+    if not bad:
+        return rows
+    listing = "; ".join(f"{row['id']} ({why}: {row['audio']})" for row, why in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    if cfg.data.on_bad_sample == "fail":
+        raise DataError(
+            f"{cfg.data.manifest}: {len(bad)} row(s) with bad audio: {listing}{more}. Run `mmemo data "
+            "check` to list them (and --write-clean a fixed manifest), or set data.on_bad_sample=skip"
+        )
+    warnings.warn(f"skipping {len(bad)} row(s) with bad audio: {listing}{more}")
+    bad_ids = {row["id"] for row, _ in bad}
+    return [row for row in rows if row["id"] not in bad_ids]
+
+
+def make_loader(
+    rows: list[dict],
+    label_to_id: dict,
+    cfg: Config,
+    collator: Collator,
+    train: bool,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """A DataLoader over length-bucketed batches (shuffled for training, sorted for evaluation).
+
+    Under DDP each rank trains on its own share of the training batches; evaluation loaders are not sharded.
+    """
+    dataset = EmotionDataset(
+        rows,
+        label_to_id,
+        cfg.model.sampling_rate,
+        cfg.data.max_audio_seconds,
+        train=train,
+        seed=cfg.train.seed,
+        skip_bad=cfg.data.on_bad_sample == "skip",
+        cache_dir=cfg.data.cache_dir or None,
+        acoustic=cfg.model.acoustic_normalization if cfg.model.acoustic_features else None,
+    )
+    sampler = BucketBatchSampler(
+        dataset.durations(),
+        cfg.data.batch_size,
+        cfg.data.max_batch_seconds,
+        shuffle=train,
+        seed=cfg.train.seed,
+        rank=rank if train else 0,
+        world_size=world_size if train else 1,
+    )
+    workers = cfg.data.num_workers
+    # Its own generator: a DataLoader otherwise draws from the global RNG each epoch, which would make a
+    # resumed run's dropout masks differ from an uninterrupted run's.
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+
+
+def set_acoustic_statistics(model: EmotionModel, train_set) -> None:
+    """The training clips' functionals mean and std become the model's reference for unknown speakers."""
+    from mmemo.acoustic import SpeakerProfile
+
+    has_audio = [i for i, row in enumerate(train_set.rows) if row["audio"]]
+    population = SpeakerProfile.enrol(train_set.functionals[has_audio])
+    model.set_acoustic_statistics(torch.from_numpy(population.mean).float(), torch.from_numpy(population.std).float())
+
+
+def make_optimizer(model: EmotionModel, cfg: Config, device: torch.device) -> torch.optim.AdamW:
+    """AdamW: the head at `lr`, encoder layers at `encoder_lr` scaled by `layer_decay` per layer below the top
+    (embeddings and the CNN front end count as layer 0); no weight decay on biases and norms."""
+    depths = {
+        "text_encoder": len(model.text_encoder.model.encoder.layer),
+        "audio_encoder": model.audio_encoder.num_layers,
+    }
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = cfg.train.lr
+        tower = name.split(".")[0]
+        if name.startswith(("text_encoder.model.", "audio_encoder.model.")):
+            depth = depths[tower]
+            lr = cfg.train.encoder_lr * cfg.train.layer_decay ** (depth - _layer_index(name, depth))
+        decay = cfg.train.weight_decay if param.ndim > 1 and "norm" not in name.lower() else 0.0
+        groups.setdefault((lr, decay), {"params": [], "lr": lr, "weight_decay": decay})["params"].append(param)
+    return torch.optim.AdamW(list(groups.values()), fused=device.type == "cuda")
+
+
+def _layer_index(name: str, depth: int) -> int:
+    """1..depth for transformer layer i (0-based i-1), 0 below them, depth for anything above (final norms)."""
+    match = re.search(r"\.(?:encoder\.)?layers?\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    below = (
+        "embeddings",
+        "feature_extractor",
+        "feature_projection",
+        "masked_spec_embed",
+        "pos_conv_embed",
+        "conv1.",
+        "conv2.",
+        "embed_positions",
+    )
+    return 0 if any(part in name for part in below) else depth
+
+
+def load_tokenizer(cfg, train_texts: list[str]):
+    """The configured tokenizer, the text encoder's own, or a WordPiece trained on the training transcripts."""
+    name = cfg.tokenizer or cfg.text_encoder
+    if name:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
+    return train_wordpiece(train_texts, cfg.tokenizer_vocab_size)
+
+
+def load_feature_extractor(cfg):
+    """The audio encoder's feature extractor, or for a tower built from a config a standard one at the model rate:
+    Whisper's log-mel front end (`num_mel_bins` bins) or wav2vec2's (normalise, zero-pad)."""
+    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
+
+    if cfg.audio_encoder:
+        return AutoFeatureExtractor.from_pretrained(cfg.audio_encoder, trust_remote_code=cfg.trust_remote_code)
+    if cfg.audio_config.get("model_type") == "whisper":
+        return WhisperFeatureExtractor(
+            feature_size=cfg.audio_config.get("num_mel_bins", 80), sampling_rate=cfg.sampling_rate
+        )
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=cfg.sampling_rate,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def warmup_linear_decay(optimizer, warmup: int, total: int):
+    """Linear warm-up over `warmup` optimizer steps, then linear decay to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,81 @@
+"""Devices and torchrun/DDP plumbing for the training recipe: device choice, process group, model wrapping.
+
+A one-process run passes through every function here unchanged (world size 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from mmemo.config import Config
+from mmemo.errors import ConfigError
+from mmemo.model import EmotionModel
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """ "auto" → cuda when available, else cpu; anything else as given (checked). Under torchrun, a "cuda" or
+    "auto" device becomes this process's GPU (LOCAL_RANK)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        name = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
+    return device
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1); returns (rank, world size).
+
+    NCCL on GPUs, gloo on CPUs. A one-process run does nothing.
+    """
+    import torch.distributed as dist
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        gpu = device != "cpu" and torch.cuda.is_available()
+        dist.init_process_group("nccl" if gpu else "gloo")
+    return dist.get_rank(), world_size
+
+
+def wrap_model(model: EmotionModel, cfg: Config, device: torch.device, world_size: int) -> torch.nn.Module:
+    """Apply gradient checkpointing, torch.compile and DDP as configured; returns what the loss step calls.
+
+    DDP needs `find_unused_parameters`: modality dropout (a whole tower unused in a step) and wav2vec2's
+    layerdrop leave parameters without gradients.
+    """
+    if cfg.train.gradient_checkpointing:
+        model.text_encoder.model.gradient_checkpointing_enable()
+        model.audio_encoder.model.gradient_checkpointing_enable()
+    forward = model
+    if cfg.train.compile:
+        model.audio_encoder.model.config.mask_time_prob = 0.0  # host-side SpecAugment masks break the graph
+        model.audio_encoder.model.config.mask_feature_prob = 0.0
+        forward = torch.compile(model)
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            forward, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    return forward
+
+
+def no_sync(forward: torch.nn.Module, world_size: int, skip: bool):
+    """DDP's no_sync() for micro-batches before an accumulation boundary; a no-op otherwise."""
+    return forward.no_sync() if skip and world_size > 1 else contextlib.nullcontext()
+
+
+def barrier(world_size: int) -> None:
+    """Wait for every rank (a no-op in a one-process run)."""
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()

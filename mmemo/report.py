@@ -1,0 +1,90 @@
+"""What a training run reports: the start-of-run header line, report.md and the two figures in the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmemo.config import Config
+from mmemo.data.dataset import padding_ratio
+from mmemo.metrics import CONDITION_NAMES, CONDITIONS, format_table
+from mmemo.model import count_parameters
+
+if TYPE_CHECKING:
+    from mmemo.train import Run
+
+
+def write_report(
+    out_dir: Path,
+    cfg: Config,
+    labels: list[str],
+    history: list[dict],
+    best_epoch: int,
+    valid: dict,
+    test: dict | None,
+    calibration: dict,
+) -> None:
+    """report.md, confusion_matrix.png and training_curves.png in the run folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    final = test or valid
+    split = "test" if test else "valid"
+    lines = [
+        f"# mmemo run: {out_dir.name}",
+        "",
+        f"Manifest: `{cfg.data.manifest}`; labels: {', '.join(labels)}; "
+        f"best epoch {best_epoch} of {len(history)} (by validation UA, {CONDITION_NAMES[cfg.train.monitor]}).",
+        "",
+        format_table(valid, "## Validation"),
+        "",
+        format_table(final, f"## {split.capitalize()}") if test else "",
+        "",
+        f"Calibration (temperature scaling on validation, text+audio): T = "
+        f"{calibration['temperature']:.3f}, expected calibration error {calibration['ece_before']:.3f} → "
+        f"{calibration['ece_after']:.3f}.",
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "![training curves](training_curves.png)",
+        "",
+    ]
+    (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ConfusionMatrixDisplay(np.array(final["both"]["confusion"]), display_labels=labels).plot(ax=ax, colorbar=False)
+    ax.set_title(f"{split}, text+audio (UA {final['both']['ua']:.3f})")
+    fig.tight_layout()
+    fig.savefig(out_dir / "confusion_matrix.png", dpi=120)
+    plt.close(fig)
+
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    left.set(title="training loss", xlabel="epoch")
+    for cond in CONDITIONS:
+        right.plot(epochs, [h[f"valid_{cond}_ua"] for h in history], marker="o", label=cond)
+    right.set(title="validation UA", xlabel="epoch", ylim=(0, 1))
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "training_curves.png", dpi=120)
+    plt.close(fig)
+
+
+def print_header(run: Run) -> None:
+    """One line at the start of training: split sizes, labels, parameters, device, padding, modality dropout."""
+    sizes = {name: len(loader.dataset) for name, loader in run.loaders.items()}
+    sampler = run.loaders["train"].batch_sampler
+    pad = padding_ratio(sampler.batches(), sampler.durations)
+    tqdm.write(
+        f"mmemo train: {sizes} rows, labels {run.recognizer.labels}, "
+        f"{count_parameters(run.model) / 1e6:.2f}M parameters "
+        f"({count_parameters(run.model, trainable_only=True) / 1e6:.2f}M trainable), device {run.device}, "
+        f"padding ratio {pad:.2f}, modality dropout {run.cfg.train.modality_dropout}"
+    )
