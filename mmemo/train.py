@@ -33,6 +33,7 @@ from mmemo.calibration import calibrate, logits_by_condition
 from mmemo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmemo.config import Config
 from mmemo.data.audio import audio_duration
+from mmemo.data.augment import Augmenter, build_augmenter
 from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset, padding_ratio
 from mmemo.data.manifest import label_set, read_manifest
 from mmemo.data.text import train_wordpiece
@@ -80,6 +81,7 @@ def setup(cfg: Config, resume: bool = False) -> Run:
             has neither text nor audio, or (with `data.on_bad_sample: fail`) audio files are unreadable.
     """
     _check_settings(cfg, resume)
+    augmenter = build_augmenter(cfg.data.augment)
     rank, world_size = init_distributed(cfg.train.device)
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
@@ -112,6 +114,7 @@ def setup(cfg: Config, resume: bool = False) -> Run:
             device=device,
             rank=rank,
             world_size=world_size,
+            augmenter=augmenter if name == "train" else None,
         )
         for name, split_rows in splits.items()
         if split_rows
@@ -491,11 +494,14 @@ def make_loader(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
+    augmenter: Augmenter | None = None,
 ) -> DataLoader:
     """A DataLoader over length-bucketed batches (shuffled for training, sorted for evaluation).
 
     Under DDP each rank trains on its own share of the training batches; evaluation loaders are not sharded.
+    `augmenter` (training loaders only) augments the clips and, for a log-mel tower, masks their features.
     """
+    augmenter = augmenter if train else None
     dataset = EmotionDataset(
         rows,
         label_to_id,
@@ -505,6 +511,7 @@ def make_loader(
         seed=cfg.train.seed,
         skip_bad=cfg.data.on_bad_sample == "skip",
         cache_dir=cfg.data.cache_dir or None,
+        augment=augmenter,
     )
     sampler = BucketBatchSampler(
         dataset.durations(),
@@ -521,7 +528,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=collator,
+        collate_fn=collator.for_training(augmenter) if augmenter is not None else collator,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
