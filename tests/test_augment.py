@@ -3,6 +3,7 @@ says (SNR, gain, speed, masks), bad specs are named, and a tiny training run wit
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -224,17 +225,38 @@ def test_cache_keeps_clean_clips_and_workers_agree(rows, tmp_path):
         np.testing.assert_array_equal(ours, theirs)
 
 
+def test_setup_augments_the_training_loader_only_and_reproducibly(synth_corpus, tmp_path):
+    from mmemo.config import config_from_dict
+    from mmemo.train import setup
+
+    def first_batch_of_epoch_one(name):
+        cfg = tiny_config_dict(synth_corpus, tmp_path / name, threads=1)
+        cfg["data"]["augment"] = EVERYTHING
+        with pytest.warns(UserWarning, match="spec_mask needs a log-mel audio tower"):
+            run = setup(config_from_dict(cfg))
+        assert run.loaders["train"].dataset.augment is not None
+        assert run.loaders["valid"].dataset.augment is None and run.loaders["test"].dataset.augment is None
+        loader = run.loaders["train"]
+        loader.batch_sampler.set_epoch(1)
+        loader.dataset.set_epoch(1)
+        return next(iter(loader))["audio"]["input_values"]
+
+    # two setups, as an uninterrupted run and a run resumed at epoch 1 make: the same augmented batch
+    assert torch.equal(first_batch_of_epoch_one("a"), first_batch_of_epoch_one("b"))
+
+
 def test_tiny_training_run_with_augmentation(synth_corpus, tmp_path):
     from mmemo.config import config_from_dict
     from mmemo.train import train
 
     cfg = tiny_config_dict(synth_corpus, tmp_path / "run", epochs=2, threads=1)
-    cfg["data"]["augment"] = {**EVERYTHING, "spec_mask": None}
+    cfg["data"]["max_audio_seconds"] = 2.0  # keeps the test fast; augmentation cost does not depend on it much
+    cfg["data"]["augment"] = {**EVERYTHING, "spec_mask": None, "p_speed": 1.0, "p_noise": 1.0}
     result = train(config_from_dict(cfg))
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2
-    assert (tmp_path / "run" / "model").is_dir()
-    assert result is not None
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["train_loss"]) for h in history) and result["skipped"] == 0
+    assert 0.0 <= result["test"]["both"]["ua"] <= 1.0
     cfg["data"]["augment"] = {"speed": [0.9, 1.1], "nosie_snr": [5, 10]}
     cfg["train"]["output_dir"] = str(tmp_path / "bad")
     with pytest.raises(ConfigError, match="did you mean 'noise_snr'"):
