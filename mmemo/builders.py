@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from mmemo.config import Config
 from mmemo.data.audio import audio_duration
+from mmemo.data.augment import Augmenter
 from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset
 from mmemo.data.manifest import label_set, read_manifest
 from mmemo.data.text import train_wordpiece
@@ -106,11 +107,14 @@ def make_loader(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
+    augmenter: Augmenter | None = None,
 ) -> DataLoader:
     """A DataLoader over length-bucketed batches (shuffled for training, sorted for evaluation).
 
     Under DDP each rank trains on its own share of the training batches; evaluation loaders are not sharded.
+    `augmenter` (training loaders only) augments the clips and, for a log-mel tower, masks their features.
     """
+    augmenter = augmenter if train else None
     dataset = EmotionDataset(
         rows,
         label_to_id,
@@ -121,6 +125,7 @@ def make_loader(
         skip_bad=cfg.data.on_bad_sample == "skip",
         cache_dir=cfg.data.cache_dir or None,
         acoustic=cfg.model.acoustic_normalization if cfg.model.acoustic_features else None,
+        augment=augmenter,
     )
     sampler = BucketBatchSampler(
         dataset.durations(),
@@ -137,7 +142,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=collator,
+        collate_fn=collator.for_training(augmenter) if augmenter is not None else collator,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,

@@ -68,6 +68,9 @@ class DataConfig:
     num_workers: int = 0
     on_bad_sample: str = "fail"  # fail: stop before training on unreadable audio; skip: drop and count such clips
     cache_dir: str = ""  # decoded-audio cache folder (e.g. ~/.cache/mmemo/audio); empty: decode every time
+    # Training-time augmentation, e.g. {speed: [0.9, 1.1], noise_snr: [10, 30]}; {} is off. Keys and defaults:
+    # mmemo/data/augment.py. Never applied at evaluation.
+    augment: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -122,7 +122,9 @@ class EmotionRecognizer:
         self.config = config
         self.temperature = float(temperature)
         self.labels = list(config.labels)
-        self.collator = Collator(tokenizer, feature_extractor, config.max_text_tokens, config.acoustic_features)
+        self.collator = Collator(
+            tokenizer, feature_extractor, config.max_text_tokens, acoustic_features=config.acoustic_features
+        )
         self.quantized = False
 
     @property

@@ -39,6 +39,7 @@ from mmemo.builders import (
 from mmemo.calibration import calibrate, logits_by_condition
 from mmemo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmemo.config import Config
+from mmemo.data.augment import build_augmenter
 from mmemo.distributed import barrier, init_distributed, no_sync, resolve_device, wrap_model
 from mmemo.errors import DataError
 from mmemo.inference import EmotionRecognizer, move_batch
@@ -85,6 +86,7 @@ def setup(cfg: Config, resume: bool = False) -> Run:
             has neither text nor audio, or (with `data.on_bad_sample: fail`) audio files are unreadable.
     """
     check_settings(cfg, resume)
+    augmenter = build_augmenter(cfg.data.augment)
     rank, world_size = init_distributed(cfg.train.device)
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
@@ -117,6 +119,7 @@ def setup(cfg: Config, resume: bool = False) -> Run:
             device=device,
             rank=rank,
             world_size=world_size,
+            augmenter=augmenter if name == "train" else None,
         )
         for name, split_rows in splits.items()
         if split_rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import warnings
@@ -11,11 +12,16 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mmemo.data.audio import audio_duration, load_audio
+from mmemo.data.augment import Augmenter
 from mmemo.data.cache import AudioCache
 from mmemo.errors import DataError
 
 # Wav2vec2's convolutional front end needs at least 400 samples (25 ms) to produce one frame.
 MIN_AUDIO_SAMPLES = 400
+# Log-mel feature extractors (Whisper's) step 160 samples (10 ms at 16 kHz) per frame.
+MEL_HOP = 160
+# Added to (seed, epoch, index) so augmentation draws are independent of the crop's draws.
+AUGMENT_SALT = 0xA06
 
 
 def clip_seconds(row: dict) -> float:
@@ -33,7 +39,10 @@ class EmotionDataset(Dataset):
     Training clips longer than `max_seconds` are randomly cropped (seeded by seed, epoch and index, so a
     resumed run sees the same crops); evaluation clips are centre-cropped. With `skip_bad`, a clip that fails
     to decode gives None (the collator drops and counts it) instead of raising. With `cache_dir`, clips are
-    decoded once into an `AudioCache` there and memory-mapped afterwards (see mmemo/data/cache.py).
+    decoded once into an `AudioCache` there and memory-mapped afterwards (see mmemo/data/cache.py). With
+    `augment`, training clips are augmented after the crop (the cache keeps the clean clip), seeded by seed,
+    epoch and index like the crop; the item then carries its generator as `augment_rng` for the collator's
+    spectrogram masks.
     """
 
     def __init__(
@@ -47,6 +56,7 @@ class EmotionDataset(Dataset):
         skip_bad: bool = False,
         cache_dir: str | None = None,
         acoustic: str | None = None,
+        augment: Augmenter | None = None,
     ):
         self.rows = rows
         self.label_to_id = label_to_id
@@ -56,6 +66,7 @@ class EmotionDataset(Dataset):
         self.seed = seed
         self.skip_bad = skip_bad
         self.cache = AudioCache(cache_dir, sampling_rate) if cache_dir else None
+        self.augment = augment
         self.epoch = 0
         self.functionals = self.references = None
         if acoustic:
@@ -71,7 +82,7 @@ class EmotionDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict | None:
         row = self.rows[index]
-        audio = None
+        audio, extra = None, {}
         if row["audio"]:
             try:
                 if self.cache is not None:
@@ -84,11 +95,15 @@ class EmotionDataset(Dataset):
                 warnings.warn(f"skipping row {row['id']}: {e}")
                 return None
             audio = self._crop(audio, index)
+            if self.train and self.augment is not None:
+                rng = np.random.default_rng((self.seed, self.epoch, index, AUGMENT_SALT))
+                audio, extra = self.augment(audio, self.sampling_rate, rng), {"augment_rng": rng}
         item = {
             "id": row["id"],
             "text": row["text"].strip(),
             "audio": audio,
             "label": self.label_to_id.get(row["label"], -100),
+            **extra,
         }
         if self.functionals is not None:  # of the whole clip, not the crop: utterance-level statistics
             item["functionals"] = self.functionals[index]
@@ -130,7 +145,11 @@ class EmotionDataset(Dataset):
         return references
 
     def durations(self) -> list[float]:
-        """Clip durations in seconds from file headers (0 for text-only rows), capped at the crop length."""
+        """Clip durations in seconds from file headers (0 for text-only rows), capped at the crop length.
+
+        Speed perturbation makes a training clip up to 1 / speed[0] times longer than this (the sampler's
+        buckets and `max_batch_seconds` are then that much looser).
+        """
         cap = self.max_samples / self.sampling_rate if self.max_samples else math.inf
         return [min(clip_seconds(row), cap) for row in self.rows]
 
@@ -150,14 +169,36 @@ class Collator:
 
     Returns a batch dict: `text` (input_ids, attention_mask) or None, `audio` (input_values, attention_mask)
     or None, `text_present` / `audio_present` (B,) bools, `labels` (B,), `ids`. An empty transcript or a
-    row without audio is a missing modality for that sample, not an error.
+    row without audio is a missing modality for that sample, not an error. With `train` and an `augmenter`,
+    log-mel `input_features` get SpecAugment masks within each clip's frames (waveform towers: no change).
     """
 
-    def __init__(self, tokenizer, feature_extractor, max_text_tokens: int = 128, acoustic_features: bool = False):
+    def __init__(
+        self,
+        tokenizer,
+        feature_extractor,
+        max_text_tokens: int = 128,
+        augmenter: Augmenter | None = None,
+        train: bool = False,
+        acoustic_features: bool = False,
+    ):
         self.tokenizer = tokenizer
         self.feature_extractor = feature_extractor
         self.max_text_tokens = max_text_tokens
+        self.augmenter = augmenter
+        self.train = train
         self.acoustic_features = acoustic_features
+
+    def for_training(self, augmenter: Augmenter) -> Collator:
+        """A copy that applies `augmenter`'s spectrogram masks; this one (evaluation, inference) stays clean."""
+        if augmenter.masks_spectrogram and "input_features" not in self.feature_extractor.model_input_names:
+            warnings.warn(
+                "data.augment.spec_mask needs a log-mel audio tower and is ignored for this waveform one; "
+                "for wav2vec2 use model.audio_config.mask_time_prob / mask_feature_prob instead"
+            )
+        collator = copy.copy(self)
+        collator.augmenter, collator.train = augmenter, True
+        return collator
 
     def __call__(self, items: list[dict | None]) -> dict:
         skipped = sum(item is None for item in items)
@@ -186,6 +227,8 @@ class Collator:
             batch["audio"] = self.pad_audio(audios)
             if self.acoustic_features:
                 batch["audio"].update(self.acoustic_inputs(items))
+            if self.train and self.augmenter is not None and "input_features" in batch["audio"]:
+                self._mask_features(batch["audio"], items)
         return batch
 
     def acoustic_inputs(self, items: list[dict]) -> dict:
@@ -211,6 +254,14 @@ class Collator:
             "reference": torch.from_numpy(np.stack(references).astype(np.float32)),
         }
 
+    def _mask_features(self, audio: dict, items: list[dict]) -> None:
+        features, mask = audio["input_features"], audio.get("attention_mask")  # (B, n_mels, frames), (B, frames)
+        for i, item in enumerate(items):
+            if item["audio"] is not None and "augment_rng" in item:
+                valid = int(mask[i].sum()) if mask is not None else math.ceil(len(item["audio"]) / MEL_HOP)
+                masked = self.augmenter.mask_spectrogram(features[i].numpy(), valid, item["augment_rng"])
+                features[i] = torch.from_numpy(masked)
+
     def pad_audio(self, audios: list[np.ndarray | None]) -> dict:
         """Normalise and zero-pad clips (missing ones become a silent stub).
 
@@ -228,8 +279,8 @@ class Collator:
             return_attention_mask=True,
             return_tensors="pt",
         )
-        name = "input_features" if "input_features" in features else "input_values"
-        return {name: features[name], "attention_mask": features["attention_mask"]}
+        key = "input_features" if "input_features" in features else "input_values"  # log-mel or waveform tower
+        return {key: features[key], "attention_mask": features["attention_mask"]}
 
 
 class BucketBatchSampler(Sampler):
