@@ -119,7 +119,7 @@ def setup(cfg: Config, resume: bool = False) -> Run:
             device=device,
             rank=rank,
             world_size=world_size,
-            augmenter=augmenter if name == "train" else None,
+            augmenter=augmenter,  # make_loader uses it for the training split only
         )
         for name, split_rows in splits.items()
         if split_rows
