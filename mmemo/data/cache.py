@@ -20,6 +20,10 @@ the disk size (64 KB per second of audio at 16 kHz).
 Writes go to a temporary file in the same folder, then `os.replace`: concurrent DataLoader workers and killed
 runs leave either a whole entry or none. An entry that fails to load (truncated, garbage, wrong dtype or shape)
 is ignored, decoded afresh and rewritten. The cache never deletes anything; remove the folder to clear it.
+
+Acoustic functionals (`mmemo.acoustic.functionals` of the whole decoded clip) are cached beside the audio entry
+as `<key>.functionals-v{FEATURES_VERSION}.npy` (float32, one value per `FEATURE_NAMES`): `AudioCache.functionals`
+reads them, or decodes (through the cache) and computes them once. A new `FEATURES_VERSION` gets new files.
 """
 
 from __future__ import annotations
@@ -72,6 +76,29 @@ class AudioCache:
         audio = load_audio(path, self.sampling_rate, start, end)
         self._write(entry, audio)
         return audio
+
+    def functionals(self, path: str | os.PathLike, start: float | None = None, end: float | None = None) -> np.ndarray:
+        """`mmemo.acoustic.functionals` of the decoded clip, from the cache when it holds them.
+
+        Returns:
+            A float32 vector of `len(mmemo.acoustic.FEATURE_NAMES)` values.
+
+        Raises:
+            DataError: as `load_audio`.
+        """
+        from mmemo.acoustic import FEATURE_NAMES, FEATURES_VERSION, functionals  # imports librosa: only here
+
+        try:
+            audio_entry = self.entry(path, start, end)
+        except OSError:  # missing or unreadable: let load_audio raise its DataError
+            return functionals(load_audio(path, self.sampling_rate, start, end), self.sampling_rate)
+        entry = audio_entry.with_name(f"{audio_entry.stem}.functionals-v{FEATURES_VERSION}.npy")
+        cached = self._read(entry)
+        if cached is not None and cached.size == len(FEATURE_NAMES):
+            return np.array(cached)  # a small vector: copy it rather than keep the file mapped
+        values = functionals(self.load(path, start, end), self.sampling_rate)
+        self._write(entry, values)
+        return values
 
     def entry(self, path: str | os.PathLike, start: float | None = None, end: float | None = None) -> Path:
         """The cache file that holds (or would hold) this clip."""

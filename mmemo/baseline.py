@@ -1,0 +1,230 @@
+"""The classical reference: acoustic functionals and TF-IDF n-grams into a logistic regression, on cv's folds.
+
+    results = run_baseline("data/emodb.jsonl")                    # the manifest's `fold` column, like `mmemo cv`
+    results = run_baseline("data/emodb.jsonl", speaker_norm=True) # per-speaker z-scored functionals
+    results = run_baseline("data/iemocap.jsonl", split="test")    # train on train+valid, score test
+
+What the field reports next to a neural model: if it cannot beat this, it has not learned much. Per condition:
+- audio-only: `mmemo.acoustic.functionals` of each clip → StandardScaler (fit on the training rows) →
+  LogisticRegression;
+- text-only: TF-IDF of word 1-2-grams and char_wb 2-5-grams → LogisticRegression;
+- text+audio: both blocks side by side in one LogisticRegression (a row without text has an all-zero TF-IDF
+  block; a row without audio the training mean of the scaled functionals, i.e. zeros).
+Every LogisticRegression: C = 1.0 (chosen once, not tuned per corpus), balanced class weights, lbfgs with up
+to 5000 iterations: deterministic. As in `mmemo.train`'s evaluation, a row without text is scored only in
+text+audio and audio-only, a row without audio only in text+audio and text-only; a condition trains on the
+training rows that have its modality.
+
+Folds are `mmemo.cv`'s (`assign_folds`, `fold_splits`): fold f is tested once; the model trains on every other
+row (cv's train and valid folds together: nothing here needs early stopping). `split="test"` instead trains on
+the manifest's train and valid rows and scores its test rows.
+
+`speaker_norm=True` z-scores each clip's functionals with its own speaker's `SpeakerProfile` before the global
+scaler, enrolled from ALL of that speaker's clips in the manifest, test clips included, labels never used. It is
+transductive per speaker (the field's usual speaker normalisation, which assumes some unlabelled speech of each
+test speaker is at hand), so report it as such, next to the plain figure.
+
+The results dict has `mmemo.cv.cross_validate`'s shape (one run per fold, seed 0), so `mmemo.cv`'s table and
+JSON writers print and save it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import scipy.sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_union
+from sklearn.preprocessing import StandardScaler
+
+from mmemo.acoustic import FEATURE_NAMES, SpeakerProfile
+from mmemo.cv import _summary, assign_folds, fold_order, fold_splits
+from mmemo.data.manifest import label_set, read_manifest
+from mmemo.errors import ConfigError, DataError
+from mmemo.metrics import CONDITIONS, classification_metrics
+
+C = 1.0
+MAX_ITER = 5000
+MODEL = f"functionals/TF-IDF + StandardScaler + LogisticRegression(C={C}, class_weight=balanced)"
+
+
+def run_baseline(
+    manifest: str | os.PathLike,
+    folds: str | int | None = None,
+    split: str | None = None,
+    speaker_norm: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    n_jobs: int = 2,
+) -> dict:
+    """Score the classical baseline on every cross-validation fold, or on the manifest's test split.
+
+    Args:
+        manifest: the manifest to score.
+        folds: see `mmemo.cv.assign_folds` (None: the `fold` column when every row has one, else speakers).
+        split: "test" to train on the manifest's train+valid rows and score its test rows instead of folds.
+        speaker_norm: z-score functionals per speaker first (transductive; see the module docstring).
+        cache_dir: an `AudioCache` folder for decoded clips and their functionals (None: no cache).
+        n_jobs: processes extracting functionals.
+
+    Returns:
+        `mmemo.cv.cross_validate`'s dict (runs, fold_means, mean, std, confusion, ...) with seeds [0], plus
+        "model", "speaker_norm" and "seconds" (wall time, extraction included).
+
+    Raises:
+        ConfigError: both `folds` and `split` given, or `split` is not "test".
+        DataError: see `assign_folds`; an audio file cannot be decoded; a split or fold has no training rows.
+    """
+    started = time.perf_counter()
+    if split is not None and folds is not None:
+        raise ConfigError("give --folds or --split, not both")
+    if split not in (None, "test"):
+        raise ConfigError(f"--split must be 'test' (train on train+valid, score test), got {split!r}")
+    rows = read_manifest(manifest)
+    labels = label_set(rows)
+    audio = extract_functionals(rows, cache_dir=cache_dir, n_jobs=n_jobs)
+    if speaker_norm:
+        audio = normalise_per_speaker(rows, audio)
+
+    if split is None:
+        fold_of = assign_folds(rows, folds)
+        order = fold_order(fold_of.values())
+        plans = [(fold, order[(i + 1) % len(order)], fold_splits(rows, fold_of, fold)) for i, fold in enumerate(order)]
+    else:
+        order = ["test"]
+        plans = [("test", "valid", rows)]
+    runs = [_score_fold(fold, valid_fold, fold_rows, audio, labels) for fold, valid_fold, fold_rows in plans]
+
+    mean, std = _summary([r["test"] for r in runs])
+    return {
+        "manifest": str(manifest),
+        "folds_by": "split" if split else str(folds),
+        "folds": order,
+        "seeds": [0],
+        "labels": labels,
+        "runs": runs,
+        "fold_means": {r["fold"]: r["test"] for r in runs},
+        "mean": mean,
+        "std": std,
+        "confusion": {c: np.sum([r["confusion"][c] for r in runs], axis=0).tolist() for c in CONDITIONS},
+        "model": MODEL,
+        "speaker_norm": speaker_norm,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def extract_functionals(
+    rows: list[dict], cache_dir: str | os.PathLike | None = None, n_jobs: int = 2
+) -> dict[str, np.ndarray]:
+    """Row id → `functionals` of its decoded clip (16 kHz), for every row with audio, over `n_jobs` processes."""
+    from joblib import Parallel, delayed
+
+    with_audio = [r for r in rows if r["audio"]]
+    cache = os.fspath(cache_dir) if cache_dir else None
+    args = [(r["audio"], r.get("start"), r.get("end"), cache) for r in with_audio]
+    if n_jobs > 1 and len(args) > 1:
+        values = Parallel(n_jobs=n_jobs, batch_size=16)(delayed(_clip_functionals)(*a) for a in args)
+    else:  # no worker start-up (each worker imports torch through mmemo.data.audio)
+        values = [_clip_functionals(*a) for a in args]
+    return {r["id"]: v for r, v in zip(with_audio, values)}
+
+
+def normalise_per_speaker(rows: list[dict], audio: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each clip's functionals z-scored by a `SpeakerProfile` enrolled from all of its speaker's clips."""
+    by_speaker: dict[str, list[str]] = {}
+    for r in rows:
+        if r["id"] in audio:
+            by_speaker.setdefault(r["speaker"], []).append(r["id"])
+    out = {}
+    for ids in by_speaker.values():
+        profile = SpeakerProfile.enrol(np.stack([audio[i] for i in ids]))
+        out |= dict(zip(ids, profile.normalise(np.stack([audio[i] for i in ids]))))
+    return out
+
+
+def _clip_functionals(path: str, start: float | None, end: float | None, cache_dir: str | None) -> np.ndarray:
+    if cache_dir:
+        from mmemo.data.cache import AudioCache
+
+        return AudioCache(cache_dir).functionals(path, start, end)
+    from mmemo.acoustic import functionals
+    from mmemo.data.audio import load_audio
+
+    return functionals(load_audio(path, 16000, start, end), 16000)
+
+
+def _score_fold(fold: str, valid_fold: str, rows: list[dict], audio: dict, labels: list[str]) -> dict:
+    """Train on the rows not in the test split, score the test rows; one cv-shaped run dict."""
+    train = [r for r in rows if r["split"] != "test"]
+    test = [r for r in rows if r["split"] == "test"]
+    if not train or not test:
+        raise DataError(f"fold {fold}: {len(train)} training and {len(test)} test rows; both must be non-empty")
+    speakers = {s: {r["speaker"] for r in rows if r["split"] == s} for s in ("train", "valid", "test")}
+    index = {label: i for i, label in enumerate(labels)}
+    scores = {}
+    for condition in CONDITIONS:
+        has = _has(condition, audio)
+        fit_rows, score_rows = [r for r in train if has(r)], [r for r in test if has(r)]
+        y_true = [index[r["label"]] for r in score_rows]
+        if not fit_rows or not score_rows:
+            scores[condition] = classification_metrics([], [], len(labels))
+            continue
+        features = _Features(condition, audio).fit(fit_rows)
+        model = LogisticRegression(C=C, class_weight="balanced", max_iter=MAX_ITER)
+        model.fit(features.transform(fit_rows), [index[r["label"]] for r in fit_rows])
+        scores[condition] = classification_metrics(y_true, model.predict(features.transform(score_rows)), len(labels))
+    return {
+        "fold": fold,
+        "seed": 0,
+        "valid_fold": valid_fold,
+        "test_speakers": sorted(speakers["test"]),
+        "shared_speakers": sorted(speakers["test"] & (speakers["train"] | speakers["valid"])),
+        "n": {s: sum(r["split"] == s for r in rows) for s in ("train", "valid", "test")},
+        "best_epoch": None,
+        "run_dir": None,
+        "test": {c: {k: v for k, v in m.items() if k != "confusion"} for c, m in scores.items()},
+        "confusion": {c: m["confusion"] for c, m in scores.items()},
+    }
+
+
+def _has(condition: str, audio: dict):
+    """Which rows a condition trains and scores on (the rule `mmemo.train.evaluate` follows)."""
+    if condition == "audio":
+        return lambda r: r["id"] in audio
+    if condition == "text":
+        return lambda r: bool(r["text"].strip())
+    return lambda r: r["id"] in audio or bool(r["text"].strip())
+
+
+class _Features:
+    """The feature matrix of one condition: scaled functionals, TF-IDF n-grams, or both side by side."""
+
+    def __init__(self, condition: str, audio: dict):
+        self.audio = audio
+        self.use_audio, self.use_text = condition in ("audio", "both"), condition in ("text", "both")
+
+    def fit(self, rows: list[dict]) -> _Features:
+        texts = [r["text"] for r in rows if r["text"].strip()]
+        self.use_audio = self.use_audio and any(r["id"] in self.audio for r in rows)
+        self.use_text = self.use_text and bool(texts)
+        if self.use_audio:
+            self.scaler = StandardScaler().fit(np.stack([self.audio[r["id"]] for r in rows if r["id"] in self.audio]))
+        if self.use_text:
+            self.tfidf = make_union(
+                TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True),
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+            )
+            self.tfidf.fit(texts)
+        return self
+
+    def transform(self, rows: list[dict]):
+        blocks = []
+        if self.use_audio:
+            missing = np.full(len(FEATURE_NAMES), np.nan)  # → 0 after scaling: the training mean
+            raw = np.stack([self.audio.get(r["id"], missing) for r in rows])
+            blocks.append(scipy.sparse.csr_matrix(np.nan_to_num(self.scaler.transform(raw))))
+        if self.use_text:
+            blocks.append(self.tfidf.transform([r["text"] for r in rows]))
+        return scipy.sparse.hstack(blocks, format="csr") if len(blocks) > 1 else blocks[0]
