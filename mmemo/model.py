@@ -1,22 +1,26 @@
-"""The emotion model: a BERT-family text tower and a wav2vec2-family audio tower joined by cross-attention.
+"""The emotion model: a BERT-family text tower and an audio tower (wav2vec2-family on waveforms, or
+Whisper-family on log-mel features) joined by cross-attention.
 
 What flows where:
 
     input_ids (B, T_text) ──► TextEncoder ──► (B, T_text, D_text) ──► Linear ──► (B, T_text, D)
     input_values (B, S) ───► AudioEncoder ─► (B, T_audio, D_audio) ─► Linear ──► (B, T_audio, D)
+    or input_features (B, n_mels, frames) ──► WhisperAudioEncoder ──► (B, T_audio, D_audio) ──► Linear
                              (softmax-weighted sum of all hidden layers)
+    functionals (B, F) ────► z-score (a speaker's profile, else the training statistics) ► MLP ► (B, 1, D),
+                             the acoustic-statistics token, prepended to the audio stream (optional)
     a missing modality ────► one learned placeholder token (B, 1, D), and for a sample that lacks it inside a
                              batch its first position becomes the placeholder and the rest are masked out
     + modality-presence embedding (both / text only / audio only) on every token of both streams
     CrossAttentionFusion: L × [text attends to audio, audio attends to text, feed-forward], key padding masks
                           → pooling of each stream (attentive, mean or first token) → (B, 2D)
     (or ConcatFusion: each stream pooled on its own → (B, 2D), the late-fusion baseline)
+    [+ the audio stream's first position, the acoustic token, read out directly → (B, 3D)]
     classifier ──► logits (B, C)
 
 A text-only prediction therefore never depends on audio values (and vice versa): absent positions are
 masked keys and the one visible token is the placeholder.
 """
-
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -286,10 +290,13 @@ class EmotionModel(nn.Module):
             self.fusion = ConcatFusion(dim, cfg.text_pooling, cfg.audio_pooling)
         else:
             raise ConfigError(f"model.fusion must be 'cross_attention' or 'concat', got {cfg.fusion!r}")
+        # The acoustic token is also read out directly: one position among a clip's hundreds of frames, it
+        # would otherwise reach the classifier only as far as pooling learns to single it out.
+        head_dim = self.fusion.out_dim + (dim if self.acoustic_proj is not None else 0)
         self.classifier = nn.Sequential(
-            nn.LayerNorm(self.fusion.out_dim),
+            nn.LayerNorm(head_dim),
             nn.Dropout(cfg.dropout),
-            nn.Linear(self.fusion.out_dim, dim),
+            nn.Linear(head_dim, dim),
             nn.GELU(),
             nn.Dropout(cfg.dropout),
             nn.Linear(dim, num_labels),
@@ -342,7 +349,10 @@ class EmotionModel(nn.Module):
         kind = torch.full_like(text_present, BOTH, dtype=torch.long)
         kind = kind.masked_fill(~audio_present, TEXT_ONLY).masked_fill(~text_present, AUDIO_ONLY)
         presence = self.presence(kind)[:, None, :]  # (B, 1, D)
-        pooled = self.fusion(text + presence, text_mask, audio + presence, audio_mask)  # (B, 2D)
+        audio = audio + presence
+        pooled = self.fusion(text + presence, text_mask, audio, audio_mask)  # (B, 2D)
+        if self.acoustic_proj is not None:  # the acoustic token, or the placeholder of absent audio
+            pooled = torch.cat([pooled, audio[:, 0]], dim=-1)  # (B, 3D)
         return self.classifier(pooled)
 
     def forward(
