@@ -48,6 +48,7 @@ from mmemo.metrics import CONDITIONS, classification_metrics
 
 C = 1.0
 MAX_ITER = 5000
+_MIN_PARALLEL_CLIPS = 200  # each worker imports torch (via mmemo.data.audio): seconds that only a corpus repays
 MODEL = f"functionals/TF-IDF + StandardScaler + LogisticRegression(C={C}, class_weight=balanced)"
 
 
@@ -124,9 +125,9 @@ def extract_functionals(
     with_audio = [r for r in rows if r["audio"]]
     cache = os.fspath(cache_dir) if cache_dir else None
     args = [(r["audio"], r.get("start"), r.get("end"), cache) for r in with_audio]
-    if n_jobs > 1 and len(args) > 1:
+    if n_jobs > 1 and len(args) >= _MIN_PARALLEL_CLIPS:
         values = Parallel(n_jobs=n_jobs, batch_size=16)(delayed(_clip_functionals)(*a) for a in args)
-    else:  # no worker start-up (each worker imports torch through mmemo.data.audio)
+    else:
         values = [_clip_functionals(*a) for a in args]
     return {r["id"]: v for r, v in zip(with_audio, values)}
 
