@@ -192,13 +192,13 @@ def _baseline(recognizer):
         "text-classification",
         device="cpu",
         tokenizer=recognizer.tokenizer,
-        model=build(AutoModelForSequenceClassification, recognizer.model.text_encoder.model.config),
+        model=build(AutoModelForSequenceClassification, recognizer.model.text_encoder.hf_config),
     )
     audio_pipe = pipeline(
         "audio-classification",
         device="cpu",
         feature_extractor=recognizer.feature_extractor,
-        model=build(AutoModelForAudioClassification, recognizer.model.audio_encoder.model.config),
+        model=build(AutoModelForAudioClassification, recognizer.model.audio_encoder.hf_config),
     )
 
     def predict(text=None, audio=None, sampling_rate=None, batch_size=1):

@@ -221,8 +221,8 @@ class EmotionRecognizer:
             "mmemo_format": FORMAT_VERSION,
             "model": dataclasses.asdict(self.config),
             "temperature": self.temperature,
-            "text_config": self.model.text_encoder.model.config.to_dict(),
-            "audio_config": self.model.audio_encoder.model.config.to_dict(),
+            "text_config": self.model.text_encoder.hf_config.to_dict(),
+            "audio_config": self.model.audio_encoder.hf_config.to_dict(),
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         save_model(self.model, str(tmp / "model.safetensors"))

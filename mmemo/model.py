@@ -19,6 +19,7 @@ masked keys and the one visible token is the placeholder.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -32,7 +33,12 @@ BOTH, TEXT_ONLY, AUDIO_ONLY = 0, 1, 2  # rows of the modality-presence embedding
 
 
 class TextEncoder(nn.Module):
-    """A Hugging Face BERT-family model returning token states and their mask; owns its freezing."""
+    """A Hugging Face BERT-family model returning token states and their mask.
+
+    The wrappers own their internals, so the training loop, export and reports never reach into a Hugging
+    Face model: every encoder wrapper answers `hf_config`, `num_layers`, `layer_of(name)`,
+    `gradient_checkpointing(on)` and `disable_masking()` (besides `lock` and `forward`).
+    """
 
     def __init__(self, model: nn.Module, freeze_layers: int = 0):
         super().__init__()
@@ -48,6 +54,32 @@ class TextEncoder(nn.Module):
         frozen = [self.model.embeddings, *blocks] if layers < 0 else [self.model.embeddings, *blocks[:layers]]
         for module in frozen:
             module.requires_grad_(False)
+
+    @property
+    def hf_config(self):
+        """The Hugging Face config of the wrapped model (saved with a checkpoint, shown in reports)."""
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        """The number of transformer layers."""
+        return len(self.model.encoder.layer)
+
+    def layer_of(self, name: str) -> int | None:
+        """Layer depth of parameter `name` (as in this wrapper's `named_parameters`), for layer-wise LR decay.
+
+        Returns:
+            0 for the embeddings, i + 1 for transformer layer i, `num_layers` above them (final norms); None
+            for a parameter of the wrapper itself (trained like the head).
+        """
+        return _layer_of(name, self.num_layers)
+
+    def gradient_checkpointing(self, on: bool = True) -> None:
+        """Recompute layer activations in the backward pass instead of keeping them (less memory, more time)."""
+        _gradient_checkpointing(self.model, on)
+
+    def disable_masking(self) -> None:
+        """Turn off training-time input masking; a BERT encoder has none, so this does nothing."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T_text, D_text)
@@ -82,6 +114,34 @@ class AudioEncoder(nn.Module):
             module.requires_grad_(False)
         if layers < 0:
             self.model.requires_grad_(False)
+
+    @property
+    def hf_config(self):
+        """The Hugging Face config of the wrapped model (saved with a checkpoint, shown in reports)."""
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        """The number of transformer layers."""
+        return len(self.model.encoder.layers)
+
+    def layer_of(self, name: str) -> int | None:
+        """Layer depth of parameter `name` (as in this wrapper's `named_parameters`), for layer-wise LR decay.
+
+        Returns:
+            0 for the CNN front end and positional convolution, i + 1 for transformer layer i, `num_layers`
+            above them; None for the wrapper's own layer-mixing weights (trained like the head).
+        """
+        return _layer_of(name, self.num_layers)
+
+    def gradient_checkpointing(self, on: bool = True) -> None:
+        """Recompute layer activations in the backward pass instead of keeping them (less memory, more time)."""
+        _gradient_checkpointing(self.model, on)
+
+    def disable_masking(self) -> None:
+        """Turn SpecAugment off: its masks are drawn with NumPy on the host, which breaks a torch.compile graph."""
+        self.model.config.mask_time_prob = 0.0
+        self.model.config.mask_feature_prob = 0.0
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(
@@ -283,6 +343,25 @@ class EmotionModel(nn.Module):
         states = torch.cat([first[:, None], states[:, 1:]], dim=1)  # (B, T, D)
         mask = torch.cat([mask[:, :1] | ~present[:, None], mask[:, 1:]], dim=1)
         return states, mask, present
+
+
+def _layer_of(name: str, depth: int) -> int | None:
+    """1..depth for transformer layer i (0-based i-1), 0 below them, depth for anything above (final norms);
+    None outside the wrapped Hugging Face model."""
+    if not name.startswith("model."):
+        return None
+    match = re.search(r"\.encoder\.layers?\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    below = ("embeddings", "feature_extractor", "feature_projection", "masked_spec_embed", "pos_conv_embed")
+    return 0 if any(part in name for part in below) else depth
+
+
+def _gradient_checkpointing(model: nn.Module, on: bool) -> None:
+    if on:
+        model.gradient_checkpointing_enable()
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def _feed_forward(dim: int, dropout: float) -> nn.Sequential:

@@ -115,6 +115,29 @@ def test_pooling_choices(fusion, text_pooling, audio_pooling):
         assert logits.shape == (3, 3) and torch.isfinite(logits).all()
 
 
+def test_encoder_wrappers_own_layers_checkpointing_and_masking():
+    model = _model(mask_time_prob=0.05, num_hidden_layers=2)
+    text, audio = model.text_encoder, model.audio_encoder
+    assert (text.num_layers, audio.num_layers) == (1, 2)
+    assert text.layer_of("model.embeddings.word_embeddings.weight") == 0
+    assert text.layer_of("model.encoder.layer.0.output.dense.weight") == 1
+    assert audio.layer_of("model.feature_extractor.conv_layers.0.conv.weight") == 0
+    assert audio.layer_of("model.encoder.layers.1.feed_forward.output_dense.weight") == 2
+    assert audio.layer_of("model.encoder.layer_norm.weight") == 2  # above the layers: the top rate
+    assert audio.layer_of("layer_weights") is None  # the wrapper's own mixing weights train like the head
+    for encoder in (text, audio):
+        depths = {encoder.layer_of(name) for name, _ in encoder.named_parameters()}
+        assert depths - {None} == set(range(encoder.num_layers + 1))  # every layer and the front end
+    audio.gradient_checkpointing(True)
+    assert audio.model.is_gradient_checkpointing
+    audio.gradient_checkpointing(False)
+    assert not audio.model.is_gradient_checkpointing
+    assert audio.hf_config.mask_time_prob == 0.05
+    audio.disable_masking()
+    text.disable_masking()
+    assert audio.hf_config.mask_time_prob == 0.0 and audio.hf_config.mask_feature_prob == 0.0
+
+
 def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
     from conftest import tiny_config_dict
 
