@@ -325,6 +325,70 @@ class EmotionModel(nn.Module):
             out["view_logits"] = [self.fuse(text_enc, audio_enc, t, a) for t, a in views]
         return out
 
+    def logits_by_condition(
+        self,
+        text: dict | None,
+        audio: dict | None,
+        text_present: torch.Tensor | None = None,
+        audio_present: torch.Tensor | None = None,
+        conditions: Sequence[str] = ("both", "text", "audio"),  # mmemo.metrics.CONDITIONS
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Encode a batch once and classify it under each evaluation condition; the one place that does this.
+
+        "both" classifies every row with whatever it has, "text" the rows with text from the text alone, "audio"
+        the rows with audio from the audio alone. One fusion call covers all conditions: each row as given,
+        then the rows that have both modalities once with the text alone and once with the audio alone (a row's
+        logits depend only on its own masked streams, so stacking changes nothing but the number of calls). A
+        row with one modality is classified once, and those logits serve "both" and its own modality.
+
+        Args:
+            text / audio / text_present / audio_present: as for `forward`.
+            conditions: the conditions to return.
+
+        Returns:
+            {condition: (logits (N_c, C), rows (N_c,) indices into the batch, ascending)}; N_c is 0 for a
+            condition that no row can serve.
+        """
+        text_enc = self.encode_text(text) if text is not None else None
+        audio_enc = self.encode_audio(audio) if audio is not None else None
+        states = (text_enc or audio_enc)[0]
+        batch_size, device = states.shape[0], states.device
+
+        def present(given, encoded):
+            if encoded is None:
+                return torch.zeros(batch_size, dtype=torch.bool, device=device)
+            return torch.ones(batch_size, dtype=torch.bool, device=device) if given is None else given.to(device)
+
+        text_present, audio_present = present(text_present, text_enc), present(audio_present, audio_enc)
+        both = (text_present & audio_present).nonzero().squeeze(1)  # (N_both,)
+        rows = torch.cat([torch.arange(batch_size, device=device), both, both])  # (B + 2·N_both,)
+        yes, no = torch.ones_like(both, dtype=torch.bool), torch.zeros_like(both, dtype=torch.bool)
+
+        def stack(encoded):  # (B, T, D) → (B + 2·N_both, T, D), and its mask alike
+            return None if encoded is None else tuple(x[rows] for x in encoded)
+
+        logits = self.fuse(
+            stack(text_enc),
+            stack(audio_enc),
+            torch.cat([text_present, yes, no]),
+            torch.cat([audio_present, no, yes]),
+        )  # (B + 2·N_both, C)
+        given, alone = logits[:batch_size], {"text": logits[batch_size : batch_size + len(both)]}
+        alone["audio"] = logits[batch_size + len(both) :]
+        out = {}
+        for condition in conditions:
+            if condition == "both":
+                out["both"] = (given, torch.arange(batch_size, device=device))
+                continue
+            if condition not in alone:
+                raise ValueError(f"condition must be 'both', 'text' or 'audio', got {condition!r}")
+            served = text_present if condition == "text" else audio_present
+            by_row = given.clone()
+            by_row[both] = alone[condition]
+            keep = served.nonzero().squeeze(1)
+            out[condition] = (by_row[keep], keep)
+        return out
+
     @staticmethod
     def _with_placeholder(encoded, present, placeholder, batch_size, device):
         """Swap absent samples' streams for the placeholder token; returns states, mask, present (B,)."""

@@ -115,6 +115,26 @@ def test_pooling_choices(fusion, text_pooling, audio_pooling):
         assert logits.shape == (3, 3) and torch.isfinite(logits).all()
 
 
+def test_logits_by_condition_matches_one_fusion_per_condition():
+    model = _model()
+    text, audio = _batch(b=4)
+    text_present = torch.tensor([True, True, False, True])
+    audio_present = torch.tensor([True, False, True, True])
+    with torch.no_grad():
+        out = model.logits_by_condition(text, audio, text_present, audio_present)
+        text_enc, audio_enc = model.encode_text(text), model.encode_audio(audio)
+        expected = {
+            "both": (model.fuse(text_enc, audio_enc, text_present, audio_present), [0, 1, 2, 3]),
+            "text": (model.fuse((text_enc[0][[0, 1, 3]], text_enc[1][[0, 1, 3]]), None), [0, 1, 3]),
+            "audio": (model.fuse(None, (audio_enc[0][[0, 2, 3]], audio_enc[1][[0, 2, 3]])), [0, 2, 3]),
+        }
+    for condition, (logits, rows) in expected.items():
+        assert out[condition][1].tolist() == rows
+        assert torch.allclose(out[condition][0], logits, atol=1e-5), condition
+    assert set(model.logits_by_condition(text, None, conditions=("text",))) == {"text"}
+    assert len(model.logits_by_condition(text, None)["audio"][1]) == 0  # no row can be heard
+
+
 def test_encoder_wrappers_own_layers_checkpointing_and_masking():
     model = _model(mask_time_prob=0.05, num_hidden_layers=2)
     text, audio = model.text_encoder, model.audio_encoder
