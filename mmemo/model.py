@@ -448,7 +448,8 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
     """The two Hugging Face towers: from checkpoints (hub id or folder) or, when none is named, from configs.
 
     Args:
-        cfg: the model config; `text_config` / `audio_config` are BertConfig / Wav2Vec2Config fields.
+        cfg: the model config; `text_config` / `audio_config` are BertConfig / Wav2Vec2Config fields (SDPA
+            attention unless they set `attn_implementation`, as `mmemo bench train`'s naive baseline does).
         vocab_size: the tokenizer's vocabulary size for a text encoder built from a config.
     """
     from transformers import AutoModel, BertConfig, Wav2Vec2Config
@@ -459,12 +460,12 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
             cfg.text_encoder, attn_implementation="sdpa", add_pooling_layer=False, **remote
         )
     else:
-        config = BertConfig(**{"vocab_size": vocab_size, **cfg.text_config, "attn_implementation": "sdpa"})
+        config = BertConfig(**{"vocab_size": vocab_size, "attn_implementation": "sdpa", **cfg.text_config})
         text_model = AutoModel.from_config(config, add_pooling_layer=False)
     if cfg.audio_encoder:
         audio_model = AutoModel.from_pretrained(cfg.audio_encoder, attn_implementation="sdpa", **remote)
     else:
-        audio_model = AutoModel.from_config(Wav2Vec2Config(**{**cfg.audio_config, "attn_implementation": "sdpa"}))
+        audio_model = AutoModel.from_config(Wav2Vec2Config(**{"attn_implementation": "sdpa", **cfg.audio_config}))
     return text_model, audio_model
 
 

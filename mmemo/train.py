@@ -332,7 +332,7 @@ def train_epoch(run: Run, state: TrainState) -> float:
     return state.epoch_loss / max(state.epoch_batches, 1)
 
 
-def _optimizer_step(run: Run, batch: dict, progress: float, state: TrainState) -> float | None:
+def optimizer_step(run: Run, batch: dict, progress: float, state: TrainState) -> float | None:
     """One optimizer step on one batch (no accumulation); returns its loss, or None if nothing trained."""
     run.optimizer.zero_grad(set_to_none=True)
     loss = _accumulate(run, batch, progress, state, 1.0)

@@ -162,7 +162,7 @@ def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
     from conftest import tiny_config_dict
 
     from mmemo.config import config_from_dict
-    from mmemo.train import TrainState, _optimizer_step, setup
+    from mmemo.train import TrainState, optimizer_step, setup
 
     cfg = tiny_config_dict(synth_corpus, tmp_path / "gc", gradient_checkpointing=True, grad_accum=2)
     run = setup(config_from_dict(cfg))
@@ -171,7 +171,7 @@ def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
     run.model.train()
     batch = next(iter(run.loaders["train"]))
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    assert _optimizer_step(run, batch, 0.0, TrainState()) is not None
+    assert optimizer_step(run, batch, 0.0, TrainState()) is not None
     assert any(not torch.equal(before[k], v) for k, v in run.model.state_dict().items())
 
 
