@@ -42,9 +42,9 @@ def main() -> int:
     else:
         print("  cuda          not available")
     try:
-        import mmemo.bench_train  # noqa: F401  (everything `bench train` imports at module level)
+        import mmemo.bench.train  # noqa: F401  (everything `bench train` imports at module level)
     except Exception as e:
-        print(f"  mmemo         cannot import mmemo.bench_train: {type(e).__name__}: {e} (run with PYTHONPATH=.)")
+        print(f"  mmemo         cannot import mmemo.bench.train: {type(e).__name__}: {e} (run with PYTHONPATH=.)")
         missing.append("mmemo")
     if missing:
         print(f"missing: {', '.join(missing)}")

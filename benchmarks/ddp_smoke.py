@@ -16,7 +16,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from mmemo.bench_train import Collator, _feature_extractor, _step, build_model
+from mmemo.bench.train import Collator, _step, build_model
+from mmemo.builders import load_feature_extractor
+from mmemo.config import ModelConfig
 from mmemo.data.text import train_wordpiece
 
 
@@ -38,7 +40,9 @@ def main() -> int:
     ddp = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     rng = np.random.default_rng(100 + rank)  # each rank its own data
-    collator = Collator(train_wordpiece(["a short sentence", "another one here"], 100), _feature_extractor())
+    collator = Collator(
+        train_wordpiece(["a short sentence", "another one here"], 100), load_feature_extractor(ModelConfig())
+    )
     for _ in range(args.steps):
         items = [
             {

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmemo.bench_train import _feature_extractor, _flop_formulas, _step, build_model
+from mmemo.bench.train import _flop_formulas, _step, build_model
+from mmemo.builders import load_feature_extractor
+from mmemo.config import ModelConfig
 from mmemo.data.dataset import Collator
 from mmemo.data.text import train_wordpiece
 
@@ -26,7 +28,7 @@ def count(size: str, freeze_cnn: bool, seconds: float, tokens: int, device: torc
 
     words = [f"w{i}" for i in range(tokens - 2)]  # + [CLS] and [SEP]
     tokenizer = train_wordpiece([" ".join(words)], 1000)
-    collator = Collator(tokenizer, _feature_extractor())
+    collator = Collator(tokenizer, load_feature_extractor(ModelConfig()))
     batch = collator(
         [
             {

@@ -162,19 +162,16 @@ def set_acoustic_statistics(model: EmotionModel, train_set) -> None:
 def make_optimizer(model: EmotionModel, cfg: Config, device: torch.device) -> torch.optim.AdamW:
     """AdamW: the head at `lr`, encoder layers at `encoder_lr` scaled by `layer_decay` per layer below the top
     (embeddings and the CNN front end count as layer 0); no weight decay on biases and norms."""
-    depths = {
-        "text_encoder": len(model.text_encoder.model.encoder.layer),
-        "audio_encoder": model.audio_encoder.num_layers,
-    }
+    encoders = {"text_encoder": model.text_encoder, "audio_encoder": model.audio_encoder}
     groups = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         lr = cfg.train.lr
-        tower = name.split(".")[0]
-        if name.startswith(("text_encoder.model.", "audio_encoder.model.")):
-            depth = depths[tower]
-            lr = cfg.train.encoder_lr * cfg.train.layer_decay ** (depth - _layer_index(name, depth))
+        tower, _, inner = name.partition(".")
+        layer = encoders[tower].layer_of(inner) if tower in encoders else None
+        if layer is not None:
+            lr = cfg.train.encoder_lr * cfg.train.layer_decay ** (encoders[tower].num_layers - layer)
         decay = cfg.train.weight_decay if param.ndim > 1 and "norm" not in name.lower() else 0.0
         groups.setdefault((lr, decay), {"params": [], "lr": lr, "weight_decay": decay})["params"].append(param)
     return torch.optim.AdamW(list(groups.values()), fused=device.type == "cuda")

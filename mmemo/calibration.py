@@ -72,81 +72,16 @@ def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
     return float(ece)
 
 
-@torch.inference_mode()
-def logits_by_condition(model, loader, device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Logits and labels for every row of a loader under each condition it can serve; each batch is encoded once.
-
-    "both" scores every row with whatever it has, "text" the rows with text (text alone), "audio" the rows with
-    audio (audio alone).
-
-    Args:
-        model: an EmotionModel.
-        loader: yields Collator batch dicts.
-        device: where the model is.
-
-    Returns:
-        {condition: (logits (N, C) float32 on the CPU, labels (N,) long)}; empty tensors for a condition no row has.
-    """
-    from mmemo.inference import move_batch
-
-    model.eval()
-    logits = {c: [] for c in ("both", "text", "audio")}
-    labels = {c: [] for c in logits}
-    for batch in loader:
-        batch = move_batch(batch, device)
-        text_enc = model.encode_text(batch["text"]) if batch["text"] is not None else None
-        audio_enc = model.encode_audio(batch["audio"]) if batch["audio"] is not None else None
-        tp, ap = batch["text_present"], batch["audio_present"]
-        views = {
-            "both": (text_enc, audio_enc, tp, ap, tp | ap),
-            "text": (text_enc, None, tp, None, tp),
-            "audio": (None, audio_enc, None, ap, ap),
-        }
-        for cond, (t, a, t_present, a_present, rows) in views.items():
-            if not rows.any():
-                continue
-            keep = rows.nonzero().squeeze(1)
-            fused = model.fuse(
-                None if t is None else _rows(t, keep),
-                None if a is None else _rows(a, keep),
-                None if t_present is None else t_present[keep],
-                None if a_present is None else a_present[keep],
-            )
-            logits[cond].append(fused.float().cpu())
-            labels[cond].append(batch["labels"][keep].cpu())
-    return {
-        c: (
-            torch.cat(logits[c]) if logits[c] else torch.empty(0),
-            torch.cat(labels[c]) if labels[c] else torch.empty(0, dtype=torch.long),
-        )
-        for c in logits
-    }
-
-
-def collect_logits(model, loader, device, condition: str = "both") -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels for every row of a loader under one condition (see `logits_by_condition`).
-
-    Raises:
-        ValueError: an unknown condition, or no row of the loader has that input.
-    """
-    if condition not in ("both", "text", "audio"):
-        raise ValueError(f"condition must be 'both', 'text' or 'audio', got {condition!r}")
-    logits, labels = logits_by_condition(model, loader, device)[condition]
-    if not len(labels):
-        raise ValueError(f"the loader has no rows with {condition} input")
-    return logits, labels
-
-
-def _rows(encoded: tuple[torch.Tensor, torch.Tensor], keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return encoded[0][keep], encoded[1][keep]
-
-
-def calibrate(recognizer, loader, condition: str = "both") -> dict:
-    """Fit the recognizer's temperature on a (validation) loader; returns {"temperature", "ece_before", "ece_after"}.
+def calibrate(recognizer, logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Fit the recognizer's temperature on (validation) logits; returns {"temperature", "ece_before", "ece_after"}.
 
     Sets `recognizer.temperature`; save the recognizer afterwards to keep it.
+
+    Args:
+        recognizer: the EmotionRecognizer to calibrate.
+        logits: (N, C) raw logits, e.g. the "both" condition of `mmemo.evaluate.collect_logits`.
+        labels: (N,) class indices.
     """
-    logits, labels = collect_logits(recognizer.model, loader, recognizer.device, condition)
     temperature = fit_temperature(logits, labels)
     recognizer.temperature = temperature
     return {

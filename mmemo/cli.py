@@ -346,7 +346,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_bench_predict(args) -> None:
-    from mmemo.bench import bench_predict, format_results, write_results
+    from mmemo.bench.predict import bench_predict, format_results, write_results
 
     results = bench_predict(
         args.size,
@@ -364,7 +364,7 @@ def cmd_bench_predict(args) -> None:
 def cmd_bench_train(args) -> None:
     import torch
 
-    from mmemo.bench_train import bench_train, format_results, write_results
+    from mmemo.bench.train import bench_train, format_results, write_results
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = bench_train(

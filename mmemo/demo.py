@@ -412,8 +412,8 @@ def model_markdown(recognizer, model_dir: str | os.PathLike | None) -> str:
         [
             f"- **Model folder:** `{model_dir or 'in memory'}`",
             f"- **Labels:** {', '.join(recognizer.labels)}",
-            f"- **Text encoder:** {encoder(cfg.text_encoder, recognizer.model.text_encoder.model.config)}",
-            f"- **Audio encoder:** {encoder(cfg.audio_encoder, recognizer.model.audio_encoder.model.config)}",
+            f"- **Text encoder:** {encoder(cfg.text_encoder, recognizer.model.text_encoder.hf_config)}",
+            f"- **Audio encoder:** {encoder(cfg.audio_encoder, recognizer.model.audio_encoder.hf_config)}",
             f"- **Fusion:** {cfg.fusion} ({cfg.fusion_dim} dim)",
         ]
     )

@@ -52,12 +52,12 @@ def wrap_model(model: EmotionModel, cfg: Config, device: torch.device, world_siz
     layerdrop leave parameters without gradients.
     """
     if cfg.train.gradient_checkpointing:
-        model.text_encoder.model.gradient_checkpointing_enable()
-        model.audio_encoder.model.gradient_checkpointing_enable()
+        model.text_encoder.gradient_checkpointing(True)
+        model.audio_encoder.gradient_checkpointing(True)
     forward = model
     if cfg.train.compile:
-        model.audio_encoder.model.config.mask_time_prob = 0.0  # host-side SpecAugment masks break the graph
-        model.audio_encoder.model.config.mask_feature_prob = 0.0
+        model.text_encoder.disable_masking()  # host-side SpecAugment masks break the graph
+        model.audio_encoder.disable_masking()
         forward = torch.compile(model)
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel

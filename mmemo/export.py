@@ -50,8 +50,7 @@ class _TextGraph(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask):
-        # Only last_hidden_state: the tracer cannot return the model's output dataclass.
-        states = self.model.text_encoder.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        states, _ = self.model.text_encoder(input_ids, attention_mask)  # (B, T_text, D_text)
         return self.model.text_proj(states)  # (B, T_text, D)
 
 

@@ -223,8 +223,8 @@ class EmotionRecognizer:
             "mmemo_format": FORMAT_VERSION,
             "model": dataclasses.asdict(self.config),
             "temperature": self.temperature,
-            "text_config": self.model.text_encoder.model.config.to_dict(),
-            "audio_config": self.model.audio_encoder.model.config.to_dict(),
+            "text_config": self.model.text_encoder.hf_config.to_dict(),
+            "audio_config": self.model.audio_encoder.hf_config.to_dict(),
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         save_model(self.model, str(tmp / "model.safetensors"))
@@ -405,31 +405,15 @@ class EmotionRecognizer:
     def _forward(self, units: list[dict]) -> list[dict]:
         """One mini-batch: encode each modality once, fuse it three ways (both, text alone, audio alone)."""
         batch = move_batch(self.collator([{"id": "", "label": -100, **u} for u in units]), self.device)
-        text_present, audio_present = batch["text_present"], batch["audio_present"]
-        text_enc = self.model.encode_text(batch["text"]) if batch["text"] is not None else None
-        audio_enc = self.model.encode_audio(batch["audio"]) if batch["audio"] is not None else None
-        both = (text_present & audio_present).nonzero().squeeze(1)
-        if len(both):
-            # One fusion call over B + 2·len(both) rows: each sample as given, then the samples that have both
-            # modalities once with the text alone and once with the audio alone (a sample's row depends only on
-            # its own masked streams, so stacking changes nothing but the number of calls).
-            def stack(encoded):  # (B, T, D) → (B + 2·len(both), T, D), and its mask alike
-                return tuple(torch.cat([x, x[both], x[both]]) for x in encoded)
-
-            yes, no = torch.ones_like(both, dtype=torch.bool), torch.zeros_like(both, dtype=torch.bool)
-            text_enc, audio_enc = stack(text_enc), stack(audio_enc)
-            text_present = torch.cat([text_present, yes, no])
-            audio_present = torch.cat([audio_present, no, yes])
-        probabilities = self._probabilities(self.model.fuse(text_enc, audio_enc, text_present, audio_present))
-        n = len(units)
-        fused = probabilities[:n]
-        views = [
-            {"fused": p, "text": p if t else None, "audio": p if a else None}
-            for p, t, a in zip(fused, batch["text_present"].tolist(), batch["audio_present"].tolist())
-        ]
-        for k, i in enumerate(both.tolist()):
-            views[i] = {"fused": fused[i], "text": probabilities[n + k], "audio": probabilities[n + len(both) + k]}
-        return views
+        by_condition = self.model.logits_by_condition(
+            batch["text"], batch["audio"], batch["text_present"], batch["audio_present"]
+        )
+        outputs = [{"fused": p, "text": None, "audio": None} for p in self._probabilities(by_condition["both"][0])]
+        for modality in ("text", "audio"):
+            logits, rows = by_condition[modality]
+            for i, p in zip(rows.tolist(), self._probabilities(logits)):
+                outputs[i][modality] = p
+        return outputs
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
         return torch.softmax(logits.float() / self.temperature, dim=-1).cpu().numpy().astype(np.float64)

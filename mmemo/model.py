@@ -21,8 +21,10 @@ What flows where:
 A text-only prediction therefore never depends on audio values (and vice versa): absent positions are
 masked keys and the one visible token is the placeholder.
 """
+
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -36,7 +38,12 @@ BOTH, TEXT_ONLY, AUDIO_ONLY = 0, 1, 2  # rows of the modality-presence embedding
 
 
 class TextEncoder(nn.Module):
-    """A Hugging Face BERT-family model returning token states and their mask; owns its freezing."""
+    """A Hugging Face BERT-family model returning token states and their mask.
+
+    The wrappers own their internals, so the training loop, export and reports never reach into a Hugging
+    Face model: every encoder wrapper answers `hf_config`, `num_layers`, `layer_of(name)`,
+    `gradient_checkpointing(on)` and `disable_masking()` (besides `lock` and `forward`).
+    """
 
     def __init__(self, model: nn.Module, freeze_layers: int = 0):
         super().__init__()
@@ -52,6 +59,32 @@ class TextEncoder(nn.Module):
         frozen = [self.model.embeddings, *blocks] if layers < 0 else [self.model.embeddings, *blocks[:layers]]
         for module in frozen:
             module.requires_grad_(False)
+
+    @property
+    def hf_config(self):
+        """The Hugging Face config of the wrapped model (saved with a checkpoint, shown in reports)."""
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        """The number of transformer layers."""
+        return len(self.model.encoder.layer)
+
+    def layer_of(self, name: str) -> int | None:
+        """Layer depth of parameter `name` (as in this wrapper's `named_parameters`), for layer-wise LR decay.
+
+        Returns:
+            0 for the embeddings, i + 1 for transformer layer i, `num_layers` above them (final norms); None
+            for a parameter of the wrapper itself (trained like the head).
+        """
+        return _layer_of(name, self.num_layers)
+
+    def gradient_checkpointing(self, on: bool = True) -> None:
+        """Recompute layer activations in the backward pass instead of keeping them (less memory, more time)."""
+        _gradient_checkpointing(self.model, on)
+
+    def disable_masking(self) -> None:
+        """Turn off training-time input masking; a BERT encoder has none, so this does nothing."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T_text, D_text)
@@ -72,10 +105,6 @@ class AudioEncoder(nn.Module):
         self.layer_weights = nn.Parameter(torch.zeros(model.config.num_hidden_layers + 1))
         self.lock(freeze_feature_encoder, freeze_layers)
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.model.encoder.layers)
-
     def lock(self, feature_encoder: bool, layers: int) -> None:
         """Freeze the CNN feature encoder and/or the lower `layers` transformer layers (-1: everything)."""
         if feature_encoder or layers != 0:
@@ -92,6 +121,34 @@ class AudioEncoder(nn.Module):
             module.requires_grad_(False)
         if layers < 0:
             self.model.requires_grad_(False)
+
+    @property
+    def hf_config(self):
+        """The Hugging Face config of the wrapped model (saved with a checkpoint, shown in reports)."""
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        """The number of transformer layers."""
+        return len(self.model.encoder.layers)
+
+    def layer_of(self, name: str) -> int | None:
+        """Layer depth of parameter `name` (as in this wrapper's `named_parameters`), for layer-wise LR decay.
+
+        Returns:
+            0 for the CNN front end and positional convolution, i + 1 for transformer layer i, `num_layers`
+            above them; None for the wrapper's own layer-mixing weights (trained like the head).
+        """
+        return _layer_of(name, self.num_layers)
+
+    def gradient_checkpointing(self, on: bool = True) -> None:
+        """Recompute layer activations in the backward pass instead of keeping them (less memory, more time)."""
+        _gradient_checkpointing(self.model, on)
+
+    def disable_masking(self) -> None:
+        """Turn SpecAugment off: its masks are drawn with NumPy on the host, which breaks a torch.compile graph."""
+        self.model.config.mask_time_prob = 0.0
+        self.model.config.mask_feature_prob = 0.0
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(
@@ -126,8 +183,26 @@ class WhisperAudioEncoder(nn.Module):
         self.lock(freeze_feature_encoder, freeze_layers)
 
     @property
+    def hf_config(self):
+        """The Hugging Face config of the wrapped encoder (saved with a checkpoint, shown in reports)."""
+        return self.model.config
+
+    @property
     def num_layers(self) -> int:
+        """The number of transformer layers."""
         return len(self.model.layers)
+
+    def layer_of(self, name: str) -> int | None:
+        """Layer depth of parameter `name` for layer-wise LR decay: 0 for the convolutions and positions, i + 1
+        for transformer layer i, `num_layers` for the final norm; None for the layer-mixing weights."""
+        return _layer_of(name, self.num_layers)
+
+    def gradient_checkpointing(self, on: bool = True) -> None:
+        """Recompute layer activations in the backward pass instead of keeping them (less memory, more time)."""
+        _gradient_checkpointing(self.model, on)
+
+    def disable_masking(self) -> None:
+        """Nothing to turn off: this tower has no built-in SpecAugment (`data.augment.spec_mask` masks its input)."""
 
     def lock(self, feature_encoder: bool, layers: int) -> None:
         """Freeze the two-convolution front end and/or the lower `layers` transformer layers (-1: everything)."""
@@ -382,6 +457,70 @@ class EmotionModel(nn.Module):
             out["view_logits"] = [self.fuse(text_enc, audio_enc, t, a) for t, a in views]
         return out
 
+    def logits_by_condition(
+        self,
+        text: dict | None,
+        audio: dict | None,
+        text_present: torch.Tensor | None = None,
+        audio_present: torch.Tensor | None = None,
+        conditions: Sequence[str] = ("both", "text", "audio"),  # mmemo.metrics.CONDITIONS
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Encode a batch once and classify it under each evaluation condition; the one place that does this.
+
+        "both" classifies every row with whatever it has, "text" the rows with text from the text alone, "audio"
+        the rows with audio from the audio alone. One fusion call covers all conditions: each row as given,
+        then the rows that have both modalities once with the text alone and once with the audio alone (a row's
+        logits depend only on its own masked streams, so stacking changes nothing but the number of calls). A
+        row with one modality is classified once, and those logits serve "both" and its own modality.
+
+        Args:
+            text / audio / text_present / audio_present: as for `forward`.
+            conditions: the conditions to return.
+
+        Returns:
+            {condition: (logits (N_c, C), rows (N_c,) indices into the batch, ascending)}; N_c is 0 for a
+            condition that no row can serve.
+        """
+        text_enc = self.encode_text(text) if text is not None else None
+        audio_enc = self.encode_audio(audio) if audio is not None else None
+        states = (text_enc or audio_enc)[0]
+        batch_size, device = states.shape[0], states.device
+
+        def present(given, encoded):
+            if encoded is None:
+                return torch.zeros(batch_size, dtype=torch.bool, device=device)
+            return torch.ones(batch_size, dtype=torch.bool, device=device) if given is None else given.to(device)
+
+        text_present, audio_present = present(text_present, text_enc), present(audio_present, audio_enc)
+        both = (text_present & audio_present).nonzero().squeeze(1)  # (N_both,)
+        rows = torch.cat([torch.arange(batch_size, device=device), both, both])  # (B + 2·N_both,)
+        yes, no = torch.ones_like(both, dtype=torch.bool), torch.zeros_like(both, dtype=torch.bool)
+
+        def stack(encoded):  # (B, T, D) → (B + 2·N_both, T, D), and its mask alike
+            return None if encoded is None else tuple(x[rows] for x in encoded)
+
+        logits = self.fuse(
+            stack(text_enc),
+            stack(audio_enc),
+            torch.cat([text_present, yes, no]),
+            torch.cat([audio_present, no, yes]),
+        )  # (B + 2·N_both, C)
+        given, alone = logits[:batch_size], {"text": logits[batch_size : batch_size + len(both)]}
+        alone["audio"] = logits[batch_size + len(both) :]
+        out = {}
+        for condition in conditions:
+            if condition == "both":
+                out["both"] = (given, torch.arange(batch_size, device=device))
+                continue
+            if condition not in alone:
+                raise ValueError(f"condition must be 'both', 'text' or 'audio', got {condition!r}")
+            served = text_present if condition == "text" else audio_present
+            by_row = given.clone()
+            by_row[both] = alone[condition]
+            keep = served.nonzero().squeeze(1)
+            out[condition] = (by_row[keep], keep)
+        return out
+
     @staticmethod
     def _with_placeholder(encoded, present, placeholder, batch_size, device):
         """Swap absent samples' streams for the placeholder token; returns states, mask, present (B,)."""
@@ -400,6 +539,36 @@ class EmotionModel(nn.Module):
         states = torch.cat([first[:, None], states[:, 1:]], dim=1)  # (B, T, D)
         mask = torch.cat([mask[:, :1] | ~present[:, None], mask[:, 1:]], dim=1)
         return states, mask, present
+
+
+def _layer_of(name: str, depth: int) -> int | None:
+    """1..depth for transformer layer i (0-based i-1), 0 below them, depth for anything above (final norms);
+    None outside the wrapped Hugging Face model."""
+    if not name.startswith("model."):
+        return None
+    match = re.search(
+        r"\.(?:encoder\.)?layers?\.(\d+)\.", name
+    )  # BERT / wav2vec2: encoder.layer(s).i; Whisper: layers.i
+    if match:
+        return int(match.group(1)) + 1
+    below = (
+        "embeddings",
+        "feature_extractor",
+        "feature_projection",
+        "masked_spec_embed",
+        "pos_conv_embed",
+        "conv1.",
+        "conv2.",
+        "embed_positions",
+    )
+    return 0 if any(part in name for part in below) else depth
+
+
+def _gradient_checkpointing(model: nn.Module, on: bool) -> None:
+    if on:
+        model.gradient_checkpointing_enable()
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def _feed_forward(dim: int, dropout: float) -> nn.Sequential:
@@ -422,7 +591,8 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
     """The two Hugging Face towers: from checkpoints (hub id or folder) or, when none is named, from configs.
 
     Args:
-        cfg: the model config; `text_config` / `audio_config` are BertConfig / Wav2Vec2Config fields.
+        cfg: the model config; `text_config` / `audio_config` are BertConfig / Wav2Vec2Config fields (SDPA
+            attention unless they set `attn_implementation`, as `mmemo bench train`'s naive baseline does).
         vocab_size: the tokenizer's vocabulary size for a text encoder built from a config.
     """
     from transformers import AutoConfig, AutoModel, BertConfig, Wav2Vec2Config
@@ -433,7 +603,7 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
             cfg.text_encoder, attn_implementation="sdpa", add_pooling_layer=False, **remote
         )
     else:
-        config = BertConfig(**{"vocab_size": vocab_size, **cfg.text_config, "attn_implementation": "sdpa"})
+        config = BertConfig(**{"vocab_size": vocab_size, "attn_implementation": "sdpa", **cfg.text_config})
         text_model = AutoModel.from_config(config, add_pooling_layer=False)
     if cfg.audio_encoder and is_whisper(AutoConfig.from_pretrained(cfg.audio_encoder, **remote)):
         from transformers import WhisperForAudioClassification
@@ -447,7 +617,7 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
     elif cfg.audio_config.get("model_type", "wav2vec2") == "whisper":
         audio_model = _whisper_encoder({**cfg.audio_config, "attn_implementation": "sdpa"})
     else:
-        audio_model = AutoModel.from_config(Wav2Vec2Config(**{**cfg.audio_config, "attn_implementation": "sdpa"}))
+        audio_model = AutoModel.from_config(Wav2Vec2Config(**{"attn_implementation": "sdpa", **cfg.audio_config}))
     return text_model, audio_model
 
 

@@ -36,14 +36,14 @@ from mmemo.builders import (
     set_acoustic_statistics,
     warmup_linear_decay,
 )
-from mmemo.calibration import calibrate, logits_by_condition
+from mmemo.calibration import calibrate
 from mmemo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmemo.config import Config
 from mmemo.data.augment import build_augmenter
 from mmemo.distributed import barrier, init_distributed, no_sync, resolve_device, wrap_model
 from mmemo.errors import DataError
+from mmemo.evaluate import collect_logits, evaluate, score
 from mmemo.inference import EmotionRecognizer, move_batch
-from mmemo.metrics import classification_metrics
 from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, cross_entropy
 from mmemo.report import print_header, write_report
@@ -213,15 +213,17 @@ def train(cfg: Config, resume: bool = False) -> dict:
     barrier(run.world_size)  # rank 0 has written the best model
     best = EmotionRecognizer.from_pretrained(model_dir, device=run.device)
     run.model.load_state_dict(best.model.state_dict())
-    # Every rank holds the whole validation split, so all fit the same temperature.
-    calibration = calibrate(run.recognizer, run.loaders["valid"])
+    # Every rank holds the whole validation split, so all fit the same temperature. One pass gives the logits for
+    # both calibration and the validation scores (the temperature changes no argmax).
+    valid_logits = collect_logits(run.model, run.loaders["valid"], run.device)
+    calibration = calibrate(run.recognizer, *valid_logits["both"])
     if run.main:
         run.recognizer.save_pretrained(model_dir)  # config.json gains the temperature
         tqdm.write(
             f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
             f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
         )
-    valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
+    valid = score(valid_logits, len(run.recognizer.labels))
     test = (
         evaluate(run.model, run.loaders["test"], run.device, len(run.recognizer.labels))
         if "test" in run.loaders
@@ -336,7 +338,7 @@ def train_epoch(run: Run, state: TrainState) -> float:
     return state.epoch_loss / max(state.epoch_batches, 1)
 
 
-def _optimizer_step(run: Run, batch: dict, progress: float, state: TrainState) -> float | None:
+def optimizer_step(run: Run, batch: dict, progress: float, state: TrainState) -> float | None:
     """One optimizer step on one batch (no accumulation); returns its loss, or None if nothing trained."""
     run.optimizer.zero_grad(set_to_none=True)
     loss = _accumulate(run, batch, progress, state, 1.0)
@@ -406,21 +408,6 @@ def _checkpoint(run: Run, state: TrainState) -> None:
             dataclasses.asdict(state),
         )
     barrier(run.world_size)
-
-
-def evaluate(model: EmotionModel, loader: DataLoader, device: torch.device, num_labels: int) -> dict:
-    """Score a loader under three conditions: text+audio, text-only and audio-only.
-
-    Each batch is encoded once and fused three ways. A row without text counts only in "both" and
-    "audio"; a row without audio only in "both" and "text".
-
-    Returns:
-        {"both": metrics, "text": metrics, "audio": metrics}, each from `classification_metrics`.
-    """
-    return {
-        c: classification_metrics(labels.tolist(), logits.argmax(-1).tolist() if len(labels) else [], num_labels)
-        for c, (logits, labels) in logits_by_condition(model, loader, device).items()
-    }
 
 
 def _autocast(run: Run):

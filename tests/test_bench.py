@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmemo.bench_train import METRICS, build_model, count_step_flops
+from mmemo.bench.train import METRICS, build_model, count_step_flops
 from mmemo.cli import main
 
 
@@ -58,10 +58,12 @@ def test_bucketing_pads_less_than_random_batches(tiny_run):
 def test_frozen_cnn_and_flop_counting():
     """Freezing the CNN removes its backward FLOPs; eager and SDPA attention count the same arithmetic."""
     torch.manual_seed(0)
-    from mmemo.bench_train import Collator, _feature_extractor
+    from mmemo.builders import load_feature_extractor
+    from mmemo.config import ModelConfig
+    from mmemo.data.dataset import Collator
     from mmemo.data.text import train_wordpiece
 
-    collator = Collator(train_wordpiece(["hello there general kenobi"], 100), _feature_extractor())
+    collator = Collator(train_wordpiece(["hello there general kenobi"], 100), load_feature_extractor(ModelConfig()))
     counts = {}
     for sdpa, freeze in [(True, True), (False, True), (True, False)]:
         model = build_model("tiny", sdpa=sdpa, freeze_cnn=freeze, vocab_size=200).train()
@@ -75,7 +77,7 @@ def test_conv_backward_flops_count_groups(groups):
     """Forward + backward of a convolution is 3× its forward (torch 2.11 counts grouped ones `groups`× over)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mmemo.bench_train import _flop_formulas
+    from mmemo.bench.train import _flop_formulas
 
     conv = torch.nn.Conv1d(32, 64, 8, stride=2, groups=groups)
     x = torch.randn(2, 32, 100, requires_grad=True)

@@ -9,9 +9,10 @@ import soundfile as sf
 import torch
 
 from mmemo import EmotionRecognizer
-from mmemo.calibration import calibrate, collect_logits, expected_calibration_error, fit_temperature
+from mmemo.calibration import calibrate, expected_calibration_error, fit_temperature
 from mmemo.cli import main
 from mmemo.data.manifest import read_manifest
+from mmemo.evaluate import collect_logits
 from mmemo.inference import Segment, speech_regions, speech_windows
 
 RATE = 16000
@@ -227,14 +228,15 @@ def test_temperature_is_fitted_saved_loaded_and_applied(trained_run, rec, rows, 
     loader = DataLoader(
         dataset, batch_sampler=BucketBatchSampler(dataset.durations(), 16, shuffle=False), collate_fn=rec.collator
     )
-    logits, labels = collect_logits(rec.model, loader, rec.device)
+    by_condition = collect_logits(rec.model, loader, rec.device)
+    logits, labels = by_condition["both"]
     assert logits.shape == (len(valid), 4)
     assert sorted(labels.tolist()) == sorted(label_to_id[r["label"]] for r in valid)
-    text_logits, _ = collect_logits(rec.model, loader, rec.device, condition="text")
+    text_logits, _ = by_condition["text"]
     assert text_logits.shape == logits.shape and not torch.allclose(text_logits, logits)
     nll = torch.nn.functional.cross_entropy
     copy = EmotionRecognizer.from_pretrained(trained_run["model_dir"])
-    report = calibrate(copy, loader)
+    report = calibrate(copy, logits, labels)
     assert copy.temperature == report["temperature"] and report["temperature"] > 0
     assert nll(logits / report["temperature"], labels) <= nll(logits, labels) + 1e-6
     copy.temperature = 2.0

@@ -115,11 +115,54 @@ def test_pooling_choices(fusion, text_pooling, audio_pooling):
         assert logits.shape == (3, 3) and torch.isfinite(logits).all()
 
 
+def test_logits_by_condition_matches_one_fusion_per_condition():
+    model = _model()
+    text, audio = _batch(b=4)
+    text_present = torch.tensor([True, True, False, True])
+    audio_present = torch.tensor([True, False, True, True])
+    with torch.no_grad():
+        out = model.logits_by_condition(text, audio, text_present, audio_present)
+        text_enc, audio_enc = model.encode_text(text), model.encode_audio(audio)
+        expected = {
+            "both": (model.fuse(text_enc, audio_enc, text_present, audio_present), [0, 1, 2, 3]),
+            "text": (model.fuse((text_enc[0][[0, 1, 3]], text_enc[1][[0, 1, 3]]), None), [0, 1, 3]),
+            "audio": (model.fuse(None, (audio_enc[0][[0, 2, 3]], audio_enc[1][[0, 2, 3]])), [0, 2, 3]),
+        }
+    for condition, (logits, rows) in expected.items():
+        assert out[condition][1].tolist() == rows
+        assert torch.allclose(out[condition][0], logits, atol=1e-5), condition
+    assert set(model.logits_by_condition(text, None, conditions=("text",))) == {"text"}
+    assert len(model.logits_by_condition(text, None)["audio"][1]) == 0  # no row can be heard
+
+
+def test_encoder_wrappers_own_layers_checkpointing_and_masking():
+    model = _model(mask_time_prob=0.05, num_hidden_layers=2)
+    text, audio = model.text_encoder, model.audio_encoder
+    assert (text.num_layers, audio.num_layers) == (1, 2)
+    assert text.layer_of("model.embeddings.word_embeddings.weight") == 0
+    assert text.layer_of("model.encoder.layer.0.output.dense.weight") == 1
+    assert audio.layer_of("model.feature_extractor.conv_layers.0.conv.weight") == 0
+    assert audio.layer_of("model.encoder.layers.1.feed_forward.output_dense.weight") == 2
+    assert audio.layer_of("model.encoder.layer_norm.weight") == 2  # above the layers: the top rate
+    assert audio.layer_of("layer_weights") is None  # the wrapper's own mixing weights train like the head
+    for encoder in (text, audio):
+        depths = {encoder.layer_of(name) for name, _ in encoder.named_parameters()}
+        assert depths - {None} == set(range(encoder.num_layers + 1))  # every layer and the front end
+    audio.gradient_checkpointing(True)
+    assert audio.model.is_gradient_checkpointing
+    audio.gradient_checkpointing(False)
+    assert not audio.model.is_gradient_checkpointing
+    assert audio.hf_config.mask_time_prob == 0.05
+    audio.disable_masking()
+    text.disable_masking()
+    assert audio.hf_config.mask_time_prob == 0.0 and audio.hf_config.mask_feature_prob == 0.0
+
+
 def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
     from conftest import tiny_config_dict
 
     from mmemo.config import config_from_dict
-    from mmemo.train import TrainState, _optimizer_step, setup
+    from mmemo.train import TrainState, optimizer_step, setup
 
     cfg = tiny_config_dict(synth_corpus, tmp_path / "gc", gradient_checkpointing=True, grad_accum=2)
     run = setup(config_from_dict(cfg))
@@ -128,7 +171,7 @@ def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
     run.model.train()
     batch = next(iter(run.loaders["train"]))
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    assert _optimizer_step(run, batch, 0.0, TrainState()) is not None
+    assert optimizer_step(run, batch, 0.0, TrainState()) is not None
     assert any(not torch.equal(before[k], v) for k, v in run.model.state_dict().items())
 
 

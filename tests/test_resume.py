@@ -69,7 +69,7 @@ def test_resume_without_checkpoint_is_explained(synth_corpus, tmp_path):
 
 
 def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
-    from mmemo.train import TrainState, _optimizer_step, setup
+    from mmemo.train import TrainState, optimizer_step, setup
 
     run = setup(config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "oom", threads=1)))
     batch = next(iter(run.loaders["train"]))
@@ -88,7 +88,7 @@ def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loss = _optimizer_step(run, batch, progress=0.0, state=state)
+        loss = optimizer_step(run, batch, progress=0.0, state=state)
     assert loss is not None and torch.isfinite(torch.tensor(loss))
     assert attempts[0] == len(batch["ids"]) and max(trained) <= 5
     assert sum(trained) == len(batch["ids"])  # every sample trained once, none lost
@@ -102,7 +102,7 @@ def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
     run.model.forward = always_oom
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert _optimizer_step(run, batch, progress=0.0, state=state) is None
+        assert optimizer_step(run, batch, progress=0.0, state=state) is None
     assert state.skipped == len(batch["ids"])  # single samples that still do not fit are skipped and counted
 
 

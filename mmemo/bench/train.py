@@ -11,8 +11,12 @@ take turns step by step, each step timed with the loading of its batch, so that 
     naive   fp32            eager      trainable  random, fixed batch size      decoded every step  main process
 
 (* on CUDA only, with pinned memory, non-blocking copies and fused AdamW; on CPU both run fp32 in the main
-process.) The fast path's
-cache is filled before timing, as an earlier epoch or run would have. SpecAugment (`mask_time_prob`) and
+process.) The fast path is the trainer itself: the generated utterances are written as a manifest, and
+`mmemo.train.setup` builds its recognizer, loader (`mmemo.builders.make_loader`: dataset, bucketed sampler,
+collator), optimizer and schedule from a config, and each step is `mmemo.train.optimizer_step` (the loss step,
+backward, clipping, optimizer and schedule), with modality dropout off so that every step runs both towers. The
+naive baseline is a separate, plainly written loop over the same utterances with the same collator. The fast
+path's cache is filled before timing, as an earlier epoch or run would have. SpecAugment (`mask_time_prob`) and
 layerdrop are off in both: the first draws masks with NumPy on the host (a graph break under torch.compile),
 the second makes the work per step random. `--ablate` adds runs of the fast path with one feature at a time
 switched to the naive setting, to show where the speed comes from.
@@ -41,57 +45,17 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from mmemo.bench import SIZES as PREDICT_SIZES
-from mmemo.bench import _sentences
-from mmemo.config import ModelConfig
+from mmemo.bench.predict import _sentences
+from mmemo.bench.sizes import TRAIN as SIZES
+from mmemo.config import Config, DataConfig, ModelConfig, TrainConfig
 from mmemo.data.cache import AudioCache
-from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset, padding_ratio
+from mmemo.data.dataset import Collator, EmotionDataset, padding_ratio
+from mmemo.data.manifest import write_manifest
 from mmemo.errors import ConfigError
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 SOURCE_RATE = 48000  # the generated files' rate: loading them resamples to 16 kHz, as for RAVDESS
 METRICS = ("utt_per_s", "audio_h_per_min", "padding_ratio", "tflops", "mfu", "peak_mem_gb")
-_QUIET = {"layerdrop": 0.0, "mask_time_prob": 0.0}
-SIZES = {
-    # The quick-start shapes.
-    "tiny": {
-        "model": {
-            "text_config": {
-                "hidden_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "intermediate_size": 128,
-                "max_position_embeddings": 128,
-            },
-            "audio_config": {
-                "hidden_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "intermediate_size": 128,
-                "conv_dim": [32] * 7,
-                "num_conv_pos_embeddings": 32,
-                "num_conv_pos_embedding_groups": 4,
-                "feat_extract_norm": "group",
-                **_QUIET,
-            },
-            "fusion_dim": 64,
-            "fusion_heads": 4,
-        },
-        "seconds": (1.0, 4.0),
-        "batch_size": 8,
-        "vocab_size": 500,
-    },
-    # BERT-base and wav2vec2-base shapes (as `mmemo bench predict --size base`), BERT's full vocabulary.
-    "base": {
-        "model": {
-            **copy.deepcopy(PREDICT_SIZES["base"]),
-            "audio_config": {**PREDICT_SIZES["base"]["audio_config"], **_QUIET},
-        },
-        "seconds": (2.0, 10.0),
-        "batch_size": 8,
-        "vocab_size": 30522,
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -134,7 +98,7 @@ def bench_train(
             in `steps + warmup` random batches, the fast path in its own bucketed batches.
         warmup: the first steps of each pass are not timed (first calls, workers starting, compilation).
         peak_tflops: the device's peak for MFU; None measures a large matmul.
-        compile: torch.compile the fast path's model (dynamic shapes).
+        compile: torch.compile the fast path's model (`train.compile`).
         ablate: also time the fast path with each feature in `ABLATIONS` switched off in turn.
         threads: torch CPU threads (None: torch's default).
         seed: data, weights and batch order.
@@ -167,28 +131,40 @@ def bench_train(
         n = (steps + warmup) * spec["batch_size"]
         log(f"writing {n} utterances of {spec['seconds'][0]:g}-{spec['seconds'][1]:g} s at {SOURCE_RATE} Hz")
         rows = _write_corpus(tmp / "wavs", n, spec["seconds"], rng)
-        from mmemo.data.text import train_wordpiece
-
-        tokenizer = train_wordpiece([r["text"] for r in rows] + _sentences(rng, 500), spec["vocab_size"])
-        collator = Collator(tokenizer, _feature_extractor(), max_text_tokens=128)
+        # One more clip as the validation split, which the trainer's setup requires; it is never timed.
+        valid = _write_corpus(tmp / "valid", 1, spec["seconds"], rng)
+        manifest = write_manifest(
+            [{**r, "split": "train"} for r in rows] + [{**r, "id": "valid0", "split": "valid"} for r in valid],
+            tmp / "manifest.csv",
+        )
         log("filling the audio cache (untimed, as an earlier epoch would)")
         cache = AudioCache(tmp / "cache")
         for row in rows:
             cache.load(row["audio"])
         peak = peak_tflops or measure_peak_tflops(device)
+
+        def build(recipe: Recipe, index: int) -> _RecipeRun:
+            if recipe.name == "naive":
+                return _naive_run(size, device, rows, collator, seed)
+            return _fast_run(recipe, size, device, manifest, tmp / "cache", tmp / f"run{index}", rows, seed)
+
+        # The fast path's builders train the tokenizer; the naive loop collates with the same one.
+        fast_run = build(recipes[1], 1)
+        collator = fast_run.collator
         if device.type == "cuda":  # a dedicated device: one recipe after the other, each timed as a whole pass
             results = {}
-            for recipe in recipes:
-                log(f"timing {recipe.name}")
-                run = _RecipeRun(recipe, size, device, rows, collator, tmp / "cache", seed)
+            for index in [1, 0, *range(2, len(recipes))]:  # the fast path first: it is built already
+                log(f"timing {recipes[index].name}")
+                run = fast_run if index == 1 else build(recipes[index], index)
+                fast_run = None
                 run.warm_up(warmup)
-                results[recipe.name] = run.timed_pass().metrics(peak, log)
+                results[recipes[index].name] = run.timed_pass().metrics(peak, log)
                 del run
                 gc.collect()
                 torch.cuda.empty_cache()
         else:  # a shared CPU: one step of each recipe in turn, so changing load hits every recipe alike
             log(f"timing {', '.join(r.name for r in recipes)}, interleaved step by step")
-            runs = [_RecipeRun(recipe, size, device, rows, collator, tmp / "cache", seed) for recipe in recipes]
+            runs = [fast_run if index == 1 else build(recipe, index) for index, recipe in enumerate(recipes)]
             for run in runs:
                 run.warm_up(warmup)
             while any(not run.done for run in runs):
@@ -285,64 +261,54 @@ def count_step_flops(
 
 def build_model(size: str, sdpa: bool = True, freeze_cnn: bool = True, vocab_size: int | None = None):
     """A random-weight EmotionModel of `size` with SDPA or eager attention (set in the encoder configs)."""
-    from transformers import AutoModel, BertConfig, Wav2Vec2Config
+    from mmemo.model import EmotionModel, build_encoders
 
-    from mmemo.model import EmotionModel
-
-    spec = SIZES[size]
-    cfg = ModelConfig(**copy.deepcopy(spec["model"]), freeze_feature_encoder=freeze_cnn, labels=list(LABELS))
-    attention = "sdpa" if sdpa else "eager"
-    text = AutoModel.from_config(
-        BertConfig(
-            **{"vocab_size": vocab_size or spec["vocab_size"], **cfg.text_config, "attn_implementation": attention}
-        ),
-        add_pooling_layer=False,
-    )
-    audio = AutoModel.from_config(Wav2Vec2Config(**{**cfg.audio_config, "attn_implementation": attention}))
+    cfg = _model_config(size, sdpa, freeze_cnn)
+    text, audio = build_encoders(cfg, vocab_size=vocab_size or SIZES[size]["vocab_size"])
     return EmotionModel(cfg, len(LABELS), text, audio)
 
 
-class _RecipeRun:
-    """One recipe's model, optimizer and loader over the utterances, and the clock on its training steps."""
+def _model_config(size: str, sdpa: bool, freeze_cnn: bool) -> ModelConfig:
+    cfg = ModelConfig(
+        **copy.deepcopy(SIZES[size]["model"]),
+        freeze_feature_encoder=freeze_cnn,
+        labels=list(LABELS),
+        tokenizer_vocab_size=SIZES[size]["vocab_size"],
+    )
+    if not sdpa:
+        cfg.text_config["attn_implementation"] = cfg.audio_config["attn_implementation"] = "eager"
+    return cfg
 
-    def __init__(
-        self,
-        recipe: Recipe,
-        size: str,
-        device: torch.device,
-        rows: list,
-        collator: Collator,
-        cache_dir: Path,
-        seed: int,
-    ):
+
+class _RecipeRun:
+    """One recipe's loader and training step over the utterances, and the clock on its steps.
+
+    Args:
+        recipe: the recipe's name and switches.
+        model: the (uncompiled) model, for counting FLOPs.
+        loader: yields the recipe's collated batches, one pass over the utterances.
+        step: trains on one batch.
+        collator: the collator, for counting FLOPs on single utterances.
+        rows: the utterances (id, text, seconds).
+        size: the SIZES entry.
+        device: where the model is.
+    """
+
+    def __init__(self, recipe: Recipe, model, loader, step, collator: Collator, rows: list, size: str, device):
         spec = SIZES[size]
         self.recipe, self.device, self.rows = recipe, device, rows
         self.cuda = device.type == "cuda"
-        self.bf16 = recipe.bf16 and self.cuda
-        self.non_blocking = recipe.loader and self.cuda
-        torch.manual_seed(seed)
-        self.model = (
-            build_model(
-                size,
-                sdpa=recipe.sdpa,
-                freeze_cnn=recipe.freeze_cnn,
-                vocab_size=max(spec["vocab_size"], len(collator.tokenizer)),
-            )
-            .to(device)
-            .train()
-        )
+        self.model, self.loader, self.step, self.collator = model, loader, step, collator
+        bf16 = recipe.bf16 and self.cuda
         text = sorted((r["text"] for r in rows), key=len)[len(rows) // 2]  # a median-length transcript
         lo, hi = spec["seconds"]
-        flops_lo, flops_hi = (count_step_flops(self.model, collator, s, text, device, self.bf16) for s in (lo, hi))
+        flops_lo, flops_hi = (count_step_flops(model, collator, s, text, device, bf16) for s in (lo, hi))
         self.flops_per_second = (flops_hi - flops_lo) / (hi - lo)  # FLOPs(utterance) ≈ fixed + per_second · s
         self.flops_fixed = flops_lo - self.flops_per_second * lo
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True if self.non_blocking else None)
-        self.step_model = torch.compile(self.model, dynamic=True) if recipe.compile else self.model
-        self.loader = _loader(recipe, spec, rows, collator, cache_dir, self.cuda, seed)
-        self.padding = padding_ratio(list(self.loader.batch_sampler), [r["seconds"] for r in rows])
         self.seconds_of = {r["id"]: r["seconds"] for r in rows}
-        self.batches = iter(self.loader)
+        sampler = loader.batch_sampler
+        self.padding = padding_ratio(list(sampler), [self.seconds_of[r["id"]] for r in loader.dataset.rows])
+        self.batches = iter(loader)
         self.done = False
         self.utterances, self.audio_seconds, self.steps, self.elapsed = 0, 0.0, 0, 0.0
         self.peak_rss = 0
@@ -355,7 +321,7 @@ class _RecipeRun:
                 raise ConfigError(
                     f"{len(self.loader)} batches are not more than the {steps} warm-up steps; raise --steps"
                 )
-            _step(self.step_model, self.optimizer, batch, self.device, self.bf16, self.non_blocking)
+            self.step(batch)
         _sync(self.device)
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -368,7 +334,7 @@ class _RecipeRun:
             start = time.perf_counter()
             batch = next(self.batches, None)
             if batch is not None:
-                _step(self.step_model, self.optimizer, batch, self.device, self.bf16, self.non_blocking)
+                self.step(batch)
                 _sync(self.device)
             self.elapsed += time.perf_counter() - start
         self.peak_rss = max(self.peak_rss, rss.peak)
@@ -382,7 +348,7 @@ class _RecipeRun:
         with _PeakRSS() as rss:
             start = time.perf_counter()
             for batch in self.batches:
-                _step(self.step_model, self.optimizer, batch, self.device, self.bf16, self.non_blocking)
+                self.step(batch)
                 self._count(batch)
             _sync(self.device)
             self.elapsed += time.perf_counter() - start
@@ -414,35 +380,79 @@ class _RecipeRun:
         self.steps += 1
 
 
-def _loader(recipe: Recipe, spec: dict, rows: list, collator: Collator, cache_dir: Path, cuda: bool, seed: int):
+def _fast_run(
+    recipe: Recipe,
+    size: str,
+    device: torch.device,
+    manifest: Path,
+    cache_dir: Path,
+    out_dir: Path,
+    rows: list,
+    seed: int,
+) -> _RecipeRun:
+    """The trainer's own setup and optimizer step, from a config that sets the recipe's switches."""
+    from mmemo.train import TrainState, optimizer_step, setup
+
+    spec = SIZES[size]
+    workers = min(4, (os.cpu_count() or 1) - 1) if recipe.loader and device.type == "cuda" else 0
+    cfg = Config(
+        model=_model_config(size, recipe.sdpa, recipe.freeze_cnn),
+        data=DataConfig(
+            manifest=str(manifest),
+            max_audio_seconds=spec["seconds"][1],
+            batch_size=spec["batch_size"],
+            max_batch_seconds=_max_batch_seconds(spec),
+            num_workers=workers,
+            cache_dir=str(cache_dir) if recipe.cache else "",
+        ),
+        train=TrainConfig(
+            output_dir=str(out_dir),
+            seed=seed,
+            device=str(device),
+            epochs=1,
+            lr=1e-4,
+            encoder_lr=1e-4,
+            warmup_ratio=0.0,
+            bf16=recipe.bf16,
+            compile=recipe.compile,
+            modality_dropout={"name": "none"},  # every step runs both towers, as the naive loop does
+            progress=False,
+        ),
+    )
+    run = setup(cfg)
+    run.model.train()
+    loader = run.loaders["train"]
+    if not recipe.bucketing:  # the ablation: the same dataset in random batches of `batch_size`
+        loader = _random_batches(loader.dataset, spec["batch_size"], run.recognizer.collator, seed)
+    state = TrainState()
+
+    def step(batch: dict) -> None:
+        optimizer_step(run, batch, 0.0, state)
+
+    return _RecipeRun(recipe, run.model, loader, step, run.recognizer.collator, rows, size, device)
+
+
+def _naive_run(size: str, device: torch.device, rows: list, collator: Collator, seed: int) -> _RecipeRun:
+    """The baseline: fp32, eager attention, a trainable CNN, random batches, every clip decoded every step."""
+    torch.manual_seed(seed)
+    model = build_model(size, sdpa=False, freeze_cnn=False, vocab_size=len(collator.tokenizer)).to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    label_to_id = {label: i for i, label in enumerate(LABELS)}
+    dataset = EmotionDataset(rows, label_to_id, max_seconds=SIZES[size]["seconds"][1], train=True, seed=seed)
+    loader = _random_batches(dataset, SIZES[size]["batch_size"], collator, seed)
+
+    def step(batch: dict) -> None:
+        _step(model, optimizer, batch, device, bf16=False, non_blocking=False)
+
+    return _RecipeRun(NAIVE, model, loader, step, collator, rows, size, device)
+
+
+def _random_batches(dataset, batch_size: int, collator: Collator, seed: int):
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-    label_to_id = {label: i for i, label in enumerate(LABELS)}
-    dataset = EmotionDataset(
-        rows,
-        label_to_id,
-        max_seconds=spec["seconds"][1],
-        train=True,
-        seed=seed,
-        cache_dir=str(cache_dir) if recipe.cache else None,
-    )
     generator = torch.Generator().manual_seed(seed)
-    if recipe.bucketing:
-        sampler = BucketBatchSampler(
-            [r["seconds"] for r in rows], spec["batch_size"], _max_batch_seconds(spec), shuffle=True, seed=seed
-        )
-    else:
-        sampler = BatchSampler(RandomSampler(dataset, generator=generator), spec["batch_size"], drop_last=False)
-    workers = min(4, (os.cpu_count() or 1) - 1) if recipe.loader and cuda else 0
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=collator,
-        num_workers=workers,
-        pin_memory=recipe.loader and cuda,
-        prefetch_factor=4 if workers else None,
-        generator=generator,
-    )
+    sampler = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last=False)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, generator=generator)
 
 
 def _step(model, optimizer, batch: dict, device: torch.device, bf16: bool, non_blocking: bool) -> torch.Tensor:
@@ -482,14 +492,6 @@ def _write_corpus(folder: Path, n: int, seconds: tuple[float, float], rng: np.ra
             }
         )
     return rows
-
-
-def _feature_extractor():
-    from transformers import Wav2Vec2FeatureExtractor
-
-    return Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    )
 
 
 def _max_batch_seconds(spec: dict) -> float:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmemo.bench.sizes import PREDICT
 from mmemo.config import ModelConfig
 
 VARIANTS = ("fp32", "int8", "onnx", "onnx_int8", "baseline")
@@ -26,45 +27,7 @@ CLIP_SECONDS = 5.0
 TRANSCRIPT_WORDS = 20
 BATCH = 32
 LABELS = ["angry", "happy", "neutral", "sad"]
-SIZES = {
-    "tiny": {
-        "text_config": {
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "max_position_embeddings": 128,
-        },
-        "audio_config": {
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "conv_dim": [16] * 7,
-            "num_conv_pos_embeddings": 16,
-            "num_conv_pos_embedding_groups": 2,
-        },
-        "fusion_dim": 32,
-        "fusion_heads": 2,
-    },
-    # BertConfig's and Wav2Vec2Config's defaults are bert-base and wav2vec2-base; spelt out for the reader.
-    "base": {
-        "text_config": {
-            "hidden_size": 768,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "intermediate_size": 3072,
-        },
-        "audio_config": {
-            "hidden_size": 768,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "intermediate_size": 3072,
-            "conv_dim": [512] * 7,
-            "feat_extract_norm": "group",
-        },
-    },
-}
+SIZES = PREDICT
 
 
 def bench_predict(
@@ -192,13 +155,13 @@ def _baseline(recognizer):
         "text-classification",
         device="cpu",
         tokenizer=recognizer.tokenizer,
-        model=build(AutoModelForSequenceClassification, recognizer.model.text_encoder.model.config),
+        model=build(AutoModelForSequenceClassification, recognizer.model.text_encoder.hf_config),
     )
     audio_pipe = pipeline(
         "audio-classification",
         device="cpu",
         feature_extractor=recognizer.feature_extractor,
-        model=build(AutoModelForAudioClassification, recognizer.model.audio_encoder.model.config),
+        model=build(AutoModelForAudioClassification, recognizer.model.audio_encoder.hf_config),
     )
 
     def predict(text=None, audio=None, sampling_rate=None, batch_size=1):
