@@ -141,6 +141,11 @@ def setup(cfg: Config, resume: bool = False) -> Run:
 def _check_settings(cfg: Config, resume: bool) -> None:
     if not cfg.data.manifest:
         raise ConfigError("data.manifest is empty; set it in the config or pass data.manifest=PATH")
+    if not Path(cfg.data.manifest).is_file():
+        raise DataError(
+            f"data.manifest {Path(cfg.data.manifest).resolve()} does not exist ({cfg.path_origin('data.manifest')}); "
+            "fix the path, or make the manifest with `mmemo synth` or `mmemo prepare`"
+        )
     if cfg.train.monitor not in CONDITIONS:
         raise ConfigError(f"train.monitor must be one of {', '.join(CONDITIONS)}, got {cfg.train.monitor!r}")
     if cfg.data.on_bad_sample not in ("fail", "skip"):
