@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from mmemo.errors import MmemoError
@@ -14,10 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point for `mmemo` and `python -m mmemo`; returns the exit status."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if not hasattr(args, "func"):
-        parser.print_help()
+        build_parser().print_help()
         return 2
     try:
         return args.func(args) or 0
@@ -27,6 +27,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mmemo {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line. For the subcommands that take config overrides, every `section.key=value` word is
+    an override wherever it stands (`mmemo cv CONFIG MANIFEST --json X train.epochs=3`): argparse alone only
+    takes them right after the positionals, and `parse_intermixed_args` does not support subcommands."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = []
+    if argv and argv[0] in OVERRIDE_COMMANDS:
+        overrides = [word for word in argv[1:] if OVERRIDE.match(word)]
+        argv = argv[:1] + [word for word in argv[1:] if not OVERRIDE.match(word)]
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides = overrides + args.overrides  # leftovers such as "epochs=3" get load_config's error
+    return args
+
+
+OVERRIDE_COMMANDS = ("train", "ablate", "cv")
+# `section.key[.subkey]=value`: a config override
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
-    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="section.key=value anywhere on the line, e.g. train.epochs=3 model.audio_config.hidden_size=32",
+    )
     p.add_argument(
         "--resume", action="store_true", help="continue the run in train.output_dir from its last checkpoint"
     )
@@ -133,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="train the ablation variants and print one UA/WA/F1 table")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
-    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="section.key=value anywhere on the line, e.g. train.epochs=3 model.audio_config.hidden_size=32",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (results are means)")
     p.add_argument(
         "--variants", nargs="+", default=None, help="a subset of: joint_md joint_nomd text_only audio_only concat"
@@ -167,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cv", help="cross-validate: one run per fold (and seed), fold table and mean ± std")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
     p.add_argument("manifest")
-    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="section.key=value anywhere on the line, e.g. train.epochs=3 model.audio_config.hidden_size=32",
+    )
     p.add_argument(
         "--folds",
         default=None,

@@ -133,3 +133,34 @@ def test_missing_manifest_error_shows_absolute_path_and_rule(tmp_path, monkeypat
         train(load_config(config))
     with pytest.raises(DataError, match=r"does exist under the working directory"):
         train(load_config(config))
+
+
+def test_overrides_anywhere_on_the_command_line(capsys):
+    from mmemo.cli import main, parse_args
+
+    args = parse_args(["cv", "emodb_cv", "m.jsonl", "--json", "out.json", "train.epochs=3", "--seeds", "1", "2"])
+    assert (args.config, args.manifest, args.json, args.seeds) == ("emodb_cv", "m.jsonl", "out.json", [1, 2])
+    assert args.overrides == ["train.epochs=3"]
+    args = parse_args(["cv", "emodb_cv", "train.epochs=3", "m.jsonl", "model.audio_config.hidden_size=32"])
+    assert args.manifest == "m.jsonl" and args.overrides == ["train.epochs=3", "model.audio_config.hidden_size=32"]
+    args = parse_args(["train", "quickstart", "--resume", "train.epochs=3"])
+    assert args.resume and args.overrides == ["train.epochs=3"]
+    args = parse_args(["ablate", "train.seed=1", "quickstart", "--seeds", "0", "train.epochs=2"])
+    assert args.config == "quickstart" and args.overrides == ["train.seed=1", "train.epochs=2"]
+    args = parse_args(["cv", "emodb_cv", "m.jsonl", "stray", "train.epochs=3"])
+    with pytest.raises(ConfigError, match=r"override 'stray' must look like section.key=value"):
+        load_config(args.config, args.overrides)
+    with pytest.raises(SystemExit):
+        parse_args(["evaluate", "model", "m.jsonl", "train.epochs=3"])  # evaluate takes no overrides
+    capsys.readouterr()
+    # an override's mistake is reported as the override, before anything runs
+    assert main(["train", "quickstart", "--resume", "train.epoch=3"]) == 2
+    assert "override 'train.epoch=3': unknown key 'epoch'; did you mean 'epochs'?" in capsys.readouterr().err
+
+
+def test_prepare_suggests_the_corpus_name(tmp_path):
+    from mmemo.data.corpora import prepare
+    from mmemo.errors import DataError
+
+    with pytest.raises(DataError, match=r"unknown corpus 'iemocapp'; did you mean 'iemocap'\?"):
+        prepare("iemocapp", tmp_path)
