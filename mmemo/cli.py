@@ -76,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="section.key=value anywhere on the line, e.g. train.epochs=3 model.audio_config.hidden_size=32",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in train.output_dir from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in train.output_dir from its last checkpoint (model, optimizer state, base learning "
+        "rates and RNGs come from it). A larger train.epochs continues a killed or finished run: the warmup/"
+        "linear-decay schedule is rebuilt for the new total and the LR continues from where that schedule is at "
+        "the resumed step; config.yaml is rewritten with the resumed config, the original kept as "
+        "config.original.yaml",
     )
     p.set_defaults(func=cmd_train)
 

@@ -124,10 +124,13 @@ class Config:
         """How the path at `key` (e.g. "data.manifest") was resolved, in words, for error messages."""
         return self.origins.get(key, "used as given (a relative path is relative to the working directory)")
 
+    def to_yaml(self) -> str:
+        """The resolved config as YAML text (what `save` writes)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the resolved config as YAML."""
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.to_dict(), f, sort_keys=False, allow_unicode=True)
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
