@@ -109,8 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict-batch", help="predict every row of a manifest or every audio file under a folder")
     p.add_argument("model_dir")
-    p.add_argument("source", help="a manifest (.jsonl/.csv) or a folder of audio files (searched recursively)")
+    p.add_argument(
+        "source",
+        help="a .jsonl/.csv file whose rows have audio and/or text (optional id, label, split, start, end; "
+        "relative audio paths resolve against the file's folder), or a folder of audio files (searched "
+        "recursively). With a label column, accuracy and UA are printed",
+    )
     p.add_argument("-o", "--output", required=True, help="the results file (.csv or .jsonl)")
+    p.add_argument("--split", default=None, help="predict only the rows of this split (needs a split column)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _add_speed_options(p)
@@ -340,10 +346,16 @@ def cmd_predict_batch(args) -> None:
 
     recognizer = EmotionRecognizer.from_pretrained(args.model_dir, int8=args.int8, threads=args.threads)
     summary = predict_to_file(
-        recognizer, args.source, args.output, batch_size=args.batch_size, overwrite=args.overwrite
+        recognizer, args.source, args.output, batch_size=args.batch_size, overwrite=args.overwrite, split=args.split
     )
     failed = f", {summary['errors']} failed (see the error column)" if summary["errors"] else ""
     print(f"{summary['output']}: {summary['rows']} rows{failed}")
+    scores, unscored = summary["scores"], summary["unscored"]
+    if scores:
+        skipped = f" ({unscored} labelled rows not scored: label not in the model's set, or failed)" if unscored else ""
+        print(f"accuracy (WA) {scores['wa']:.3f}, UA {scores['ua']:.3f} on {scores['n']} labelled rows{skipped}")
+    elif unscored:
+        print(f"no row could be scored: none of the {unscored} labelled rows has a label in the model's set")
 
 
 def cmd_export(args) -> None:
