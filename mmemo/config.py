@@ -103,6 +103,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (SpecAugment masking is turned off: it draws masks on the host)
     modality_dropout: dict = field(default_factory=lambda: {"name": "independent", "p_text": 0.3, "p_audio": 0.3})
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    # bit-identical weights on one machine: one CPU thread, deterministic kernels (an op without one is an
+    # error), CUBLAS_WORKSPACE_CONFIG on CUDA; slower
+    deterministic: bool = False
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     progress: bool = True
 

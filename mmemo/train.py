@@ -83,7 +83,9 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     _check_settings(cfg, resume)
     rank, world_size = init_distributed(cfg.train.device)
     seed_everything(cfg.train.seed)
-    if cfg.train.threads:
+    if cfg.train.deterministic:
+        use_deterministic_algorithms()
+    elif cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device, rank if world_size > 1 else None)
     out_dir = Path(cfg.train.output_dir)
@@ -669,6 +671,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def use_deterministic_algorithms() -> None:
+    """Make training bit-reproducible on one machine (`train.deterministic`): one CPU thread (a different thread
+    count changes how sums are split), deterministic kernels only, and the fixed cuBLAS workspace that CUDA needs
+    for them (set before cuBLAS starts). Seeds are set by `seed_everything`."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
