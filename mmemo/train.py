@@ -263,6 +263,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         tqdm.write(
             f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
             f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
+            + (f"  WARNING: {calibration['warning']}" if calibration.get("warning") else "")
         )
     valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
     test = (
@@ -638,7 +639,8 @@ def write_report(
         "",
         f"Calibration (temperature scaling on validation, text+audio): T = "
         f"{calibration['temperature']:.3f}, expected calibration error {calibration['ece_before']:.3f} → "
-        f"{calibration['ece_after']:.3f}.",
+        f"{calibration['ece_after']:.3f}."
+        + (f" **Warning:** {calibration['warning']}." if calibration.get("warning") else ""),
         "",
         "![confusion matrix](confusion_matrix.png)",
         "",

@@ -217,6 +217,26 @@ def test_fit_temperature_recovers_a_known_temperature_and_lowers_ece():
     assert expected_calibration_error(np.array([[0.9, 0.1]] * 10), np.array([0] * 5 + [1] * 5)) == pytest.approx(0.4)
 
 
+def test_temperature_at_its_bound_is_warned_with_a_reason():
+    import warnings
+
+    labels = torch.arange(4).repeat(10)
+    one_class = torch.tensor([[5.0, 0.0, 0.0, 0.0]]).repeat(40, 1)  # sure of class 0 on every row, right on 1/4
+    with pytest.warns(
+        UserWarning, match=r"upper bound T = (19\.99\d|20\.000).*predicts one class \(index 0\).*near chance"
+    ):
+        assert fit_temperature(one_class, labels) == pytest.approx(20.0, rel=1e-3)
+    right = torch.eye(4).repeat(2, 1)  # 8 rows, all right with a small margin: sharper always looks better
+    with pytest.warns(UserWarning, match=r"lower bound T = 0\.05\d.*only 8 labelled rows.*right on every row"):
+        assert fit_temperature(right, torch.arange(4).repeat(2)) == pytest.approx(0.05, rel=1e-3)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2000, 4, generator=g) * 2.0
+    noisy = torch.multinomial(torch.softmax(logits, -1), 1, generator=g).squeeze(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an interior optimum: no warning
+        assert 0.5 < fit_temperature(logits, noisy) < 2.0
+
+
 def test_temperature_is_fitted_saved_loaded_and_applied(trained_run, rec, rows, tmp_path):
     from torch.utils.data import DataLoader
 
