@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import random
 import re
 import warnings
@@ -32,6 +33,11 @@ def check_settings(cfg: Config, resume: bool) -> None:
     """Reject settings that would fail later (or overwrite a run) before any data is read."""
     if not cfg.data.manifest:
         raise ConfigError("data.manifest is empty; set it in the config or pass data.manifest=PATH")
+    if not Path(cfg.data.manifest).is_file():
+        raise DataError(
+            f"data.manifest {Path(cfg.data.manifest).resolve()} does not exist ({cfg.path_origin('data.manifest')}); "
+            "fix the path, or make the manifest with `mmemo synth` or `mmemo prepare`"
+        )
     if cfg.train.monitor not in CONDITIONS:
         raise ConfigError(f"train.monitor must be one of {', '.join(CONDITIONS)}, got {cfg.train.monitor!r}")
     if cfg.data.on_bad_sample not in ("fail", "skip"):
@@ -230,6 +236,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def use_deterministic_algorithms() -> None:
+    """Make training bit-reproducible on one machine (`train.deterministic`): one CPU thread (a different thread
+    count changes how sums are split), deterministic kernels only, and the fixed cuBLAS workspace that CUDA needs
+    for them (set before cuBLAS starts). Seeds are set by `seed_everything`."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def warmup_linear_decay(optimizer, warmup: int, total: int):

@@ -8,6 +8,7 @@ fitted to minimise the validation negative log-likelihood fixes most of that wit
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from scipy.optimize import minimize_scalar
 # T is searched in [1/20, 20]: wide enough for any trained classifier, bounded so that a degenerate
 # validation set (all correct, or a single row) cannot push it to 0 or infinity.
 LOG_T_BOUNDS = (-math.log(20.0), math.log(20.0))
+MIN_CALIBRATION_ROWS = 30  # fewer validation rows than this is named as a likely reason for a fit at a bound
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -43,7 +45,50 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
     result = minimize_scalar(nll, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})
     best = result.x if result.fun <= nll(0.0) else 0.0
-    return float(math.exp(best))
+    temperature = float(math.exp(best))
+    warning = bound_warning(logits, labels, temperature)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    return temperature
+
+
+def bound_warning(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> str | None:
+    """Why a fitted temperature sits at the edge of the search range, or None when it does not.
+
+    A fit at a bound did not find an optimum: NLL was still falling there, so T says more about the validation
+    set than about calibration (e.g. it is tiny, the model predicts one class, or it is right on every row).
+
+    Args:
+        logits: (N, C) logits the temperature was fitted on (rows with label -100 already dropped or ignored).
+        labels: (N,) class indices.
+        temperature: the fitted T.
+    """
+    log_t = math.log(temperature)
+    low, high = (abs(log_t - bound) < 1e-3 for bound in LOG_T_BOUNDS)
+    if not (low or high):
+        return None
+    logits, labels = torch.as_tensor(logits), torch.as_tensor(labels).long()
+    keep = labels != -100
+    logits, labels = logits[keep], labels[keep]
+    predicted = logits.argmax(-1)
+    accuracy = (predicted == labels).double().mean().item()
+    reasons = []
+    if len(labels) < MIN_CALIBRATION_ROWS:
+        reasons.append(f"validation has only {len(labels)} labelled rows")
+    if len(predicted.unique()) == 1:
+        reasons.append(f"the model predicts one class (index {predicted[0].item()}) for every row")
+    if low and accuracy == 1.0:
+        reasons.append("the model is right on every row, so sharper probabilities always look better")
+    if high and accuracy <= 1.5 / logits.shape[1]:
+        reasons.append(f"accuracy is {accuracy:.0%}, near chance for {logits.shape[1]} classes")
+    if not reasons:
+        reasons.append("the logits are far from calibrated (an undertrained or overfitted model)")
+    side = "lower" if low else "upper"
+    return (
+        f"temperature scaling stopped at its {side} bound T = {temperature:.3f} (searched "
+        f"{math.exp(LOG_T_BOUNDS[0]):.2f}..{math.exp(LOG_T_BOUNDS[1]):.0f}): {'; '.join(reasons)}. The "
+        "probabilities are not calibrated; train longer or calibrate on a larger validation split"
+    )
 
 
 def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
@@ -73,7 +118,7 @@ def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
 
 
 def calibrate(recognizer, logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Fit the recognizer's temperature on (validation) logits; returns {"temperature", "ece_before", "ece_after"}.
+    """Fit the recognizer's temperature on (validation) logits.
 
     Sets `recognizer.temperature`; save the recognizer afterwards to keep it.
 
@@ -81,11 +126,16 @@ def calibrate(recognizer, logits: torch.Tensor, labels: torch.Tensor) -> dict:
         recognizer: the EmotionRecognizer to calibrate.
         logits: (N, C) raw logits, e.g. the "both" condition of `mmemo.evaluate.collect_logits`.
         labels: (N,) class indices.
+
+    Returns:
+        {"temperature", "ece_before", "ece_after", "warning"}: `warning` says why the fit ended at a bound of
+        the search range (see `bound_warning`; also issued with warnings.warn), else None.
     """
     temperature = fit_temperature(logits, labels)
     recognizer.temperature = temperature
     return {
         "temperature": temperature,
+        "warning": bound_warning(logits, labels, temperature),
         "ece_before": expected_calibration_error(torch.softmax(logits, -1), labels),
         "ece_after": expected_calibration_error(torch.softmax(logits / temperature, -1), labels),
     }

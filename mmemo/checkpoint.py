@@ -82,11 +82,17 @@ def latest_checkpoint(folder: Path) -> Path:
 def load_checkpoint(target: Path, optimizer, scheduler, generator: torch.Generator) -> dict:
     """Restore optimizer, scheduler and RNG states from checkpoint folder `target`; returns its progress dict.
 
-    The model itself is loaded from `target/model` with `EmotionRecognizer.from_pretrained`.
+    `scheduler` must be a LambdaLR built for this run: its step count is restored and the optimizer's learning
+    rates are set to its value at that step. The model itself is loaded from `target/model` with `EmotionRecognizer.from_pretrained`.
     """
     state = torch.load(target / "state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    # The step count comes from the checkpoint, the schedule's shape from this run (a LambdaLR saves no function),
+    # so a resume with more train.epochs continues on the longer schedule. The optimizer state still holds the
+    # LR the old schedule gave at this step (0.0 at the end of a finished run): set this schedule's instead.
+    for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base_lr * factor(scheduler.last_epoch)
     torch.set_rng_state(state["torch_rng"])
     generator.set_state(state["generator"])
     if state["cuda_rng"] and torch.cuda.is_available():

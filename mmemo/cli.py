@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from mmemo.errors import MmemoError
@@ -14,10 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point for `mmemo` and `python -m mmemo`; returns the exit status."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if not hasattr(args, "func"):
-        parser.print_help()
+        build_parser().print_help()
         return 2
     try:
         return args.func(args) or 0
@@ -27,6 +27,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mmemo {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line. For the subcommands that take config overrides, every `section.key=value` word is
+    an override wherever it stands (`mmemo cv CONFIG MANIFEST --json X train.epochs=3`): argparse alone only
+    takes them right after the positionals, and `parse_intermixed_args` does not support subcommands."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = []
+    if argv and argv[0] in OVERRIDE_COMMANDS:
+        overrides = [word for word in argv[1:] if OVERRIDE.match(word)]
+        argv = argv[:1] + [word for word in argv[1:] if not OVERRIDE.match(word)]
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides = overrides + args.overrides  # leftovers such as "epochs=3" get load_config's error
+    return args
+
+
+OVERRIDE_COMMANDS = ("train", "ablate", "cv")
+# `section.key[.subkey]=value`: a config override
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
-    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in train.output_dir from its last checkpoint"
+        "overrides",
+        nargs="*",
+        help="section.key=value anywhere on the line, e.g. train.epochs=3 model.audio_config.hidden_size=32",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in train.output_dir from its last checkpoint (model, optimizer state, base learning "
+        "rates and RNGs come from it). A larger train.epochs continues a killed or finished run: the warmup/"
+        "linear-decay schedule is rebuilt for the new total and the LR continues from where that schedule is at "
+        "the resumed step; config.yaml is rewritten with the resumed config, the original kept as "
+        "config.original.yaml",
     )
     p.set_defaults(func=cmd_train)
 
@@ -79,8 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict-batch", help="predict every row of a manifest or every audio file under a folder")
     p.add_argument("model_dir")
-    p.add_argument("source", help="a manifest (.jsonl/.csv) or a folder of audio files (searched recursively)")
+    p.add_argument(
+        "source",
+        help="a .jsonl/.csv file whose rows have audio and/or text (optional id, label, split, start, end; "
+        "relative audio paths resolve against the file's folder), or a folder of audio files (searched "
+        "recursively). With a label column, accuracy and UA are printed",
+    )
     p.add_argument("-o", "--output", required=True, help="the results file (.csv or .jsonl)")
+    p.add_argument("--split", default=None, help="predict only the rows of this split (needs a split column)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _add_speed_options(p)
@@ -133,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="train the ablation variants and print one UA/WA/F1 table")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
-    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="section.key=value anywhere on the line, e.g. train.epochs=3 model.audio_config.hidden_size=32",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (results are means)")
     p.add_argument(
         "--variants", nargs="+", default=None, help="a subset of: joint_md joint_nomd text_only audio_only concat"
@@ -170,7 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cv", help="cross-validate: one run per fold (and seed), fold table and mean ± std")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
     p.add_argument("manifest")
-    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=3")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="section.key=value anywhere on the line, e.g. train.epochs=3 model.audio_config.hidden_size=32",
+    )
     p.add_argument(
         "--folds",
         default=None,
@@ -330,10 +374,16 @@ def cmd_predict_batch(args) -> None:
 
     recognizer = EmotionRecognizer.from_pretrained(args.model_dir, int8=args.int8, threads=args.threads)
     summary = predict_to_file(
-        recognizer, args.source, args.output, batch_size=args.batch_size, overwrite=args.overwrite
+        recognizer, args.source, args.output, batch_size=args.batch_size, overwrite=args.overwrite, split=args.split
     )
     failed = f", {summary['errors']} failed (see the error column)" if summary["errors"] else ""
     print(f"{summary['output']}: {summary['rows']} rows{failed}")
+    scores, unscored = summary["scores"], summary["unscored"]
+    if scores:
+        skipped = f" ({unscored} labelled rows not scored: label not in the model's set, or failed)" if unscored else ""
+        print(f"accuracy (WA) {scores['wa']:.3f}, UA {scores['ua']:.3f} on {scores['n']} labelled rows{skipped}")
+    elif unscored:
+        print(f"no row could be scored: none of the {unscored} labelled rows has a label in the model's set")
 
 
 def cmd_export(args) -> None:

@@ -2,10 +2,25 @@
 
 Presets live in `configs/*.yaml`. Every key is checked: an unknown or misspelt key is an error that names
 the closest valid key, and a value of the wrong type is an error that names the expected type.
+
+Overrides (`load_config(path, ["train.epochs=3"])`, or `key=value` words on the command line) are parsed as
+YAML. A dotted key reaches into a mapping: `model.audio_config.hidden_size=32` sets one key of
+`audio_config` and keeps the others; `train.modality_dropout.name=exclusive` switches the strategy and drops
+the old strategy's parameters (they would not fit the new one), so give new ones after it
+(`train.modality_dropout.p_both=0.6`).
+
+Relative paths, one rule: `data.manifest` and `data.cache_dir` written in a YAML file resolve against that
+file's folder, so a config can sit next to its data and be run from anywhere. Two exceptions resolve against
+the working directory: the presets shipped in `configs/` (their `data/...` paths mean the project you run
+them from) and paths given as command-line overrides (they are typed relative to where you are).
+`train.output_dir` always stays relative to the working directory: runs go where you run. `load_config`
+returns these paths absolute (`~` expanded), so the `config.yaml` a run writes works from any folder, and
+`Config.path_origin(key)` says which rule produced a path (for error messages).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -97,6 +112,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (SpecAugment masking is turned off: it draws masks on the host)
     modality_dropout: dict = field(default_factory=lambda: {"name": "independent", "p_text": 0.3, "p_audio": 0.3})
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    # bit-identical weights on one machine: one CPU thread, deterministic kernels (an op without one is an
+    # error), CUBLAS_WORKSPACE_CONFIG on CUDA; slower
+    deterministic: bool = False
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     progress: bool = True
 
@@ -108,14 +126,23 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # "data.manifest" -> the rule that made it absolute (see the module docstring); not part of the YAML
+    origins: dict = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+
+    def path_origin(self, key: str) -> str:
+        """How the path at `key` (e.g. "data.manifest") was resolved, in words, for error messages."""
+        return self.origins.get(key, "used as given (a relative path is relative to the working directory)")
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML text (what `save` writes)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the resolved config as YAML."""
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.to_dict(), f, sort_keys=False, allow_unicode=True)
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -123,14 +150,16 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 
     Args:
         path: a YAML file, or the name of a preset such as "quickstart".
-        overrides: strings like "train.epochs=3" or "model.fusion_dim=64"; values are parsed as YAML.
+        overrides: strings like "train.epochs=3" or "model.audio_config.hidden_size=32"; values are parsed as
+            YAML, and a dotted key reaches into a mapping (see the module docstring).
 
     Returns:
-        The validated Config. Relative `data.manifest` paths stay as written (relative to the working folder).
+        The validated Config, with `data.manifest` and `data.cache_dir` made absolute by the rule in the module
+        docstring (the YAML file's folder; the working directory for shipped presets and overrides).
 
     Raises:
         ConfigError: the file is missing or not YAML, a key is unknown (the closest valid key is suggested),
-            or a value has the wrong type.
+            or a value has the wrong type; an override's error names the override, not the file.
     """
     path = _resolve_preset(path)
     try:
@@ -140,9 +169,42 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with model/data/train sections")
+    cfg = config_from_dict(raw, where=str(path))  # the file's own errors name the file
+    overridden = set()
     for item in overrides:
-        _apply_override(raw, item)
-    return config_from_dict(raw, where=str(path))
+        overridden.add(_apply_override(raw, item))
+    if overrides:
+        cfg = config_from_dict(raw, where=str(path))
+    if path.resolve().parent == CONFIG_DIR:
+        file_base, file_rule = (
+            Path.cwd(),
+            f"from the preset {path.name} shipped in configs/, so relative to the working directory",
+        )
+    else:
+        file_base, file_rule = path.resolve().parent, f"from {path}, so relative to that file's folder"
+    for section, name in PATH_KEYS:
+        key = f"{section}.{name}"
+        value = getattr(getattr(cfg, section), name)
+        if not value:
+            continue
+        if key in overridden:
+            base, rule = Path.cwd(), "from a command-line override, so relative to the working directory"
+        else:
+            base, rule = file_base, file_rule
+        expanded = Path(value).expanduser()
+        resolved = (base / expanded).resolve()
+        setattr(getattr(cfg, section), name, str(resolved))
+        origin = f"{value!r} {rule}" if not expanded.is_absolute() else f"{value!r}, an absolute path"
+        if not resolved.exists() and base != Path.cwd() and (Path.cwd() / expanded).exists():
+            origin += (
+                f"; {value!r} does exist under the working directory: write it relative to {path.parent} or absolute"
+            )
+        cfg.origins[key] = origin
+    return cfg
+
+
+PATH_KEYS = (("data", "manifest"), ("data", "cache_dir"))
+"""The config paths that resolve against the YAML file's folder (see the module docstring)."""
 
 
 def config_from_dict(raw: dict, where: str = "config") -> Config:
@@ -173,19 +235,50 @@ def _resolve_preset(path: str | os.PathLike) -> Path:
     raise ConfigError(f"config {path} not found; give a YAML file or a preset name ({', '.join(list_presets())})")
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def _apply_override(raw: dict, item: str) -> str:
+    """Apply one `section.key[.subkey...]=value` override to the raw dict; returns "section.key".
+
+    The section and key are checked against the dataclasses here, so a misspelt override is reported as the
+    override (with the closest valid key), not as a problem in the YAML file.
+    """
     key, sep, value = item.partition("=")
     parts = key.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
+    if not sep or len(parts) < 2 or not all(parts):
         raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=3")
-    section, name = parts
+    section, name, *inner = parts
+    where = f"override {item!r}"
+    if section not in _SECTIONS:
+        raise ConfigError(_unknown(where, section, _SECTIONS))
+    fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
+    if name not in fields:
+        raise ConfigError(_unknown(where, name, fields))
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
     raw.setdefault(section, {})
     if not isinstance(raw[section], dict):
-        raise ConfigError(f"override {item!r}: section {section!r} is not a mapping")
-    try:
-        raw[section][name] = yaml.safe_load(value)
-    except yaml.YAMLError:
-        raw[section][name] = value
+        raise ConfigError(f"{where}: section {section!r} is not a mapping")
+    if not inner:
+        hint = typing.get_type_hints(_SECTIONS[section])[name]
+        raw[section][name] = _check_type(parsed, hint, where)
+        return f"{section}.{name}"
+    if name not in raw[section]:  # start from the default mapping, e.g. train.modality_dropout's
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        raw[section][name] = default
+    node = raw[section][name] = copy.deepcopy(raw[section][name])
+    path = f"{section}.{name}"
+    for part in inner[:-1]:
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {path} is not a mapping, so it has no key {part!r}")
+        node = node.setdefault(part, {})
+        path += f".{part}"
+    if not isinstance(node, dict):
+        raise ConfigError(f"{where}: {path} is not a mapping, so it has no key {inner[-1]!r}")
+    if (section, name, inner) == ("train", "modality_dropout", ["name"]) and node.get("name") != parsed:
+        node.clear()  # the old strategy's parameters would not fit the new one
+    node[inner[-1]] = parsed
+    return f"{section}.{name}"
 
 
 def build_section(cls: type, values: dict, where: str):

@@ -48,7 +48,8 @@ def write_report(
         "",
         f"Calibration (temperature scaling on validation, text+audio): T = "
         f"{calibration['temperature']:.3f}, expected calibration error {calibration['ece_before']:.3f} → "
-        f"{calibration['ece_after']:.3f}.",
+        f"{calibration['ece_after']:.3f}."
+        + (f" **Warning:** {calibration['warning']}." if calibration.get("warning") else ""),
         "",
         "![confusion matrix](confusion_matrix.png)",
         "",

@@ -3,7 +3,8 @@
 `train(cfg)` writes a run folder:
 
     runs/NAME/
-      config.yaml            the resolved config
+      config.yaml            the resolved config (of the last resume, when --resume changed it)
+      config.original.yaml   the config the run started with, kept when a resume changed it
       metrics.jsonl          one line per epoch: train loss, validation scores per condition
       model/                 the best checkpoint (by validation UA on `train.monitor`), loadable with from_pretrained
       report.md              test scores for text+audio, text-only and audio-only
@@ -34,6 +35,7 @@ from mmemo.builders import (
     make_optimizer,
     seed_everything,
     set_acoustic_statistics,
+    use_deterministic_algorithms,
     warmup_linear_decay,
 )
 from mmemo.calibration import calibrate
@@ -89,7 +91,9 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     augmenter = build_augmenter(cfg.data.augment)
     rank, world_size = init_distributed(cfg.train.device)
     seed_everything(cfg.train.seed)
-    if cfg.train.threads:
+    if cfg.train.deterministic:
+        use_deterministic_algorithms()
+    elif cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device, rank if world_size > 1 else None)
     out_dir = Path(cfg.train.output_dir)
@@ -178,7 +182,9 @@ def train(cfg: Config, resume: bool = False) -> dict:
 
     Args:
         cfg: the recipe.
-        resume: continue the run in `cfg.train.output_dir` from its latest checkpoint (same config).
+        resume: continue the run in `cfg.train.output_dir` from its latest checkpoint. A larger
+            `train.epochs` extends the run: the LR schedule is rebuilt for the new total and continues from the
+            resumed step; config.yaml is rewritten (the original kept as config.original.yaml).
 
     Returns:
         {"out_dir", "model_dir", "best_epoch", "valid": scores, "test": scores or None, "skipped": bad clips
@@ -198,11 +204,9 @@ def train(cfg: Config, resume: bool = False) -> dict:
             tqdm.write(f"resuming from epoch {state.epoch + 1}, batch {state.batch} (step {state.step})")
     elif run.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
-        cfg_to_save = copy.deepcopy(cfg)
-        cfg_to_save.model = run.recognizer.config
-        cfg_to_save.save(run.out_dir / "config.yaml")
         log_path.write_text("")
     if run.main:
+        _save_run_config(run, resume)
         print_header(run)
 
     while state.epoch < cfg.train.epochs and not state.stopped:
@@ -222,6 +226,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         tqdm.write(
             f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
             f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
+            + (f"  WARNING: {calibration['warning']}" if calibration.get("warning") else "")
         )
     valid = score(valid_logits, len(run.recognizer.labels))
     test = (
@@ -241,6 +246,20 @@ def train(cfg: Config, resume: bool = False) -> dict:
         "skipped": state.skipped,
         "calibration": calibration,
     }
+
+
+def _save_run_config(run: Run, resume: bool) -> None:
+    """Write the run folder's config.yaml; a resume with a different config first keeps the one the run started
+    with as config.original.yaml (once: later resumes keep the first original)."""
+    cfg = copy.deepcopy(run.cfg)
+    cfg.model = run.recognizer.config
+    path, original = run.out_dir / "config.yaml", run.out_dir / "config.original.yaml"
+    if resume and path.is_file():
+        if path.read_text(encoding="utf-8") == cfg.to_yaml():
+            return
+        if not original.exists():
+            path.replace(original)
+    cfg.save(path)
 
 
 @dataclass

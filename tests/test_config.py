@@ -1,7 +1,10 @@
+import re
+from pathlib import Path
+
 import pytest
 import yaml
 
-from mmemo.config import Config, config_from_dict, list_presets, load_config
+from mmemo.config import CONFIG_DIR, Config, config_from_dict, list_presets, load_config
 from mmemo.errors import ConfigError
 
 
@@ -58,3 +61,106 @@ def test_resolved_config_round_trips(tmp_path):
     cfg.save(tmp_path / "resolved.yaml")
     again = load_config(tmp_path / "resolved.yaml")
     assert again == cfg
+
+
+def test_nested_overrides_reach_into_mappings():
+    cfg = load_config(
+        "quickstart",
+        [
+            "model.audio_config.hidden_size=32",
+            "train.modality_dropout.name=exclusive",
+            "train.modality_dropout.p_both=0.6",
+        ],
+    )
+    assert cfg.model.audio_config["hidden_size"] == 32
+    assert cfg.model.audio_config["num_hidden_layers"] == 2  # the preset's other keys stay
+    # a new strategy name drops the old strategy's parameters (independent's p_text would not fit exclusive)
+    assert cfg.train.modality_dropout == {"name": "exclusive", "p_both": 0.6}
+    cfg = load_config("quickstart", ["train.modality_dropout.p_text=0.1"])
+    assert cfg.train.modality_dropout == {"name": "independent", "p_text": 0.1, "p_audio": 0.2}
+
+
+def test_override_errors_name_the_override_not_the_file():
+    with pytest.raises(ConfigError, match=r"^override 'train.epoch=3': unknown key 'epoch'; did you mean 'epochs'\?"):
+        load_config("quickstart", ["train.epoch=3"])
+    with pytest.raises(ConfigError, match=r"^override 'trian.epochs=3': unknown key 'trian'; did you mean 'train'"):
+        load_config("quickstart", ["trian.epochs=3"])
+    with pytest.raises(ConfigError, match=r"^override 'train.epochs=ten' must be int, got str"):
+        load_config("quickstart", ["train.epochs=ten"])
+    with pytest.raises(ConfigError, match=r"train.epochs is not a mapping"):
+        load_config("quickstart", ["train.epochs.x=1"])
+
+
+def _copy_preset_with_manifest(folder):
+    """The quickstart preset copied into `folder`, with an (empty) manifest file at its data/synth path."""
+    folder.mkdir()
+    (folder / "q.yaml").write_text(Path(CONFIG_DIR, "quickstart.yaml").read_text())
+    (folder / "data" / "synth").mkdir(parents=True)
+    (folder / "data" / "synth" / "manifest.jsonl").write_text("")
+    return folder / "q.yaml"
+
+
+def test_relative_paths_in_a_yaml_file_resolve_against_its_folder(tmp_path, monkeypatch):
+    config = _copy_preset_with_manifest(tmp_path / "exp")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(config, ["data.cache_dir=cache"])
+    assert cfg.data.manifest == str(tmp_path / "exp" / "data" / "synth" / "manifest.jsonl")
+    assert "relative to that file's folder" in cfg.path_origin("data.manifest")
+    assert cfg.data.cache_dir == str(elsewhere / "cache")  # overrides: relative to the working directory
+    assert cfg.train.output_dir == "runs/quickstart"  # runs go where you run
+    # shipped presets resolve against the working directory
+    assert load_config("quickstart").data.manifest == str(elsewhere / "data" / "synth" / "manifest.jsonl")
+    # the saved, resolved config works from any folder
+    cfg.save(tmp_path / "resolved.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(tmp_path / "resolved.yaml").data.manifest == cfg.data.manifest
+
+
+def test_missing_manifest_error_shows_absolute_path_and_rule(tmp_path, monkeypatch):
+    from mmemo.errors import DataError
+    from mmemo.train import train
+
+    config = tmp_path / "exp" / "c.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"data": {"manifest": "corpus/m.jsonl"}, "train": {"output_dir": "runs/x"}}))
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "m.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    expected = re.escape(str(tmp_path / "exp" / "corpus" / "m.jsonl"))
+    with pytest.raises(DataError, match=rf"data.manifest {expected} does not exist \(.*relative to that file's folder"):
+        train(load_config(config))
+    with pytest.raises(DataError, match=r"does exist under the working directory"):
+        train(load_config(config))
+
+
+def test_overrides_anywhere_on_the_command_line(capsys):
+    from mmemo.cli import main, parse_args
+
+    args = parse_args(["cv", "emodb_cv", "m.jsonl", "--json", "out.json", "train.epochs=3", "--seeds", "1", "2"])
+    assert (args.config, args.manifest, args.json, args.seeds) == ("emodb_cv", "m.jsonl", "out.json", [1, 2])
+    assert args.overrides == ["train.epochs=3"]
+    args = parse_args(["cv", "emodb_cv", "train.epochs=3", "m.jsonl", "model.audio_config.hidden_size=32"])
+    assert args.manifest == "m.jsonl" and args.overrides == ["train.epochs=3", "model.audio_config.hidden_size=32"]
+    args = parse_args(["train", "quickstart", "--resume", "train.epochs=3"])
+    assert args.resume and args.overrides == ["train.epochs=3"]
+    args = parse_args(["ablate", "train.seed=1", "quickstart", "--seeds", "0", "train.epochs=2"])
+    assert args.config == "quickstart" and args.overrides == ["train.seed=1", "train.epochs=2"]
+    args = parse_args(["cv", "emodb_cv", "m.jsonl", "stray", "train.epochs=3"])
+    with pytest.raises(ConfigError, match=r"override 'stray' must look like section.key=value"):
+        load_config(args.config, args.overrides)
+    with pytest.raises(SystemExit):
+        parse_args(["evaluate", "model", "m.jsonl", "train.epochs=3"])  # evaluate takes no overrides
+    capsys.readouterr()
+    # an override's mistake is reported as the override, before anything runs
+    assert main(["train", "quickstart", "--resume", "train.epoch=3"]) == 2
+    assert "override 'train.epoch=3': unknown key 'epoch'; did you mean 'epochs'?" in capsys.readouterr().err
+
+
+def test_prepare_suggests_the_corpus_name(tmp_path):
+    from mmemo.data.corpora import prepare
+    from mmemo.errors import DataError
+
+    with pytest.raises(DataError, match=r"unknown corpus 'iemocapp'; did you mean 'iemocap'\?"):
+        prepare("iemocapp", tmp_path)

@@ -152,3 +152,23 @@ def test_training_refuses_to_overwrite_a_run(trained_run, synth_corpus):
 
     with pytest.raises(ConfigError, match="already exists"):
         setup(config_from_dict(tiny_config_dict(synth_corpus, trained_run["out_dir"])))
+
+
+def test_deterministic_training_gives_bit_identical_weights(synth_corpus, tmp_path):
+    from conftest import tiny_config_dict
+
+    from mmemo.config import config_from_dict
+    from mmemo.train import train
+
+    threads = torch.get_num_threads()
+    try:
+        weights = []
+        for name in ("first", "second"):
+            cfg = tiny_config_dict(synth_corpus, tmp_path / name, epochs=1, deterministic=True, seed=3)
+            train(config_from_dict(cfg))
+            assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+            weights.append((tmp_path / name / "model" / "model.safetensors").read_bytes())
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(threads)
+    assert weights[0] == weights[1]

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -217,6 +218,26 @@ def test_fit_temperature_recovers_a_known_temperature_and_lowers_ece():
     assert expected_calibration_error(np.array([[0.9, 0.1]] * 10), np.array([0] * 5 + [1] * 5)) == pytest.approx(0.4)
 
 
+def test_temperature_at_its_bound_is_warned_with_a_reason():
+    import warnings
+
+    labels = torch.arange(4).repeat(10)
+    one_class = torch.tensor([[5.0, 0.0, 0.0, 0.0]]).repeat(40, 1)  # sure of class 0 on every row, right on 1/4
+    with pytest.warns(
+        UserWarning, match=r"upper bound T = (19\.99\d|20\.000).*predicts one class \(index 0\).*near chance"
+    ):
+        assert fit_temperature(one_class, labels) == pytest.approx(20.0, rel=1e-3)
+    right = torch.eye(4).repeat(2, 1)  # 8 rows, all right with a small margin: sharper always looks better
+    with pytest.warns(UserWarning, match=r"lower bound T = 0\.05\d.*only 8 labelled rows.*right on every row"):
+        assert fit_temperature(right, torch.arange(4).repeat(2)) == pytest.approx(0.05, rel=1e-3)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2000, 4, generator=g) * 2.0
+    noisy = torch.multinomial(torch.softmax(logits, -1), 1, generator=g).squeeze(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an interior optimum: no warning
+        assert 0.5 < fit_temperature(logits, noisy) < 2.0
+
+
 def test_temperature_is_fitted_saved_loaded_and_applied(trained_run, rec, rows, tmp_path):
     from torch.utils.data import DataLoader
 
@@ -314,3 +335,63 @@ def test_cli_predict_details_and_predict_batch(trained_run, rows, tmp_path, caps
     assert records[3]["modalities"] == ["audio"]
     del records[3]
     assert all(r["modalities"] == ["text", "audio"] and set(r["per_modality"]) == {"text", "audio"} for r in records)
+
+
+def test_predict_batch_needs_only_audio_and_or_text(trained_run, rows, tmp_path, capsys):
+    model = str(trained_run["model_dir"])
+    clips = tmp_path / "in" / "clips"
+    clips.mkdir(parents=True)
+    picked = [r for r in rows if r["split"] == "test"][:4]
+    for r in picked:
+        shutil.copy(r["audio"], clips / f"{r['id']}.wav")
+    source = tmp_path / "in" / "inputs.csv"  # relative audio paths: against the file's folder, as in manifests
+    with source.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "audio", "text"])
+        for r in picked:
+            writer.writerow([r["id"], f"clips/{r['id']}.wav", r["text"]])
+    out = tmp_path / "out.csv"
+    assert main(["predict-batch", model, str(source), "-o", str(out)]) == 0
+    table = list(csv.DictReader(out.open()))
+    assert [t["id"] for t in table] == [r["id"] for r in picked] and not any(t["error"] for t in table)
+    assert "true_label" not in table[0] and "accuracy" not in capsys.readouterr().out
+    rec = EmotionRecognizer.from_pretrained(model)
+    assert table[0]["label"] == rec.predict(text=picked[0]["text"], audio=picked[0]["audio"]).label
+
+    texts = tmp_path / "texts.jsonl"  # text only, no id: the row number stands in
+    texts.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in picked))
+    out = tmp_path / "texts_out.jsonl"
+    assert main(["predict-batch", model, str(texts), "-o", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["1", "2", "3", "4"] and all(r["modalities"] == ["text"] for r in records)
+
+
+def test_predict_batch_scores_labelled_rows_and_filters_a_split(trained_run, rows, tmp_path, capsys):
+    from mmemo.inference import predict_to_file
+    from mmemo.metrics import classification_metrics
+
+    model = str(trained_run["model_dir"])
+    rec = EmotionRecognizer.from_pretrained(model)
+    labelled = [{"audio": r["audio"], "text": r["text"], "label": r["label"], "split": r["split"]} for r in rows]
+    labelled[0]["label"] = "bored"  # not in the model's label set: carried, not scored
+    source = tmp_path / "labelled.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in labelled))
+    summary = predict_to_file(rec, source, tmp_path / "all.csv", progress=False)
+    assert summary["rows"] == len(rows) and summary["unscored"] == 1
+    table = list(csv.DictReader((tmp_path / "all.csv").open()))
+    assert [t["true_label"] for t in table] == [r["label"] for r in labelled]
+    index = {label: i for i, label in enumerate(rec.labels)}
+    scored = [t for t in table if t["true_label"] in index]
+    expected = classification_metrics(
+        [index[t["true_label"]] for t in scored], [index[t["label"]] for t in scored], len(rec.labels)
+    )
+    assert summary["scores"]["n"] == len(rows) - 1 and summary["scores"]["ua"] == expected["ua"]
+
+    out = tmp_path / "test.csv"
+    assert main(["predict-batch", model, str(source), "-o", str(out), "--split", "test"]) == 0
+    printed = capsys.readouterr().out
+    test_rows = [r for r in labelled if r["split"] == "test"]
+    assert len(list(csv.DictReader(out.open()))) == len(test_rows)
+    assert f"on {len(test_rows)} labelled rows" in printed and "UA 0." in printed
+    assert main(["predict-batch", model, str(source), "-o", str(out), "--overwrite", "--split", "dev"]) == 2
+    assert "no rows of split 'dev' (its splits are test, train, valid)" in capsys.readouterr().err

@@ -129,3 +129,32 @@ def test_bad_clip_fails_fast_or_is_skipped(synth_corpus, tmp_path):
         cfg["data"]["on_bad_sample"] = "skip"
         result = train(config_from_dict(cfg))
     assert result["test"]["both"]["n"] > 0
+
+
+def test_resume_with_more_epochs_continues_the_schedule(synth_corpus, tmp_path):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from mmemo.config import load_config
+    from mmemo.train import train
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(synth_corpus, tmp_path / "run", epochs=2, threads=1)))
+    train(load_config(config))  # a finished 2-epoch run: its schedule decayed to LR 0 at its last step
+
+    used = []  # the head's LR at every optimizer step of the resumed run, observed on the real optimizer
+    hook = register_optimizer_step_pre_hook(
+        lambda optimizer, args, kwargs: used.append(optimizer.param_groups[0]["lr"])
+    )
+    try:
+        train(load_config(config, ["train.epochs=3"]), resume=True)
+    finally:
+        hook.remove()
+    assert len(used) == 10  # epoch 3 only: 160 training rows in batches of 16
+    assert min(used) > 0, used
+    # the rebuilt 3-epoch schedule (30 steps, 3 warmup) at step 20: 2e-3 * (30 - 20) / 27
+    assert used[0] == pytest.approx(2e-3 * 10 / 27)
+    assert used == sorted(used, reverse=True)  # still decaying linearly
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 3
+    assert yaml.safe_load((run / "config.original.yaml").read_text())["train"]["epochs"] == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3

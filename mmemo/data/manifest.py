@@ -153,19 +153,73 @@ def validate_row(raw: dict, where: str) -> dict:
         raise DataError(f"{where}: empty label")
     if row["split"] not in SPLITS:
         raise DataError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
-    for key in ("start", "end"):
-        value = raw.get(key)
-        if value in (None, ""):
-            row[key] = None
-            continue
-        try:
-            row[key] = float(value)
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: column {key!r} must be a number of seconds, got {value!r}") from None
-        if row[key] < 0:
-            raise DataError(f"{where}: column {key!r} is negative ({value!r})")
-    if row["start"] is not None and row["end"] is not None and row["end"] <= row["start"]:
-        raise DataError(f"{where}: end ({row['end']}) must be after start ({row['start']})")
+    row["start"], row["end"] = _span(raw, where)
     fold = raw.get("fold")
     row["fold"] = None if fold in (None, "") else str(fold)
     return row
+
+
+def _span(raw: dict, where: str) -> tuple[float | None, float | None]:
+    """A row's optional `start`/`end` seconds, checked (non-negative numbers, end after start)."""
+    span = {}
+    for key in ("start", "end"):
+        value = raw.get(key)
+        if value in (None, ""):
+            span[key] = None
+            continue
+        try:
+            span[key] = float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: column {key!r} must be a number of seconds, got {value!r}") from None
+        if span[key] < 0:
+            raise DataError(f"{where}: column {key!r} is negative ({value!r})")
+    if span["start"] is not None and span["end"] is not None and span["end"] <= span["start"]:
+        raise DataError(f"{where}: end ({span['end']}) must be after start ({span['start']})")
+    return span["start"], span["end"]
+
+
+def read_inputs(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL or CSV file of inputs to predict: each row needs only `audio` and/or `text`.
+
+    `id` is optional (the row number, from 1, stands in), and so are `label` (kept, for scoring), `split`,
+    `start` and `end`; other columns are ignored. Relative audio paths resolve against the file's folder, as in
+    `read_manifest`.
+
+    Returns:
+        Rows with string `id/audio/text`, `label` and `split` ("" when absent), float `start`/`end` or None.
+
+    Raises:
+        DataError: the file is missing or empty, a row cannot be parsed, has neither an `audio` nor a `text`
+            column, has a value that is not a string, or repeats an id. The message names the file and row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"input file {path} does not exist; give a .jsonl/.csv file or a folder of audio files")
+    raw_rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
+    rows, seen = [], {}
+    for number, (line_no, raw) in enumerate(raw_rows, 1):
+        where = f"{path}:{line_no}"
+        if "audio" not in raw and "text" not in raw:
+            raise DataError(f"{where}: no 'audio' or 'text' column; each row needs audio, text or both")
+        row = {}
+        for key in ("id", "audio", "text", "label", "split"):
+            value = raw.get(key)
+            if value is None:
+                value = ""
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise DataError(f"{where}: column {key!r} must be a string, got {type(value).__name__} {value!r}")
+            row[key] = str(value).strip() if key in ("id", "label", "split") else str(value)
+        row["id"] = row["id"] or str(number)
+        row["split"] = row["split"].lower()
+        if row["id"] in seen:
+            raise DataError(
+                f"{where}: duplicate id {row['id']!r} (first at line {seen[row['id']]}); ids must be unique"
+            )
+        seen[row["id"]] = line_no
+        row["start"], row["end"] = _span(raw, where)
+        if row["audio"] and not os.path.isabs(row["audio"]):
+            row["audio"] = str((path.parent / row["audio"]).resolve())
+        rows.append(row)
+    if not rows:
+        raise DataError(f"input file {path} has no rows")
+    return rows

@@ -15,6 +15,7 @@ corpus is a DataError that says which folder or file was expected.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,9 @@ def prepare(
     """
     name = corpus.strip().lower().replace("-", "_")
     if name not in IMPORTERS:
-        raise DataError(f"unknown corpus {corpus!r}; choose one of {', '.join(IMPORTERS)}")
+        close = difflib.get_close_matches(name, list(IMPORTERS), n=1)
+        hint = f"did you mean {close[0]!r}? Or choose" if close else "choose"
+        raise DataError(f"unknown corpus {corpus!r}; {hint} one of {', '.join(IMPORTERS)}")
     spec = OPTIONS[name]
     unknown = sorted(set(options) - set(spec))
     if unknown:
