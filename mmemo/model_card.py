@@ -150,11 +150,14 @@ def render_model_card(recognizer, card: ModelCard) -> str:
         "",
         "## Limitations",
         "",
-        f"- Trained on {total} labelled clips" if total else "- Trained on a labelled corpus not recorded here",
-        "  only; scores on other speakers, languages, microphones or recording conditions will be lower, possibly",
-        "  much lower.",
+        f"- Trained on {total} labelled clips of one corpus" if total else "- Trained on one labelled corpus",
+        "  (see Training data); scores on other speakers, languages, microphones or recording conditions will be",
+        "  lower, possibly much lower.",
         *(
-            [f"- The {' and '.join(scratch)} encoder(s) were trained from scratch (no pretraining) on this data only."]
+            [
+                f"- The {' and '.join(scratch)} encoder{'s were' if len(scratch) > 1 else ' was'} trained from "
+                "scratch (no pretraining) on these clips only."
+            ]
             if scratch
             else []
         ),

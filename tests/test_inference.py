@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -396,7 +397,8 @@ def test_reprs_round_and_the_recognizer_is_callable(rec):
     assert any(len(repr(p).split(".")[-1]) > 3 for p in pred.probabilities.values())  # full floats kept
     shown = repr(pred)
     for label, p in pred.probabilities.items():
-        assert f"'{label}': {round(p, 3)}" in shown
+        assert f"'{label}': {round(p, 3)}," in shown or f"'{label}': {round(p, 3)}}}" in shown
+    assert all(len(digits) <= 3 for digits in re.findall(r"': \d\.(\d+)", shown)), shown
     assert shown.startswith("Prediction(label=") and "modalities=('text',)" in shown
     described = repr(rec)
     assert f"labels={rec.labels}" in described and "BertModel" in described and "Wav2Vec2Model" in described
@@ -404,13 +406,19 @@ def test_reprs_round_and_the_recognizer_is_callable(rec):
     assert "hidden 32, 1 layer(s)" in described
 
 
-def test_cli_device_option(trained_run, capsys):
+def test_cli_device_option(trained_run, synth_corpus, tmp_path, capsys):
     model = str(trained_run["model_dir"])
     assert main(["predict", model, "--text", "I am so glad.", "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["modalities"] == ["text"]
-    if not torch.cuda.is_available():
-        assert main(["predict", model, "--text", "I am so glad.", "--device", "cuda"]) == 2
-        assert "no CUDA GPU" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # every model-loading command takes --device and passes it on
+        for args in (
+            ["predict", model, "--text", "I am so glad."],
+            ["predict-batch", model, str(synth_corpus), "-o", str(tmp_path / "out.csv")],
+            ["evaluate", model, str(synth_corpus)],
+            ["demo", "--model", model],
+        ):
+            assert main([*args, "--device", "cuda"]) == 2, args
+            assert "no CUDA GPU" in capsys.readouterr().err, args
     assert main(["predict", model, "--text", "hi", "--device", "tpu9"]) == 2
     assert "unknown device 'tpu9'" in capsys.readouterr().err
     assert EmotionRecognizer.from_pretrained(model, device="auto", int8=True).device.type == "cpu"
