@@ -92,7 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="train, valid, test or all (default test)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--int8", action="store_true", help="score the int8-quantized model (CPU), to see what int8 costs")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _add_device_option(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of a table, with per-class precision/recall/F1 and confusion matrices",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict the emotion of a transcript, a recording or both")
@@ -103,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--details",
         action="store_true",
         help="also print per-modality probabilities and, for audio longer than the window, the time segments",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print JSON even on a terminal (it is what a pipe or file always gets)"
     )
     _add_speed_options(p)
     p.set_defaults(func=cmd_predict)
@@ -258,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-recordings", action="store_true", help="keep recordings instead of deleting them")
     p.add_argument("--max-seconds", type=float, default=60.0, help="longest recording accepted (default 60)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20)")
+    _add_device_option(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -302,13 +312,20 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from mmemo.evaluate import evaluate_manifest
-    from mmemo.metrics import format_table
+    from mmemo.metrics import format_table, per_class_by_label
 
     results = evaluate_manifest(
-        args.model_dir, args.manifest, split=args.split, batch_size=args.batch_size, int8=args.int8
+        args.model_dir,
+        args.manifest,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=args.device,
+        int8=args.int8,
+        progress=not args.quiet,
     )
     if args.json:
-        print(json.dumps({c: {k: v for k, v in m.items() if k != "confusion"} for c, m in results.items()}))
+        # per_class keyed by label name; confusion rows (gold) and columns (predicted) in `labels` order
+        print(json.dumps({c: {**m, "per_class": per_class_by_label(m, m["labels"])} for c, m in results.items()}))
     else:
         print(format_table(results, f"{args.model_dir} on {args.manifest} ({args.split})"))
 
@@ -332,6 +349,15 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
         "--int8",
         action="store_true",
         help="quantize linear layers to int8 (CPU; faster, slightly different probabilities)",
+    )
+    _add_device_option(parser)
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:N, ... (default auto: the GPU when there is one, the CPU with --int8)",
     )
 
 
@@ -358,12 +384,18 @@ def cmd_ablate(args) -> None:
 
 def cmd_predict(args) -> None:
     from mmemo.errors import DataError
-    from mmemo.inference import EmotionRecognizer
+    from mmemo.inference import EmotionRecognizer, format_prediction
 
     if not args.text and not args.audio:
         raise DataError("give --text, --audio or both")
-    recognizer = EmotionRecognizer.from_pretrained(args.model_dir, int8=args.int8, threads=args.threads)
-    result = recognizer.predict(text=args.text, audio=args.audio).to_dict()
+    recognizer = EmotionRecognizer.from_pretrained(
+        args.model_dir, device=args.device, int8=args.int8, threads=args.threads
+    )
+    prediction = recognizer.predict(text=args.text, audio=args.audio)
+    if sys.stdout.isatty() and not args.json:
+        print(format_prediction(prediction, details=args.details))
+        return
+    result = prediction.to_dict()
     if not args.details:
         result = {k: result[k] for k in ("label", "probabilities", "modalities")}
     print(json.dumps(result, ensure_ascii=False))
@@ -372,7 +404,9 @@ def cmd_predict(args) -> None:
 def cmd_predict_batch(args) -> None:
     from mmemo.inference import EmotionRecognizer, predict_to_file
 
-    recognizer = EmotionRecognizer.from_pretrained(args.model_dir, int8=args.int8, threads=args.threads)
+    recognizer = EmotionRecognizer.from_pretrained(
+        args.model_dir, device=args.device, int8=args.int8, threads=args.threads
+    )
     summary = predict_to_file(
         recognizer, args.source, args.output, batch_size=args.batch_size, overwrite=args.overwrite, split=args.split
     )
@@ -445,6 +479,7 @@ def cmd_demo(args) -> None:
         keep_recordings=args.keep_recordings,
         max_seconds=args.max_seconds,
         max_upload_mb=args.max_upload_mb,
+        device=args.device,
     )
 
 

@@ -270,6 +270,7 @@ def launch(
     max_seconds: float = 60.0,
     max_upload_mb: float = 20,
     block: bool = True,
+    device: str = "auto",
 ):
     """Load a model (and optionally a speech recognizer) and serve the demo; what `mmemo demo` runs.
 
@@ -281,6 +282,7 @@ def launch(
         keep_recordings: keep recordings in the upload folder (printed) instead of deleting them.
         max_seconds, max_upload_mb: the longest recording and the largest upload accepted.
         block: serve until interrupted; False returns at once (the server runs in a thread, `.close()` it).
+        device: where the model runs: cpu, cuda, cuda:N, ... or auto (the GPU when there is one).
 
     Returns:
         The running `gr.Blocks`.
@@ -293,7 +295,7 @@ def launch(
     folder = resolve_model_dir(model_dir)
     uploads = _private_upload_folder(keep_recordings)
     gr = _import_gradio()
-    recognizer = EmotionRecognizer.from_pretrained(folder)
+    recognizer = EmotionRecognizer.from_pretrained(folder, device=device)
     transcriber = load_transcriber(asr) if asr else None
     demo = build_demo(
         recognizer, transcriber, model_dir=folder, max_seconds=max_seconds, keep_recordings=keep_recordings

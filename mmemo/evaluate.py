@@ -12,11 +12,11 @@ import os
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from mmemo.builders import make_loader
 from mmemo.config import Config, DataConfig
 from mmemo.data.manifest import read_manifest
-from mmemo.distributed import resolve_device
 from mmemo.errors import DataError
 from mmemo.inference import EmotionRecognizer, move_batch
 from mmemo.metrics import CONDITIONS, classification_metrics
@@ -85,20 +85,21 @@ def evaluate_manifest(
     batch_size: int = 16,
     device: str = "auto",
     int8: bool = False,
+    progress: bool = True,
 ) -> dict:
     """Score the model in `model_dir` on one split of `manifest` ("all" for every row).
 
     With `int8` the model's linear layers are quantized first (CPU only), as `from_pretrained(..., int8=True)`.
+    With `progress` a progress bar over batches goes to stderr when stderr is a terminal.
 
     Returns:
-        {"both": metrics, "text": metrics, "audio": metrics} (see `mmemo.metrics.classification_metrics`).
+        {"both": metrics, "text": metrics, "audio": metrics} (see `mmemo.metrics.classification_metrics`), each
+        with "labels": the model's label names in label-id order (the order of confusion rows and per_class lists).
 
     Raises:
         DataError: the split is empty, or it holds labels the model does not know.
     """
-    recognizer = EmotionRecognizer.from_pretrained(
-        model_dir, device="cpu" if int8 else resolve_device(device), int8=int8
-    )
+    recognizer = EmotionRecognizer.from_pretrained(model_dir, device=device, int8=int8)
     rows = [r for r in read_manifest(manifest) if split == "all" or r["split"] == split]
     if not rows:
         raise DataError(f"{manifest}: no rows in split {split!r}; use --split train/valid/test/all")
@@ -111,4 +112,7 @@ def evaluate_manifest(
         model=recognizer.config, data=DataConfig(manifest=str(manifest), batch_size=batch_size, max_audio_seconds=0.0)
     )
     loader = make_loader(rows, label_to_id, cfg, recognizer.collator, train=False, device=recognizer.device)
-    return evaluate(recognizer.model, loader, recognizer.device, len(recognizer.labels))
+    # disable=None: tqdm stays silent when stderr is not a terminal (a log file, a pipe, CI)
+    batches = tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=None if progress else True)
+    results = evaluate(recognizer.model, batches, recognizer.device, len(recognizer.labels))
+    return {c: {**m, "labels": list(recognizer.labels)} for c, m in results.items()}

@@ -7,6 +7,7 @@
       tokenizer.json        the tokenizer (tokenizers library format)
       mmemo_onnx.json       labels, temperature, sampling rate, feature-extractor settings, padding id
       mmemo_onnx_runtime.py a copy of mmemo/onnx_runtime.py: predicts with NumPy + onnxruntime, no torch
+      README.md             how to load and predict with the runtime, its inputs, what to install
 
 Batch and time axes are dynamic. A modality that no sample has is fed to the fusion graph as one zero
 position with `present` false, which the model turns into its learned placeholder, exactly as `fuse(None)`.
@@ -41,6 +42,8 @@ except ImportError as e:
     raise MmemoError(f"ONNX export needs the export extra: pip install 'mmemo[export]' ({e})") from None
 
 OPSET = 17
+# what `mmemo_onnx_runtime.py` imports: the first three always, soundfile for files, scipy for resampling
+RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "tokenizers", "soundfile", "scipy")
 FP32_TOLERANCE = 1e-3  # max |Δ probability| between PyTorch and the fp32 export
 
 
@@ -172,6 +175,7 @@ def export_onnx(
         },
     }
     (out_dir / onnx_runtime.META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "README.md").write_text(export_readme(meta), encoding="utf-8")
     diff = parity(recognizer, onnx_runtime.OnnxEmotionRecognizer(out_dir))
     if not int8 and diff > FP32_TOLERANCE:
         raise MmemoError(
@@ -179,6 +183,57 @@ def export_onnx(
             f"(tolerance {FP32_TOLERANCE}); please report this with your model config"
         )
     return {"out_dir": out_dir, "int8": int8, "max_abs_diff": diff}
+
+
+def export_readme(meta: dict) -> str:
+    """README.md of an export folder: what it holds, how to predict with the torch-free runtime, what to install."""
+    labels = ", ".join(f"`{label}`" for label in meta["labels"])
+    return f"""# mmemo emotion recognizer, ONNX export{" (int8)" if meta["int8"] else ""}
+
+Predicts an emotion ({labels}) from a transcript, a recording, or both, with NumPy and onnxruntime: no
+PyTorch, no mmemo install. Probabilities are calibrated (temperature {meta["temperature"]:.3f}).
+
+## Install
+
+```
+pip install {" ".join(RUNTIME_REQUIREMENTS)}
+```
+
+{", ".join(f"`{r}`" for r in RUNTIME_REQUIREMENTS[:3])} are always needed; `soundfile` reads audio files
+and `scipy` resamples audio that is not at {meta["sampling_rate"]} Hz (each imported only when needed).
+
+## Predict
+
+```python
+import sys
+sys.path.insert(0, "path/to/this/folder")
+from mmemo_onnx_runtime import OnnxEmotionRecognizer
+
+rec = OnnxEmotionRecognizer("path/to/this/folder", threads=2)
+p = rec.predict(text="I cannot believe you did that.", audio="clip.wav")
+print(p.label, p.probabilities)   # the fused answer
+print(p.per_modality)             # what the text alone and the audio alone say
+rec.predict(text=["great!", ""], audio=[None, "b.flac"])  # lists: a batch, answers in input order
+```
+
+Inputs:
+- `text`: a transcript (str), None, or a list of them.
+- `audio`: a file path (wav, flac, ogg, mp3: anything libsndfile reads), or a NumPy array (mono, or two
+  channels; float or integer PCM) with `sampling_rate=...`; any rate, resampled to {meta["sampling_rate"]} Hz.
+  Long recordings are classified whole (the PyTorch `EmotionRecognizer` splits them into speech segments).
+- Give text, audio or both per item; text is cut at {meta["max_text_tokens"]} tokens.
+
+`predict` returns a `Prediction` (label, probabilities, modalities, per_modality, segments; `.to_dict()` for
+JSON), or a list of them.
+
+## Files
+
+- `text_encoder.onnx`, `audio_encoder.onnx`, `fusion.onnx`: the three graphs (opset {OPSET}; batch and time
+  axes dynamic)
+- `tokenizer.json`: the tokenizer (Hugging Face tokenizers format)
+- `{onnx_runtime.META_FILE}`: labels, temperature, sampling rate and preprocessing settings
+- `mmemo_onnx_runtime.py`: the runtime (a copy of `mmemo/onnx_runtime.py`)
+"""
 
 
 def parity(recognizer: EmotionRecognizer, runtime: onnx_runtime.OnnxEmotionRecognizer, seed: int = 0) -> float:
@@ -198,8 +253,8 @@ def parity(recognizer: EmotionRecognizer, runtime: onnx_runtime.OnnxEmotionRecog
     got = runtime.predict(text=texts, audio=audios, sampling_rate=rate)
     diff = 0.0
     for e, g in zip(expected, got):
-        pairs = [(e.probabilities, g["probabilities"])]
-        pairs += [(e.per_modality[m], g["per_modality"][m]) for m in e.per_modality]
+        pairs = [(e.probabilities, g.probabilities)]
+        pairs += [(e.per_modality[m], g.per_modality[m]) for m in e.per_modality]
         diff = max(diff, *(abs(p[k] - q[k]) for p, q in pairs for k in p))
     return float(diff)
 

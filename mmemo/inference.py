@@ -1,8 +1,9 @@
 """EmotionRecognizer: a trained model with its tokenizer, feature extractor and labels; save, load, predict.
 
-A model folder holds `config.json` (mmemo's model config with the label names, the calibration temperature
-and both encoders' full Hugging Face configs), `model.safetensors`, the tokenizer files and
-`preprocessor_config.json`. Loading needs nothing else: no network, no pickle.
+A model folder holds `config.json` (mmemo's model config with the label names, Hugging Face's top-level
+`id2label`/`label2id`, the calibration temperature, the model card's fields and both encoders' Hugging Face
+configs), `model.safetensors`, the tokenizer files, `preprocessor_config.json` and a `README.md` model card.
+Loading needs nothing else: no network, no pickle.
 
 Prediction runs in length-sorted mini-batches; every input is encoded once and fused three ways, so a
 text+audio prediction also reports what the same checkpoint says from the text alone and the audio alone.
@@ -38,9 +39,14 @@ from mmemo.data.audio import load_audio, prepare_waveform
 from mmemo.data.dataset import Collator, clip_seconds
 from mmemo.errors import ConfigError, DataError, MmemoError, ModelLoadError
 from mmemo.model import EmotionModel, encoders_from_configs
+from mmemo.model_card import ModelCard, describe_encoder, render_model_card
 
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "preprocessor_config.json")
+# The encoders are headless base models: their configs' default two-class label maps (LABEL_0, LABEL_1) say
+# nothing true about this model, whose labels are the top-level id2label.
+ENCODER_HEAD_KEYS = ("id2label", "label2id", "num_labels")
+REPR_DIGITS = 3  # probabilities in reprs; the objects keep full floats
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 WINDOW_SECONDS = 8.0  # the training crop length (data.max_audio_seconds); longer audio is segmented
@@ -52,7 +58,7 @@ MIN_SPEECH_SECONDS = 0.2  # louder blips shorter than this are clicks, not speec
 SPEECH_PAD_SECONDS = 0.1  # kept on each side of a speech region (onsets and decays sit under the threshold)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Segment:
     """One classified stretch of a long recording: start and end in seconds, top label, probabilities."""
 
@@ -60,6 +66,12 @@ class Segment:
     end: float
     label: str
     probabilities: dict[str, float]
+
+    def __repr__(self) -> str:
+        return (
+            f"Segment(start={self.start:.2f}, end={self.end:.2f}, label={self.label!r}, "
+            f"probabilities={_rounded(self.probabilities)})"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -70,7 +82,7 @@ class Segment:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Prediction:
     """One prediction.
 
@@ -88,6 +100,14 @@ class Prediction:
     modalities: tuple[str, ...]
     per_modality: dict[str, dict[str, float]] = field(default_factory=dict)
     segments: tuple[Segment, ...] = ()
+
+    def __repr__(self) -> str:
+        per_modality = {m: _rounded(p) for m, p in self.per_modality.items()}
+        segments = f", segments=<{len(self.segments)} segments>" if self.segments else ""
+        return (
+            f"Prediction(label={self.label!r}, probabilities={_rounded(self.probabilities)}, "
+            f"modalities={self.modalities!r}, per_modality={per_modality}{segments})"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -126,6 +146,20 @@ class EmotionRecognizer:
             tokenizer, feature_extractor, config.max_text_tokens, acoustic_features=config.acoustic_features
         )
         self.quantized = False
+        self.card = ModelCard()  # what README.md says about data and scores; set by training or from_pretrained
+
+    def __repr__(self) -> str:
+        return (
+            f"EmotionRecognizer(labels={self.labels}, "
+            f"text_encoder='{describe_encoder(self.model.text_encoder)}', "
+            f"audio_encoder='{describe_encoder(self.model.audio_encoder)}', "
+            f"fusion='{self.config.fusion} dim {self.config.fusion_dim}', device={str(self.device)!r}, "
+            f"temperature={self.temperature:.3f}{', int8' if self.quantized else ''})"
+        )
+
+    def __call__(self, *args, **kwargs):
+        """Same as `predict`."""
+        return self.predict(*args, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -143,15 +177,18 @@ class EmotionRecognizer:
 
         Args:
             path: the model folder or hub id.
-            device: where to run.
+            device: where to run: "cpu", "cuda", "cuda:N", ... or "auto" (a GPU when there is one; the CPU
+                with `int8`).
             int8: quantize the linear layers to int8 after loading (CPU only; see `quantize`).
             threads: set torch's CPU thread count (process-wide) when given.
 
         Raises:
             ModelLoadError: a required file is missing, or the folder comes from an incompatible version.
+            MmemoError: the device does not exist on this computer.
         """
         from transformers import AutoFeatureExtractor, AutoTokenizer
 
+        device = resolve_device(device, int8)
         if threads:
             torch.set_num_threads(threads)
         folder = _local_folder(path)
@@ -203,10 +240,16 @@ class EmotionRecognizer:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         feature_extractor = AutoFeatureExtractor.from_pretrained(folder)
         recognizer = cls(model, tokenizer, feature_extractor, config, temperature).to(device)
+        recognizer.card = ModelCard.from_dict(meta.get("card") or {})  # folders written before model cards have none
         return recognizer.quantize() if int8 else recognizer
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, card: ModelCard | None = None) -> Path:
         """Write the model folder atomically (a temporary folder renamed into place); returns its path.
+
+        Args:
+            path: the folder to write (replaced if it exists).
+            card: what the README.md model card says about the data, scores and licence; it becomes the
+                recognizer's `card`. None keeps the current one (empty for a new model, the folder's when loaded).
 
         Raises:
             MmemoError: the recognizer was quantized (save the fp32 model and quantize after loading).
@@ -216,17 +259,23 @@ class EmotionRecognizer:
                 "an int8-quantized recognizer cannot be saved; save the fp32 one and load it "
                 "with from_pretrained(..., int8=True)"
             )
+        if card is not None:
+            self.card = card
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         meta = {
             "mmemo_format": FORMAT_VERSION,
             "model": dataclasses.asdict(self.config),
+            "id2label": {str(i): label for i, label in enumerate(self.labels)},  # string keys, as Hugging Face's
+            "label2id": {label: i for i, label in enumerate(self.labels)},
             "temperature": self.temperature,
-            "text_config": self.model.text_encoder.hf_config.to_dict(),
-            "audio_config": self.model.audio_encoder.hf_config.to_dict(),
+            "card": self.card.to_dict(),
+            "text_config": _encoder_config(self.model.text_encoder),
+            "audio_config": _encoder_config(self.model.audio_encoder),
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        (tmp / "README.md").write_text(render_model_card(self, self.card), encoding="utf-8")
         save_model(self.model, str(tmp / "model.safetensors"))
         self.tokenizer.save_pretrained(tmp)
         self.feature_extractor.save_pretrained(tmp)
@@ -237,6 +286,48 @@ class EmotionRecognizer:
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
         return path
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload mmemo model",
+        endpoint: str | None = None,
+    ) -> str:
+        """Save the model folder (with its card) and upload it to a Hugging Face hub model repository.
+
+        The repository is created when it does not exist; files already there with the same names are replaced.
+
+        Args:
+            repo_id: "user/name" or "org/name".
+            private: make a new repository private (None: the hub's default).
+            token: a hub token with write access (None: the logged-in one, `hf auth login`, or HF_TOKEN).
+            commit_message: the commit's message.
+            endpoint: another hub's URL (None: huggingface.co, or HF_ENDPOINT).
+
+        Returns:
+            The URL of the commit.
+
+        Raises:
+            MmemoError: the upload failed (offline, no or wrong token, no access); the message says why.
+        """
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=endpoint, token=token)
+        with tempfile.TemporaryDirectory(prefix="mmemo-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model")
+            try:
+                api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
+                commit = api.upload_folder(
+                    repo_id=repo_id, folder_path=folder, repo_type="model", commit_message=commit_message
+                )
+            except Exception as e:  # network, HTTP and offline-mode errors have no common base class
+                raise MmemoError(
+                    f"cannot upload the model to {repo_id!r} on {api.endpoint} ({type(e).__name__}: {e}); check the "
+                    "network, the repository id, and that your token (hf auth login, or HF_TOKEN) may write to it"
+                ) from None
+        return getattr(commit, "commit_url", str(commit))
 
     def quantize(self) -> EmotionRecognizer:
         """Replace every `nn.Linear` with a dynamically quantized int8 one (CPU inference only); returns self.
@@ -659,6 +750,69 @@ def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = Fal
         return value
 
     return move(batch)
+
+
+def resolve_device(device: str | torch.device, int8: bool = False) -> torch.device:
+    """ "auto" → a GPU when there is one (the CPU for `int8`), else the CPU; anything else checked as given.
+
+    Raises:
+        MmemoError: an unknown device name, or a CUDA device on a computer without one.
+    """
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() and not int8 else "cpu"
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise MmemoError(f"unknown device {str(device)!r} ({e}); use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MmemoError(f"device {device} was asked for but this computer has no CUDA GPU; use --device cpu")
+    return device
+
+
+def format_prediction(prediction: Prediction, details: bool = False, width: int = 30) -> str:
+    """A table for people: one row per label with its probability and a bar; the top label first.
+
+    Args:
+        prediction: what `predict` returned.
+        details: add a column per modality (what each input alone says) and, for long audio, the segments.
+        width: characters of the longest (probability 1) bar.
+    """
+    views = [("+".join(prediction.modalities), prediction.probabilities)]
+    if details and len(prediction.per_modality) > 1:
+        views += [(f"{m} only", p) for m, p in prediction.per_modality.items()]
+    labels = sorted(prediction.probabilities, key=prediction.probabilities.get, reverse=True)
+    name_width = max(len(label) for label in labels)
+    given = " + ".join(prediction.modalities)
+    lines = [f"{prediction.label}  (from {given})", ""]
+    if len(views) > 1:
+        lines.append(" " * name_width + "  " + "  ".join(f"{title:>10}" for title, _ in views))
+    for label in labels:
+        p = prediction.probabilities[label]
+        cells = "  ".join(f"{probs[label]:>10.3f}" for _, probs in views)
+        lines.append(f"{label:<{name_width}}  {cells}  {_bar(p, width)}".rstrip())
+    if details and prediction.segments:
+        lines += ["", "segments:"]
+        lines += [
+            f"  {s.start:7.2f} - {s.end:.2f} s  {s.label:<{name_width}}  {s.probabilities[s.label]:.3f}"
+            for s in prediction.segments
+        ]
+    return "\n".join(lines)
+
+
+def _bar(p: float, width: int) -> str:
+    """A bar of full blocks with an eighth-block tail, so close probabilities look different."""
+    eighths = round(max(0.0, min(1.0, p)) * width * 8)
+    return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
+
+
+def _encoder_config(encoder) -> dict:
+    """An encoder wrapper's Hugging Face config as a dict, without the head keys that would name labels it does
+    not have."""
+    return {k: v for k, v in encoder.hf_config.to_dict().items() if k not in ENCODER_HEAD_KEYS}
+
+
+def _rounded(probabilities: dict[str, float]) -> dict[str, float]:
+    return {label: round(p, REPR_DIGITS) for label, p in probabilities.items()}
 
 
 def _as_list(value) -> list:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 CONDITIONS = ("both", "text", "audio")
+PER_CLASS = ("precision", "recall", "f1", "support")
 CONDITION_NAMES = {"both": "text+audio", "text": "text-only", "audio": "audio-only"}  # for tables and reports
 
 
@@ -18,10 +25,13 @@ def classification_metrics(y_true, y_pred, num_labels: int) -> dict:
         num_labels: size of the label set (the confusion matrix is num_labels × num_labels).
 
     Returns:
-        {"wa", "ua", "macro_f1", "weighted_f1", "n", "confusion"}: UA averages recall over the classes that
-        occur in y_true; confusion rows are gold labels, columns predictions.
+        {"wa", "ua", "macro_f1", "weighted_f1", "n", "confusion", "per_class"}: UA averages recall over the
+        classes that occur in y_true; confusion rows are gold labels, columns predictions; per_class holds
+        {"precision", "recall", "f1", "support"}, each a list by label id (0.0 where a class is never predicted
+        or never occurs).
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    ids = list(range(num_labels))
     if y_true.size == 0:
         return {
             "wa": float("nan"),
@@ -30,6 +40,7 @@ def classification_metrics(y_true, y_pred, num_labels: int) -> dict:
             "weighted_f1": float("nan"),
             "n": 0,
             "confusion": np.zeros((num_labels, num_labels), dtype=int).tolist(),
+            "per_class": {k: [0.0 if k != "support" else 0] * num_labels for k in PER_CLASS},
         }
     present = np.unique(y_true)
     return {
@@ -38,8 +49,18 @@ def classification_metrics(y_true, y_pred, num_labels: int) -> dict:
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)),
         "n": int(y_true.size),
-        "confusion": confusion_matrix(y_true, y_pred, labels=list(range(num_labels))).tolist(),
+        "confusion": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+        "per_class": {
+            k: v.tolist()
+            for k, v in zip(PER_CLASS, precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0))
+        },
     }
+
+
+def per_class_by_label(metrics: dict, labels: list[str]) -> dict[str, dict]:
+    """`metrics["per_class"]` (lists by label id) as {label: {"precision", "recall", "f1", "support"}}."""
+    per_class = metrics["per_class"]
+    return {label: {k: per_class[k][i] for k in PER_CLASS} for i, label in enumerate(labels)}
 
 
 def mean_and_std(scores: list[dict], keys) -> tuple[dict[str, float], dict[str, float]]:

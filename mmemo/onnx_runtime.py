@@ -10,14 +10,17 @@ filter rather than torchaudio's, so those inputs differ from PyTorch by a little
 
     from mmemo_onnx_runtime import OnnxEmotionRecognizer  # or: from mmemo.onnx_runtime import ...
     recognizer = OnnxEmotionRecognizer("export/")
-    recognizer.predict(text="I hate this.", audio="clip.wav")
-    # {"label": "angry", "probabilities": {...}, "modalities": ["text", "audio"], "per_modality": {...}}
+    prediction = recognizer.predict(text="I hate this.", audio="clip.wav")
+    prediction.label, prediction.probabilities  # "angry", {"angry": 0.81, ...}; .to_dict() for JSON
+
+`predict` returns this module's `Prediction`, with the fields and `to_dict()` of `mmemo.inference.Prediction`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from math import gcd
 from pathlib import Path
 
@@ -35,6 +38,45 @@ _NUMPY_TYPES = {
     "tensor(bool)": np.bool_,
     "tensor(float)": np.float32,
 }
+
+
+@dataclass(frozen=True, repr=False)
+class Prediction:
+    """One prediction, with the fields of `mmemo.inference.Prediction` (kept separate so that no torch is needed).
+
+    Attributes:
+        label: the top label.
+        probabilities: a probability per label (summing to 1) from everything given (fused).
+        modalities: the modalities used, ("text",), ("audio",) or ("text", "audio").
+        per_modality: {"text": probabilities, "audio": probabilities}, each input alone; one entry (equal to
+            `probabilities`) when one modality was given.
+        segments: always () here: this runtime classifies long audio whole.
+    """
+
+    label: str
+    probabilities: dict[str, float]
+    modalities: tuple[str, ...]
+    per_modality: dict[str, dict[str, float]] = field(default_factory=dict)
+    segments: tuple = ()
+
+    def __repr__(self) -> str:
+        def rounded(probabilities):
+            return {label: round(p, 3) for label, p in probabilities.items()}
+
+        per_modality = {m: rounded(p) for m, p in self.per_modality.items()}
+        return (
+            f"Prediction(label={self.label!r}, probabilities={rounded(self.probabilities)}, "
+            f"modalities={self.modalities!r}, per_modality={per_modality})"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "modalities": list(self.modalities),
+            "per_modality": self.per_modality,
+            "segments": [],
+        }
 
 
 class OnnxEmotionRecognizer:
@@ -97,7 +139,7 @@ class OnnxEmotionRecognizer:
             batch_size: inputs per run; inputs are sorted by length first.
 
         Returns:
-            A dict (or list of dicts) with "label", "probabilities", "modalities" and "per_modality".
+            A Prediction, or a list of them (in input order) when a list was given.
 
         Raises:
             ValueError: no input, mismatched lists, an array without sampling_rate, or empty/NaN audio.
@@ -124,7 +166,7 @@ class OnnxEmotionRecognizer:
                 results[i] = result
         return results if batched else results[0]
 
-    def _forward(self, texts: list[str], waves: list[np.ndarray | None]) -> list[dict]:
+    def _forward(self, texts: list[str], waves: list[np.ndarray | None]) -> list[Prediction]:
         text_present = np.array([bool(t) for t in texts])
         audio_present = np.array([w is not None for w in waves])
         text = self._encode_text(texts) if text_present.any() else self._absent(len(texts))
@@ -141,17 +183,15 @@ class OnnxEmotionRecognizer:
             audio_only = self._fuse(self._absent(k), (audio[0][both], audio[1][both]), no, yes)
             for i, t, a in zip(both, text_only, audio_only):
                 views[i] = {"text": t, "audio": a}
-        out = []
-        for p, v in zip(fused, views):
-            out.append(
-                {
-                    "label": self.labels[int(p.argmax())],
-                    "probabilities": self._named(p),
-                    "modalities": list(v),
-                    "per_modality": {m: self._named(q) for m, q in v.items()},
-                }
+        return [
+            Prediction(
+                self.labels[int(p.argmax())],
+                self._named(p),
+                tuple(v),
+                {m: self._named(q) for m, q in v.items()},
             )
-        return out
+            for p, v in zip(fused, views)
+        ]
 
     def _encode_text(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         encodings = self.tokenizer.encode_batch(texts)

@@ -48,6 +48,7 @@ from mmemo.evaluate import collect_logits, evaluate, score
 from mmemo.inference import EmotionRecognizer, move_batch
 from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, cross_entropy
+from mmemo.model_card import ModelCard
 from mmemo.report import print_header, write_report
 
 
@@ -221,13 +222,6 @@ def train(cfg: Config, resume: bool = False) -> dict:
     # both calibration and the validation scores (the temperature changes no argmax).
     valid_logits = collect_logits(run.model, run.loaders["valid"], run.device)
     calibration = calibrate(run.recognizer, *valid_logits["both"])
-    if run.main:
-        run.recognizer.save_pretrained(model_dir)  # config.json gains the temperature
-        tqdm.write(
-            f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
-            f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
-            + (f"  WARNING: {calibration['warning']}" if calibration.get("warning") else "")
-        )
     valid = score(valid_logits, len(run.recognizer.labels))
     test = (
         evaluate(run.model, run.loaders["test"], run.device, len(run.recognizer.labels))
@@ -235,6 +229,14 @@ def train(cfg: Config, resume: bool = False) -> dict:
         else None
     )
     if run.main:
+        # config.json gains the temperature, README.md the test scores and calibration
+        card = _model_card(run, test or valid, "test" if test else "valid", calibration)
+        run.recognizer.save_pretrained(model_dir, card=card)
+        tqdm.write(
+            f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
+            f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
+            + (f"  WARNING: {calibration['warning']}" if calibration.get("warning") else "")
+        )
         write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test, calibration)
     barrier(run.world_size)
     return {
@@ -305,7 +307,7 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
     if improved:
         state.best_ua, state.best_epoch, state.stale = score, state.epoch + 1, 0
         if run.main:
-            run.recognizer.save_pretrained(run.out_dir / "model")
+            run.recognizer.save_pretrained(run.out_dir / "model", card=_model_card(run))
     else:
         state.stale += 1
         if cfg.train.patience and state.stale >= cfg.train.patience:
@@ -413,6 +415,14 @@ def split_batch(batch: dict, part: slice) -> dict:
         return value
 
     return cut(batch)
+
+
+def _model_card(run: Run, scores: dict | None = None, split: str = "test", calibration: dict | None = None):
+    """The model card's fields: the data summary of this run's splits, and the final scores once known."""
+    splits = {name: loader.dataset.rows for name, loader in run.loaders.items()}
+    return ModelCard.from_splits(
+        splits, manifest=run.cfg.data.manifest, test=scores, test_split=split, calibration=calibration
+    )
 
 
 def _checkpoint(run: Run, state: TrainState) -> None:

@@ -34,6 +34,7 @@ def test_training_learns_and_writes_the_run_folder(trained_run):
         "model/model.safetensors",
         "model/tokenizer.json",
         "model/preprocessor_config.json",
+        "model/README.md",
     ):
         assert (out / name).is_file(), name
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -103,7 +104,7 @@ def test_cli_evaluate_json_and_predict(trained_run, synth_corpus):
     model = trained_run["model_dir"]
     scores = json.loads(_mmemo("evaluate", model, synth_corpus, "--json").stdout)
     assert set(scores) == {"both", "text", "audio"}
-    assert set(scores["both"]) == {"wa", "ua", "macro_f1", "weighted_f1", "n"}
+    assert set(scores["both"]) == {"wa", "ua", "macro_f1", "weighted_f1", "n", "per_class", "confusion", "labels"}
     int8 = json.loads(_mmemo("evaluate", model, synth_corpus, "--int8", "--json").stdout)
     assert {c: int8[c]["n"] for c in int8} == {c: scores[c]["n"] for c in scores}
     assert all(abs(int8[c]["ua"] - scores[c]["ua"]) <= 0.1 for c in scores)  # int8 costs little accuracy

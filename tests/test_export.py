@@ -1,10 +1,13 @@
 """ONNX export: parity with PyTorch, int8, the torch-free runtime, the CLI, and the predict benchmark."""
 
+import ast
 import contextlib
+import dataclasses
 import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,14 +68,15 @@ def test_fp32_export_matches_pytorch(trained_run, exported, test_rows):
     texts = [r["text"] for r in test_rows]
     audios = [r["audio"] for r in test_rows]
     texts[1], audios[2] = "", None
-    assert (
-        _max_diff(
-            rec.predict(text=texts, audio=audios, batch_size=4), runtime.predict(text=texts, audio=audios, batch_size=4)
-        )
-        <= 1e-3
-    )
+    got = runtime.predict(text=texts, audio=audios, batch_size=4)
+    assert _max_diff(rec.predict(text=texts, audio=audios, batch_size=4), [g.to_dict() for g in got]) <= 1e-3
     single = runtime.predict(text=test_rows[0]["text"])
-    assert single["modalities"] == ["text"] and single["label"] == rec.predict(text=test_rows[0]["text"]).label
+    expected = rec.predict(text=test_rows[0]["text"])
+    assert single.modalities == ("text",) and single.label == expected.label
+    # the runtime's Prediction has the fields and the JSON shape of mmemo's own
+    assert [f.name for f in dataclasses.fields(single)] == [f.name for f in dataclasses.fields(expected)]
+    assert set(single.to_dict()) == set(expected.to_dict()) and single.to_dict()["segments"] == []
+    assert f"'{single.label}': {round(single.probabilities[single.label], 3)}" in repr(single)
 
 
 def test_int8_export_stays_close(trained_run, exported, test_rows):
@@ -84,7 +88,8 @@ def test_int8_export_stays_close(trained_run, exported, test_rows):
     runtime = OnnxEmotionRecognizer(exported["int8"]["out_dir"])
     texts, audios = [r["text"] for r in test_rows], [r["audio"] for r in test_rows]
     assert exported["int8"]["max_abs_diff"] < 0.05
-    assert _max_diff(rec.predict(text=texts, audio=audios), runtime.predict(text=texts, audio=audios)) < 0.05
+    got = [g.to_dict() for g in runtime.predict(text=texts, audio=audios)]
+    assert _max_diff(rec.predict(text=texts, audio=audios), got) < 0.05
 
 
 def test_the_runtime_predicts_without_torch(trained_run, exported, test_rows, tmp_path):
@@ -103,7 +108,7 @@ sys.path.insert(0, {str(folder)!r})
 from mmemo_onnx_runtime import OnnxEmotionRecognizer
 rec = OnnxEmotionRecognizer({str(folder)!r}, threads=1)
 out = rec.predict(text=[{row["text"]!r}, ""], audio=[{row["audio"]!r}, {str(stereo_44k)!r}])
-print(json.dumps({{"results": out, "torch": "torch" in sys.modules, "mmemo": "mmemo" in sys.modules}}))
+print(json.dumps({{"results": [p.to_dict() for p in out], "torch": "torch" in sys.modules, "mmemo": "mmemo" in sys.modules}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -114,6 +119,33 @@ print(json.dumps({{"results": out, "torch": "torch" in sys.modules, "mmemo": "mm
     assert out["results"][0]["label"] == expected.label
     assert _max_diff([expected], out["results"][:1]) <= 1e-3
     assert out["results"][1]["modalities"] == ["audio"]
+
+
+def test_export_folder_has_a_readme_that_names_what_the_runtime_imports(trained_run, exported):
+    from mmemo import onnx_runtime
+    from mmemo.export import RUNTIME_REQUIREMENTS
+
+    readme = (exported["fp32"]["out_dir"] / "README.md").read_text()
+    tree = ast.parse(Path(onnx_runtime.__file__).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party == set(RUNTIME_REQUIREMENTS)  # the pip names equal the import names for all five
+    assert f"pip install {' '.join(RUNTIME_REQUIREMENTS)}" in readme
+    assert "from mmemo_onnx_runtime import OnnxEmotionRecognizer" in readme and "sampling_rate=" in readme
+    labels = EmotionRecognizer.from_pretrained(trained_run["model_dir"]).labels
+    assert all(f"`{label}`" in readme for label in labels) and "(int8)" not in readme
+    assert "(int8)" in (exported["int8"]["out_dir"] / "README.md").read_text()
+    # the README's example runs as written, against the export (here with this folder's path)
+    code = (
+        readme.split("```python\n")[1].split("```")[0].replace("path/to/this/folder", str(exported["fp32"]["out_dir"]))
+    )
+    code = "\n".join(line for line in code.splitlines() if "b.flac" not in line).replace(
+        'audio="clip.wav"', "audio=None"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] in labels
 
 
 def test_cli_export_refuses_to_overwrite(trained_run, exported, capsys):

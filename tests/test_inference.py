@@ -2,7 +2,9 @@
 
 import csv
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -395,3 +397,110 @@ def test_predict_batch_scores_labelled_rows_and_filters_a_split(trained_run, row
     assert f"on {len(test_rows)} labelled rows" in printed and "UA 0." in printed
     assert main(["predict-batch", model, str(source), "-o", str(out), "--overwrite", "--split", "dev"]) == 2
     assert "no rows of split 'dev' (its splits are test, train, valid)" in capsys.readouterr().err
+
+
+def test_model_folder_is_a_hugging_face_style_folder_with_a_model_card(trained_run, rows, tmp_path):
+    import yaml
+
+    folder = trained_run["model_dir"]
+    meta = json.loads((folder / "config.json").read_text())
+    labels = meta["model"]["labels"]
+    assert meta["id2label"] == {str(i): label for i, label in enumerate(labels)}
+    assert meta["label2id"] == {label: i for i, label in enumerate(labels)}
+    for encoder in ("text_config", "audio_config"):  # headless encoders: no stale LABEL_0 / LABEL_1 maps
+        assert "id2label" not in meta[encoder] and "label2id" not in meta[encoder], encoder
+    card = (folder / "README.md").read_text()
+    _, front, body = card.split("---\n", 2)
+    front = yaml.safe_load(front)
+    assert front["library_name"] == "mmemo" and front["license"] == "unknown" and "language" not in front
+    assert "emotion-recognition" in front["tags"] and front["pipeline_tag"] == "audio-classification"
+    assert all(f"`{label}`" in body for label in labels)
+    # the data summary: rows, speakers and label counts per split, counted from the manifest
+    for split in ("train", "valid", "test"):
+        split_rows = [r for r in rows if r["split"] == split]
+        counts = " | ".join(str(sum(r["label"] == label for r in split_rows)) for label in sorted(labels))
+        assert f"| {split} | {len(split_rows)} | {len({r['speaker'] for r in split_rows})} | {counts} |" in body
+    # the test table per condition and the calibration, as training measured them
+    test = trained_run["test"]
+    for cond, name in (("both", "text+audio"), ("text", "text-only"), ("audio", "audio-only")):
+        m = test[cond]
+        assert f"| {name} | {m['n']} | {m['wa']:.3f} | {m['ua']:.3f} | {m['macro_f1']:.3f} |" in body
+    cal = trained_run["calibration"]
+    assert f"T = {cal['temperature']:.3f}" in body and f"{cal['ece_before']:.3f} before" in body
+    assert f"Trained on {len(rows)} labelled clips" in body and "decisions about people" in body
+    # a folder from before cards and label maps still loads, with an empty card
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    meta_old = {k: v for k, v in meta.items() if k not in ("id2label", "label2id", "card")}
+    (old / "config.json").write_text(json.dumps(meta_old))
+    (old / "README.md").unlink()
+    loaded = EmotionRecognizer.from_pretrained(old)
+    assert loaded.labels == labels and loaded.card.test is None
+    # a loaded model keeps its card when saved again
+    rec = EmotionRecognizer.from_pretrained(folder)
+    assert rec.card.test["both"]["ua"] == pytest.approx(test["both"]["ua"])
+    rec.save_pretrained(tmp_path / "again")
+    assert (tmp_path / "again" / "README.md").read_text() == card
+
+
+def test_push_to_hub_uploads_a_loadable_folder_and_fails_clearly_offline(rec, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from mmemo.errors import MmemoError
+
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        # the folder only exists during the call: check it is a complete model folder now
+        folder = kwargs["folder_path"]
+        loaded = EmotionRecognizer.from_pretrained(folder)
+        calls.append(("upload_folder", kwargs, loaded.labels, sorted(p.name for p in Path(folder).iterdir())))
+        return "https://hub.example/commit/1"
+
+    with monkeypatch.context() as m:
+        m.setattr(HfApi, "create_repo", create_repo)
+        m.setattr(HfApi, "upload_folder", upload_folder)
+        assert rec.push_to_hub("someone/mmemo-tiny", private=True) == "https://hub.example/commit/1"
+    (_, repo, create_kwargs), (_, upload_kwargs, labels, files) = calls
+    assert repo == "someone/mmemo-tiny" and create_kwargs["private"] is True and create_kwargs["exist_ok"] is True
+    assert upload_kwargs["repo_id"] == "someone/mmemo-tiny" and upload_kwargs["repo_type"] == "model"
+    assert labels == rec.labels and {"README.md", "config.json", "model.safetensors"} <= set(files)
+    # the real client against a hub that is not there: a clear error naming the repository, not a traceback
+    with pytest.raises(MmemoError, match="cannot upload the model to 'someone/mmemo-tiny'.*token"):
+        rec.push_to_hub("someone/mmemo-tiny", endpoint="http://127.0.0.1:9", token="hf_none")
+
+
+def test_reprs_round_and_the_recognizer_is_callable(rec):
+    pred = rec("What a lovely surprise.")
+    assert pred == rec.predict(text="What a lovely surprise.")
+    assert any(len(repr(p).split(".")[-1]) > 3 for p in pred.probabilities.values())  # full floats kept
+    shown = repr(pred)
+    for label, p in pred.probabilities.items():
+        assert f"'{label}': {round(p, 3)}," in shown or f"'{label}': {round(p, 3)}}}" in shown
+    assert all(len(digits) <= 3 for digits in re.findall(r"': \d\.(\d+)", shown)), shown
+    assert shown.startswith("Prediction(label=") and "modalities=('text',)" in shown
+    described = repr(rec)
+    assert f"labels={rec.labels}" in described and "BertModel" in described and "Wav2Vec2Model" in described
+    assert "device='cpu'" in described and f"temperature={rec.temperature:.3f}" in described
+    assert "hidden 32, 1 layer(s)" in described
+
+
+def test_cli_device_option(trained_run, synth_corpus, tmp_path, capsys):
+    model = str(trained_run["model_dir"])
+    assert main(["predict", model, "--text", "I am so glad.", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["modalities"] == ["text"]
+    if not torch.cuda.is_available():  # every model-loading command takes --device and passes it on
+        for args in (
+            ["predict", model, "--text", "I am so glad."],
+            ["predict-batch", model, str(synth_corpus), "-o", str(tmp_path / "out.csv")],
+            ["evaluate", model, str(synth_corpus)],
+            ["demo", "--model", model],
+        ):
+            assert main([*args, "--device", "cuda"]) == 2, args
+            assert "no CUDA GPU" in capsys.readouterr().err, args
+    assert main(["predict", model, "--text", "hi", "--device", "tpu9"]) == 2
+    assert "unknown device 'tpu9'" in capsys.readouterr().err
+    assert EmotionRecognizer.from_pretrained(model, device="auto", int8=True).device.type == "cpu"
