@@ -1,6 +1,7 @@
 """EmoDB 5-fold speaker cross-validation with a small from-scratch model (configs/emodb_cv.yaml).
 
-    python benchmarks/emodb_cv.py [EMODB_ROOT] [--variant audio_only] [--json results.json] [--out-dir DIR] [key=value ...]
+    python benchmarks/emodb_cv.py [EMODB_ROOT] [--variant audio_only] [--seeds 0 1 2] [--baseline]
+                                  [--json results.json] [--out-dir DIR] [key=value ...]
 
 EMODB_ROOT defaults to ../shared/data/emodb (next to the repository). The importer's `fold` column (five
 gender-balanced speaker pairs) gives the folds; each fold is tested once, validated on the next fold and
@@ -8,7 +9,8 @@ trained on the other three. The corpus is read where it lies; only its manifest 
 EmoDB's transcripts are ten fixed sentences spoken in every emotion, so audio carries the emotion and text-only
 scores sit at chance (1/7 UA). `--variant` trains one of `mmemo ablate`'s variants instead of the config as
 given (joint_md), e.g. `audio_only` for the dedicated audio model that the joint model's audio-only view is
-measured against.
+measured against. `--baseline` also scores the classical baseline (`mmemo baseline`: acoustic functionals /
+TF-IDF + logistic regression, plain and speaker-normalised) on the same folds and prints its tables.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", default=None, help="default runs/emodb_cv, or runs/emodb_cv_VARIANT")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--baseline", action="store_true", help="also score the classical baseline on the same folds")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     overrides = [a for a in args.args if "=" in a]
@@ -66,8 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     print(format_fold_table(results))
     print()
     print(format_confusion(results, "audio"))
+    extra = {"variant": args.variant, "minutes": round(minutes, 2)}
+    if args.baseline:
+        from mmemo.baseline import run_baseline
+
+        for speaker_norm in (False, True):
+            baseline = run_baseline(manifest, folds="fold", speaker_norm=speaker_norm, cache_dir=cfg.data.cache_dir)
+            name = "baseline_speaker_norm" if speaker_norm else "baseline"
+            extra[name] = {k: baseline[k] for k in ("mean", "std", "fold_means", "seconds")}
+            print(
+                f"\nClassical baseline{' (speaker-normalised)' if speaker_norm else ''}, same folds, "
+                f"{baseline['seconds']:.0f} s\n"
+            )
+            print(format_fold_table(baseline))
     if args.json:
-        write_results({**results, "variant": args.variant, "minutes": round(minutes, 2)}, args.json)
+        write_results({**results, **extra}, args.json)
     return 0
 
 
