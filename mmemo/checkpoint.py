@@ -14,47 +14,42 @@ naming a complete checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mmemo.errors import ModelLoadError
+from mmemo.io import atomic_folder, atomic_write
 
 
 def save_checkpoint(
     folder: Path, step: int, recognizer, optimizer, scheduler, generator: torch.Generator, progress: dict
 ) -> Path:
     """Write checkpoint `step` under `folder` atomically and point `folder/latest` at it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
-    recognizer.save_pretrained(tmp / "model")
-    state = {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "generator": generator.get_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    torch.save(state, tmp / "state.pt")
-    numpy_state = np.random.get_state()
-    progress = {
-        **progress,
-        "step": step,
-        "python_rng": _to_lists(random.getstate()),
-        "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-    }
-    (tmp / "progress.json").write_text(json.dumps(progress), encoding="utf-8")
     target = folder / f"step-{step:07d}"
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    pointer = folder / ".latest.tmp"
-    pointer.write_text(target.name + "\n", encoding="utf-8")
-    os.replace(pointer, folder / "latest")
+    with atomic_folder(target) as tmp:
+        recognizer.save_pretrained(tmp / "model")
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "generator": generator.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        torch.save(state, tmp / "state.pt")
+        numpy_state = np.random.get_state()
+        progress = {
+            **progress,
+            "step": step,
+            "python_rng": _to_lists(random.getstate()),
+            "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        }
+        (tmp / "progress.json").write_text(json.dumps(progress), encoding="utf-8")
+    with atomic_write(folder / "latest", "w", encoding="utf-8") as f:
+        f.write(target.name + "\n")
     for old in folder.iterdir():
         if old != target and old.name not in ("latest",) and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)

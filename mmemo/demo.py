@@ -91,7 +91,7 @@ def analyze(
 ) -> Analysis:
     """Classify a recording, a transcript or both, the way the demo does.
 
-    An empty transcript is filled by `transcriber` when one is given. The text-only and audio-only views come
+    An empty transcript is filled by `transcriber` when one is given. The text-only and audio-only probabilities come
     from the Prediction's `per_modality` when it has one, else from two more `predict` calls.
 
     Raises:
@@ -110,7 +110,7 @@ def analyze(
         source = "asr" if text else None
     pred = recognizer.predict(text=text or None, audio=waveform, sampling_rate=rate)
     per_modality = dict(getattr(pred, "per_modality", None) or {})
-    if not per_modality:  # a recognizer without per-modality views: ask it once per modality
+    if not per_modality:  # a recognizer without per-modality probabilities: ask it once per modality
         per_modality = (
             {m: pred.probabilities for m in pred.modalities}
             if len(pred.modalities) == 1
@@ -373,7 +373,7 @@ def modality_markdown(result: Analysis, asr_loaded: bool) -> str:
         note = (
             "\n\nThe speech recognizer heard no words, so the voice alone was used."
             if asr_loaded
-            else "\n\nNo transcript: the voice alone was used (type what was said to add the text view)."
+            else "\n\nNo transcript: the voice alone was used (type what was said to add the text)."
         )
     return (
         f"**What each input says**\n\n| input | says | confidence |\n|---|---|---|\n{table}\n\n"

@@ -133,7 +133,7 @@ def export_onnx(
 
     Returns:
         {"out_dir": Path, "int8": bool, "max_abs_diff": max |Δ probability| against PyTorch fp32 over
-        text+audio, text-only and audio-only inputs and the per-modality views}.
+        text+audio, text-only and audio-only inputs and the per-modality probabilities}.
 
     Raises:
         MmemoError: `out_dir` exists and is not empty without `overwrite`, the tokenizer has no tokenizer.json

@@ -24,7 +24,6 @@ import csv
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from mmemo.config import ModelConfig, build_section
 from mmemo.data.audio import load_audio, prepare_waveform
 from mmemo.data.dataset import Collator, clip_seconds
 from mmemo.errors import ConfigError, DataError, MmemoError, ModelLoadError
+from mmemo.io import atomic_folder, atomic_write
 from mmemo.model import EmotionModel, encoders_from_configs
 from mmemo.model_card import ModelCard, describe_encoder, render_model_card
 
@@ -261,9 +261,6 @@ class EmotionRecognizer:
             )
         if card is not None:
             self.card = card
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         meta = {
             "mmemo_format": FORMAT_VERSION,
             "model": dataclasses.asdict(self.config),
@@ -274,18 +271,13 @@ class EmotionRecognizer:
             "text_config": _encoder_config(self.model.text_encoder),
             "audio_config": _encoder_config(self.model.audio_encoder),
         }
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-        (tmp / "README.md").write_text(render_model_card(self, self.card), encoding="utf-8")
-        save_model(self.model, str(tmp / "model.safetensors"))
-        self.tokenizer.save_pretrained(tmp)
-        self.feature_extractor.save_pretrained(tmp)
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-        return path
+        with atomic_folder(path) as tmp:
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+            (tmp / "README.md").write_text(render_model_card(self, self.card), encoding="utf-8")
+            save_model(self.model, str(tmp / "model.safetensors"))
+            self.tokenizer.save_pretrained(tmp)
+            self.feature_extractor.save_pretrained(tmp)
+        return Path(path)
 
     def push_to_hub(
         self,
@@ -446,52 +438,52 @@ class EmotionRecognizer:
             windows = speech_windows(wave, rate, window_seconds, overlap_seconds)
             spans.append(windows)
             units += [{**item, "audio": wave[a:b]} for a, b in windows]
-        views = self._classify(units, batch_size)
+        outputs = self._classify(units, batch_size)
         out, k = [], 0
         for item, item_spans in zip(items, spans):
             count = 1 if item_spans is None else len(item_spans)
-            out.append(self._assemble(item, item_spans, views[k : k + count]))
+            out.append(self._assemble(item, item_spans, outputs[k : k + count]))
             k += count
         return out
 
-    def _assemble(self, item: dict, spans: list[tuple[int, int]] | None, views: list[dict]) -> Prediction:
-        """One input's Prediction from its unit views (one for a whole input, one per segment of long audio)."""
+    def _assemble(self, item: dict, spans: list[tuple[int, int]] | None, outputs: list[dict]) -> Prediction:
+        """One input's Prediction from its units' outputs (one for a whole input, one per segment of long audio)."""
         present = {"text": bool(item["text"]), "audio": item["audio"] is not None}
         modalities = tuple(m for m in ("text", "audio") if present[m])
         if spans is None:
-            fused = views[0]["fused"]
+            fused = outputs[0]["fused"]
             return Prediction(
                 self.labels[int(fused.argmax())],
                 self._named(fused),
                 modalities,
-                {m: self._named(views[0][m]) for m in modalities},
+                {m: self._named(outputs[0][m]) for m in modalities},
             )
         rate = self.config.sampling_rate
         weights = np.array([b - a for a, b in spans], dtype=np.float64)  # duration-weighted mean over segments
-        fused = np.average([v["fused"] for v in views], axis=0, weights=weights)
-        per_modality = {"audio": self._named(np.average([v["audio"] for v in views], axis=0, weights=weights))}
-        if item["text"]:  # the same transcript in every segment: any segment's text view is the text view
-            per_modality = {"text": self._named(views[0]["text"]), **per_modality}
+        fused = np.average([v["fused"] for v in outputs], axis=0, weights=weights)
+        per_modality = {"audio": self._named(np.average([v["audio"] for v in outputs], axis=0, weights=weights))}
+        if item["text"]:  # the same transcript in every segment: any segment's text-alone output is the text one
+            per_modality = {"text": self._named(outputs[0]["text"]), **per_modality}
         segments = tuple(
             Segment(int(a) / rate, int(b) / rate, self.labels[int(v["fused"].argmax())], self._named(v["fused"]))
-            for (a, b), v in zip(spans, views)
+            for (a, b), v in zip(spans, outputs)
         )
         return Prediction(self.labels[int(fused.argmax())], self._named(fused), modalities, per_modality, segments)
 
     def _classify(self, units: list[dict], batch_size: int) -> list[dict]:
-        """Per unit {"fused", "text", "audio"} probability arrays (a view is None when its modality is absent)."""
+        """Per unit {"fused", "text", "audio"} probability arrays (an entry is None when its modality is absent)."""
 
         def length(i):
             audio = units[i]["audio"]
             return (0 if audio is None else len(audio), len(units[i]["text"]))
 
         order = sorted(range(len(units)), key=length)
-        views = [None] * len(units)
+        outputs = [None] * len(units)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            for i, view in zip(chunk, self._forward([units[i] for i in chunk])):
-                views[i] = view
-        return views
+            for i, output in zip(chunk, self._forward([units[i] for i in chunk])):
+                outputs[i] = output
+        return outputs
 
     def _forward(self, units: list[dict]) -> list[dict]:
         """One mini-batch: encode each modality once, fuse it three ways (both, text alone, audio alone)."""
@@ -713,10 +705,8 @@ def _score(rows: list[dict], results: list, labels: list[str]) -> tuple[dict | N
 
 
 def _write_results(output: Path, rows: list[dict], results: list, labels: list[str]) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
     truth = any(row["label"] for row in rows)  # carry the input's labels next to the predictions
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_write(output, "w", encoding="utf-8", newline="") as f:
         if output.suffix.lower() == ".csv":
             writer = csv.writer(f)
             given = ["true_label"] if truth else []
@@ -736,7 +726,6 @@ def _write_results(output: Path, rows: list[dict], results: list, labels: list[s
                 else:
                     record |= {"label": None, "error": result}
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, output)
 
 
 def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = False) -> dict:
@@ -777,18 +766,18 @@ def format_prediction(prediction: Prediction, details: bool = False, width: int 
         details: add a column per modality (what each input alone says) and, for long audio, the segments.
         width: characters of the longest (probability 1) bar.
     """
-    views = [("+".join(prediction.modalities), prediction.probabilities)]
+    columns = [("+".join(prediction.modalities), prediction.probabilities)]
     if details and len(prediction.per_modality) > 1:
-        views += [(f"{m} only", p) for m, p in prediction.per_modality.items()]
+        columns += [(f"{m} only", p) for m, p in prediction.per_modality.items()]
     labels = sorted(prediction.probabilities, key=prediction.probabilities.get, reverse=True)
     name_width = max(len(label) for label in labels)
     given = " + ".join(prediction.modalities)
     lines = [f"{prediction.label}  (from {given})", ""]
-    if len(views) > 1:
-        lines.append(" " * name_width + "  " + "  ".join(f"{title:>10}" for title, _ in views))
+    if len(columns) > 1:
+        lines.append(" " * name_width + "  " + "  ".join(f"{title:>10}" for title, _ in columns))
     for label in labels:
         p = prediction.probabilities[label]
-        cells = "  ".join(f"{probs[label]:>10.3f}" for _, probs in views)
+        cells = "  ".join(f"{probs[label]:>10.3f}" for _, probs in columns)
         lines.append(f"{label:<{name_width}}  {cells}  {_bar(p, width)}".rstrip())
     if details and prediction.segments:
         lines += ["", "segments:"]

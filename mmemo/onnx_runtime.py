@@ -172,7 +172,7 @@ class OnnxEmotionRecognizer:
         text = self._encode_text(texts) if text_present.any() else self._absent(len(texts))
         audio = self._encode_audio(waves) if audio_present.any() else self._absent(len(texts))
         fused = self._fuse(text, audio, text_present, audio_present)
-        views = [
+        per_modality = [
             {m: p for m, present in (("text", t), ("audio", a)) if present}
             for p, t, a in zip(fused, text_present, audio_present)
         ]
@@ -182,7 +182,7 @@ class OnnxEmotionRecognizer:
             text_only = self._fuse((text[0][both], text[1][both]), self._absent(k), yes, no)
             audio_only = self._fuse(self._absent(k), (audio[0][both], audio[1][both]), no, yes)
             for i, t, a in zip(both, text_only, audio_only):
-                views[i] = {"text": t, "audio": a}
+                per_modality[i] = {"text": t, "audio": a}
         return [
             Prediction(
                 self.labels[int(p.argmax())],
@@ -190,7 +190,7 @@ class OnnxEmotionRecognizer:
                 tuple(v),
                 {m: self._named(q) for m, q in v.items()},
             )
-            for p, v in zip(fused, views)
+            for p, v in zip(fused, per_modality)
         ]
 
     def _encode_text(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -42,6 +42,7 @@ from mmemo.calibration import calibrate
 from mmemo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmemo.config import Config
 from mmemo.data.augment import build_augmenter
+from mmemo.data.dataset import split_batch
 from mmemo.distributed import barrier, init_distributed, no_sync, resolve_device, wrap_model
 from mmemo.errors import DataError
 from mmemo.evaluate import collect_logits, evaluate, score
@@ -270,7 +271,8 @@ class TrainState:
 
     epoch: int = 0  # epochs finished
     batch: int = 0  # batches finished in the current epoch
-    step: int = 0  # batches trained in all (micro-batches when accumulating gradients)
+    step: int = 0  # optimizer steps in all (one per train.grad_accum batches, and one at each epoch's end)
+    batches_seen: int = 0  # batches trained in all: the progress that modality-dropout schedules see
     epoch_loss: float = 0.0
     epoch_batches: int = 0
     best_ua: float = -1.0
@@ -347,13 +349,14 @@ def train_epoch(run: Run, state: TrainState) -> float:
         state.skipped += batch.pop("skipped", 0)
         boundary = (state.batch + 1) % accum == 0 or state.batch + 1 == batches
         with no_sync(run.forward, run.world_size, skip=not boundary):
-            loss = _accumulate(run, batch, state.step / max(1, total), state, 1.0 / accum)
+            loss = _accumulate(run, batch, state.batches_seen / max(1, total), state, 1.0 / accum)
         if loss is not None:
             state.epoch_loss, state.epoch_batches = state.epoch_loss + loss * accum, state.epoch_batches + 1
             bar.set_postfix(loss=f"{state.epoch_loss / state.epoch_batches:.3f}")
         if boundary:
             _apply_gradients(run)
-        state.batch, state.step = state.batch + 1, state.step + 1
+            state.step += 1
+        state.batch, state.batches_seen = state.batch + 1, state.batches_seen + 1
         if boundary and every and state.step % every == 0 and state.batch < batches:
             _checkpoint(run, state)
     return state.epoch_loss / max(state.epoch_batches, 1)
@@ -402,19 +405,6 @@ def _backward_splitting(run: Run, batch: dict, progress: float, state: TrainStat
         losses = [_backward_splitting(run, half, progress, state, weight * len(half["ids"]) / size) for half in halves]
         kept = [loss for loss in losses if loss is not None]
         return sum(kept) if kept else None
-
-
-def split_batch(batch: dict, part: slice) -> dict:
-    """The samples `part` of a collated batch (tensors, nested dicts and lists sliced along the batch axis)."""
-
-    def cut(value):
-        if isinstance(value, dict):
-            return {k: cut(v) for k, v in value.items()}
-        if isinstance(value, (torch.Tensor, list)):
-            return value[part]
-        return value
-
-    return cut(batch)
 
 
 def _model_card(run: Run, scores: dict | None = None, split: str = "test", calibration: dict | None = None):

@@ -1,10 +1,80 @@
+import math
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import HYPOTHESIS_SETTINGS as SETTINGS
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from mmemo.data.audio import audio_duration, load_audio, prepare_waveform
 from mmemo.errors import DataError
+
+RATE = 16000
+COMMON_RATES = [8000, 11025, 16000, 22050, 32000, 44100, 48000, 96000]
+rates = st.one_of(st.sampled_from(COMMON_RATES), st.integers(1000, 96000))  # odd rates included
+SUBTYPES = {np.int16: "PCM_16", np.int32: "PCM_32", np.float32: "FLOAT", np.float64: "DOUBLE"}
+
+
+def _samples(n: int, channels: int, dtype, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).uniform(-0.9, 0.9, (n, channels))
+    if np.issubdtype(dtype, np.integer):
+        return (x * np.iinfo(dtype).max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _expected_length(n: int, rate: int) -> int:
+    return math.ceil(n * RATE / rate)
+
+
+@SETTINGS
+@given(
+    n=st.integers(1, 4000),
+    rate=rates,
+    channels=st.integers(1, 8),
+    dtype=st.sampled_from(list(SUBTYPES)),
+    channels_first=st.booleans(),
+    poison=st.sampled_from([None, np.nan, np.inf]),
+    seed=st.integers(0, 99),
+)
+def test_prepare_waveform_gives_finite_mono_float32_at_the_model_rate(
+    n, rate, channels, dtype, channels_first, poison, seed
+):
+    assume(channels == 1 or n > channels)  # an array's channel axis is its shorter one
+    audio = _samples(n, channels, dtype, seed)
+    if poison is not None and not np.issubdtype(dtype, np.integer):
+        audio[n // 2, 0] = poison
+        with pytest.raises(DataError, match="NaN or infinite"):
+            prepare_waveform(audio, rate)
+        return
+    if channels == 1:
+        audio = audio[:, 0]
+    elif channels_first:
+        audio = audio.T
+    out = prepare_waveform(audio, rate)
+    assert out.dtype == np.float32 and out.ndim == 1 and np.isfinite(out).all()
+    assert abs(len(out) - _expected_length(n, rate)) <= 1
+
+
+@SETTINGS
+@given(
+    n=st.integers(1, 4000),
+    rate=rates,
+    channels=st.integers(1, 8),
+    dtype=st.sampled_from(list(SUBTYPES)),
+    seed=st.integers(0, 99),
+)
+def test_load_audio_reads_any_wav_to_mono_float32_at_the_model_rate(n, rate, channels, dtype, seed):
+    audio = _samples(n, channels, dtype, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "a.wav"
+        sf.write(path, audio, rate, subtype=SUBTYPES[dtype])
+        out = load_audio(path, RATE)
+    assert out.dtype == np.float32 and out.ndim == 1 and np.isfinite(out).all()
+    assert abs(len(out) - _expected_length(n, rate)) <= 1  # frames, whatever the channel count
 
 
 def _tone(seconds=1.0, rate=16000, freq=220.0):

@@ -191,7 +191,7 @@ def test_bad_input_is_explained(client, clips, audio, text, message):
         client.predict(handle_file(clips[audio]) if audio else None, text, api_name="/predict")
 
 
-def test_analyze_asks_per_modality_when_the_prediction_has_no_views(tmp_path):
+def test_analyze_asks_per_modality_when_the_prediction_has_no_per_modality(tmp_path):
     from types import SimpleNamespace
 
     from mmemo.demo import analyze

@@ -68,44 +68,6 @@ def test_resume_without_checkpoint_is_explained(synth_corpus, tmp_path):
         train(config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "fresh")), resume=True)
 
 
-def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
-    from mmemo.train import TrainState, optimizer_step, setup
-
-    run = setup(config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "oom", threads=1)))
-    batch = next(iter(run.loaders["train"]))
-    forward, attempts, trained = run.model.forward, [], []
-
-    def small_batches_only(text=None, audio=None, *args, **kwargs):  # a "GPU" that holds at most 5 samples
-        size = (text or audio)["attention_mask"].shape[0]
-        attempts.append(size)
-        if size > 5:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        trained.append(size)
-        return forward(text, audio, *args, **kwargs)
-
-    run.model.forward = small_batches_only
-    state = TrainState()
-    before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loss = optimizer_step(run, batch, progress=0.0, state=state)
-    assert loss is not None and torch.isfinite(torch.tensor(loss))
-    assert attempts[0] == len(batch["ids"]) and max(trained) <= 5
-    assert sum(trained) == len(batch["ids"])  # every sample trained once, none lost
-    assert state.skipped == 0
-    assert any("out of memory" in str(w.message) for w in caught)
-    assert any(not torch.equal(before[k], v) for k, v in run.model.state_dict().items())
-
-    def always_oom(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-
-    run.model.forward = always_oom
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert optimizer_step(run, batch, progress=0.0, state=state) is None
-    assert state.skipped == len(batch["ids"])  # single samples that still do not fit are skipped and counted
-
-
 def test_bad_clip_fails_fast_or_is_skipped(synth_corpus, tmp_path):
     import json
 

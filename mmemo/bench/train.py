@@ -263,18 +263,21 @@ def build_model(size: str, sdpa: bool = True, freeze_cnn: bool = True, vocab_siz
     """A random-weight EmotionModel of `size` with SDPA or eager attention (set in the encoder configs)."""
     from mmemo.model import EmotionModel, build_encoders
 
-    cfg = _model_config(size, sdpa, freeze_cnn)
-    text, audio = build_encoders(cfg, vocab_size=vocab_size or SIZES[size]["vocab_size"])
+    cfg = _model_config(size, sdpa, freeze_cnn, vocab_size)
+    text, audio = build_encoders(cfg)
     return EmotionModel(cfg, len(LABELS), text, audio)
 
 
-def _model_config(size: str, sdpa: bool, freeze_cnn: bool) -> ModelConfig:
+def _model_config(size: str, sdpa: bool, freeze_cnn: bool, vocab_size: int | None = None) -> ModelConfig:
+    """The size's ModelConfig; the text embedding has the size's vocabulary (as a pretrained BERT's), whatever
+    the WordPiece trained on the generated transcripts holds (at most that many tokens)."""
     cfg = ModelConfig(
         **copy.deepcopy(SIZES[size]["model"]),
         freeze_feature_encoder=freeze_cnn,
         labels=list(LABELS),
         tokenizer_vocab_size=SIZES[size]["vocab_size"],
     )
+    cfg.text_config["vocab_size"] = vocab_size or SIZES[size]["vocab_size"]
     if not sdpa:
         cfg.text_config["attn_implementation"] = cfg.audio_config["attn_implementation"] = "eager"
     return cfg
@@ -435,7 +438,7 @@ def _fast_run(
 def _naive_run(size: str, device: torch.device, rows: list, collator: Collator, seed: int) -> _RecipeRun:
     """The baseline: fp32, eager attention, a trainable CNN, random batches, every clip decoded every step."""
     torch.manual_seed(seed)
-    model = build_model(size, sdpa=False, freeze_cnn=False, vocab_size=len(collator.tokenizer)).to(device).train()
+    model = build_model(size, sdpa=False, freeze_cnn=False).to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     label_to_id = {label: i for i, label in enumerate(LABELS)}
     dataset = EmotionDataset(rows, label_to_id, max_seconds=SIZES[size]["seconds"][1], train=True, seed=seed)

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from mmemo.data.audio import load_audio
+from mmemo.io import atomic_write
 
 CACHE_VERSION = 1
 _EDGE_BYTES = 1 << 20  # hash the first and last MiB of each file
@@ -133,15 +133,9 @@ class AudioCache:
 
     def _write(self, entry: Path, audio: np.ndarray) -> None:
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=entry.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, np.ascontiguousarray(audio, dtype=np.float32), allow_pickle=False)
-                os.replace(tmp, entry)  # atomic: readers see the old entry, or none, or the whole new one
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            # Atomic: readers see the old entry, or none, or the whole new one.
+            with atomic_write(entry, "wb") as f:
+                np.save(f, np.ascontiguousarray(audio, dtype=np.float32), allow_pickle=False)
         except OSError as e:  # a full or read-only disk slows training down but must not stop it
             if not self._write_failed:
                 warnings.warn(f"audio cache {self.root}: cannot write entries ({e}); decoding without the cache")

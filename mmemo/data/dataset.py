@@ -283,6 +283,19 @@ class Collator:
         return {key: features[key], "attention_mask": features["attention_mask"]}
 
 
+def split_batch(batch: dict, part: slice) -> dict:
+    """The samples `part` of a collated batch (tensors, nested dicts and lists sliced along the batch axis)."""
+
+    def cut(value):
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
+        if isinstance(value, (torch.Tensor, list)):
+            return value[part]
+        return value
+
+    return cut(batch)
+
+
 class BucketBatchSampler(Sampler):
     """Batches of similar-length clips, the batch order shuffled each epoch; deterministic per seed and epoch.
 

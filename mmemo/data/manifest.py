@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mmemo.errors import DataError
+from mmemo.io import atomic_write
 
 REQUIRED = ("id", "audio", "text", "label", "speaker", "split")
 OPTIONAL = ("start", "end", "fold")
@@ -60,10 +61,8 @@ def read_manifest(path: str | os.PathLike, *, resolve_audio: bool = True) -> lis
 def write_manifest(rows: Iterable[dict], path: str | os.PathLike) -> Path:
     """Write rows as JSONL (or CSV when `path` ends in .csv) atomically; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
         if path.suffix.lower() == ".csv":
             writer = csv.DictWriter(f, fieldnames=list(REQUIRED) + list(OPTIONAL), extrasaction="ignore")
             writer.writeheader()
@@ -72,7 +71,6 @@ def write_manifest(rows: Iterable[dict], path: str | os.PathLike) -> Path:
         else:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
     return path
 
 

@@ -1,0 +1,66 @@
+"""Atomic writes: a file or folder appears whole under its final name, or not at all.
+
+Readers (a resumed run, DataLoader workers sharing the audio cache, a user opening the results) never see a
+half-written file, and a run killed mid-write leaves the previous version in place. Everything is written
+under a temporary name in the same folder (so the final rename stays on one filesystem) and renamed into
+place with `os.replace`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """Open a temporary file next to `path` for writing; rename it to `path` when the block succeeds.
+
+    Args:
+        path: the final file; its folder is created.
+        mode: "w" (text) or "wb" (binary).
+        open_kwargs: passed to `open` (encoding, newline).
+
+    Yields:
+        the open temporary file. If the block raises, it is deleted and `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name opened with "x" (not mkstemp): the file gets the usual permissions, not mkstemp's 0600.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, mode.replace("w", "x"), **open_kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder next to `path` to fill; it replaces `path` (and whatever was there) when the block succeeds.
+
+    Yields:
+        the temporary folder. If the block raises, it is deleted and `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)  # a folder cannot replace a non-empty folder in one rename
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
