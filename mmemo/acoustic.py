@@ -405,8 +405,9 @@ class SpeakerProfile:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the profile as JSON (names, version, n_clips, mean, std); returns the path."""
+        from mmemo.io import atomic_write
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "names": list(self.names),
             "version": self.version,
@@ -414,7 +415,8 @@ class SpeakerProfile:
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
         }
-        path.write_text(json.dumps(data) + "\n", encoding="utf-8")
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data) + "\n")
         return path
 
     @classmethod

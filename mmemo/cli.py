@@ -113,8 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json", action="store_true", help="print JSON even on a terminal (it is what a pipe or file always gets)"
     )
+    p.add_argument(
+        "--speaker-profile",
+        default=None,
+        metavar="JSON",
+        help="standardise the acoustic statistics against this speaker (from `mmemo enrol`; models trained with "
+        "model.acoustic_features only)",
+    )
     _add_speed_options(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "enrol",
+        help="a speaker profile from a few unlabelled recordings of one person (for --speaker-profile)",
+    )
+    p.add_argument("model_dir")
+    p.add_argument("audio", nargs="+", help="recordings of the speaker (5 or more clips of ordinary speech)")
+    p.add_argument("-o", "--output", required=True, help="the profile's JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing profile file")
+    p.set_defaults(func=cmd_enrol)
 
     p = sub.add_parser("predict-batch", help="predict every row of a manifest or every audio file under a folder")
     p.add_argument("model_dir")
@@ -391,7 +408,7 @@ def cmd_predict(args) -> None:
     recognizer = EmotionRecognizer.from_pretrained(
         args.model_dir, device=args.device, int8=args.int8, threads=args.threads
     )
-    prediction = recognizer.predict(text=args.text, audio=args.audio)
+    prediction = recognizer.predict(text=args.text, audio=args.audio, speaker_profile=args.speaker_profile)
     if sys.stdout.isatty() and not args.json:
         print(format_prediction(prediction, details=args.details))
         return
@@ -399,6 +416,21 @@ def cmd_predict(args) -> None:
     if not args.details:
         result = {k: result[k] for k in ("label", "probabilities", "modalities")}
     print(json.dumps(result, ensure_ascii=False))
+
+
+def cmd_enrol(args) -> None:
+    from pathlib import Path
+
+    from mmemo.errors import MmemoError
+    from mmemo.inference import EmotionRecognizer
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise MmemoError(f"{output} already exists; pass --overwrite to replace it, or choose another -o")
+    recognizer = EmotionRecognizer.from_pretrained(args.model_dir)
+    profile = recognizer.enrol_speaker(args.audio)
+    profile.save(output)
+    print(f"{output}: speaker profile from {profile.n_clips} clip(s); use it with --speaker-profile {output}")
 
 
 def cmd_predict_batch(args) -> None:

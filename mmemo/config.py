@@ -55,6 +55,9 @@ class ModelConfig:
     fusion_layers: int = 1
     text_pooling: str = "attentive"  # attentive, mean, or first (the [CLS] token)
     audio_pooling: str = "attentive"  # attentive or mean
+    # Average the audio stream's frames in groups of this many before fusion: fewer, coarser audio tokens make the
+    # fusion head cheaper (4 turns Whisper's 20 ms frames into 80 ms tokens); 1 keeps every frame.
+    audio_downsample: int = 1
     dropout: float = 0.1
     freeze_feature_encoder: bool = True
     freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all

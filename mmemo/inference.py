@@ -401,6 +401,7 @@ class EmotionRecognizer:
         """
         from mmemo.acoustic import SpeakerProfile, functionals
 
+        self._check_acoustic("a speaker profile")
         clips = _as_list(audio)
         if not clips:
             raise DataError("enrol_speaker() needs at least one clip")
@@ -408,15 +409,18 @@ class EmotionRecognizer:
         waves = [self._waveform(a, sampling_rate, where=f"audio[{i}]") for i, a in enumerate(clips)]
         return SpeakerProfile.enrol(np.stack([functionals(w, rate) for w in waves]))
 
+    def _check_acoustic(self, what: str) -> None:
+        if not self.config.acoustic_features:
+            raise DataError(
+                f"this model has no acoustic statistics (model.acoustic_features is off), so {what} cannot change "
+                "its predictions; train with model.acoustic_features: true (configs/emodb_cv.yaml does)"
+            )
+
     def _reference(self, speaker_profile) -> np.ndarray | None:
         """A speaker profile as the (2, F) reference the acoustic token is standardised against."""
         if speaker_profile is None:
             return None
-        if not self.config.acoustic_features:
-            raise DataError(
-                "this model has no acoustic statistics (model.acoustic_features is off), so a speaker profile "
-                "cannot change its predictions; train with model.acoustic_features: true"
-            )
+        self._check_acoustic("a speaker profile")
         from mmemo.acoustic import SpeakerProfile
 
         if not isinstance(speaker_profile, SpeakerProfile):

@@ -25,6 +25,7 @@ masked keys and the one visible token is the placeholder.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -168,8 +169,8 @@ class WhisperAudioEncoder(nn.Module):
     Hugging Face's `WhisperEncoder.forward` accepts only 30 s inputs (3000 frames) and ignores masks. This wrapper
     runs the encoder's own modules on the clip's frames instead: conv front end, the first T rows of the fixed
     30 s positional table, the layers with padded frames masked as keys, the final norm. A pretrained encoder
-    therefore sees the positions it was trained on for the first T × 20 ms; clips longer than 30 s are refused
-    (crop them: `data.max_audio_seconds`). Whisper was trained on zero-padded 30 s windows without masks, so short
+    therefore sees the positions it was trained on for the first T × 20 ms; clips longer than the table (30 s for
+    pretrained encoders, `max_source_positions` × 20 ms for one built from a config) are cut to it with a warning. Whisper was trained on zero-padded 30 s windows without masks, so short
     clips without the padding are a (widely used) approximation for pretrained checkpoints.
     """
 
@@ -222,12 +223,14 @@ class WhisperAudioEncoder(nn.Module):
         x = F.gelu(encoder.conv1(input_features.to(encoder.conv1.weight.dtype)))  # (B, D, frames)
         x = F.gelu(encoder.conv2(x)).transpose(1, 2)  # (B, T_audio, D), stride 2: 20 ms per position
         length = x.shape[1]
-        if length > encoder.embed_positions.num_embeddings:
-            seconds = encoder.embed_positions.num_embeddings * 0.02
-            raise ValueError(
-                f"audio of {length * 0.02:.1f} s is longer than this Whisper encoder's {seconds:.0f} s positional "
-                "table; crop it (data.max_audio_seconds) or split it"
+        if length > encoder.embed_positions.num_embeddings:  # one long clip must not stop an evaluation
+            length = encoder.embed_positions.num_embeddings
+            warnings.warn(
+                f"audio longer than this Whisper encoder's {length * 0.02:.0f} s positional table: only its first "
+                f"{length * 0.02:.0f} s are used; crop clips (data.max_audio_seconds) or predict() long audio, "
+                "which splits it into windows"
             )
+            x, attention_mask = x[:, :length], attention_mask[:, : 2 * length]
         x = x + encoder.embed_positions.weight[:length]
         x = F.dropout(x, p=encoder.dropout, training=self.training)
         lengths = (attention_mask.sum(-1) + 1) // 2  # conv2 (kernel 3, stride 2, padding 1) halves the frames
@@ -342,6 +345,9 @@ class EmotionModel(nn.Module):
         self.text_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.audio_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.presence = nn.Embedding(3, dim)
+        if cfg.audio_downsample < 1:
+            raise ConfigError(f"model.audio_downsample must be at least 1, got {cfg.audio_downsample}")
+        self.audio_downsample = cfg.audio_downsample
         self.acoustic_proj = None
         if cfg.acoustic_features:
             from mmemo.acoustic import FEATURE_NAMES
@@ -386,6 +392,8 @@ class EmotionModel(nn.Module):
         """Padded waveforms or log-mel features → projected frame states (B, T_audio, D) and mask (B, T_audio)."""
         states, mask = self.audio_encoder(audio[self.audio_encoder.input_name], audio["attention_mask"])
         states = self.audio_proj(states)
+        if self.audio_downsample > 1:
+            states, mask = _downsample(states, mask, self.audio_downsample)
         if self.acoustic_proj is None:
             return states, mask
         token = self.acoustic_proj(self.standardise_acoustic(audio["functionals"], audio.get("reference")))
@@ -580,6 +588,16 @@ def _feed_forward(dim: int, dropout: float) -> nn.Sequential:
         nn.Linear(4 * dim, dim),
         nn.Dropout(dropout),
     )
+
+
+def _downsample(x: torch.Tensor, mask: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked mean over groups of `factor` frames: (B, T, D), (B, T) → (B, ⌈T/factor⌉, D) and its mask."""
+    batch, length, dim = x.shape
+    pad = -length % factor
+    weights = F.pad(mask.to(x.dtype), (0, pad)).view(batch, -1, factor, 1)  # (B, T', factor, 1)
+    groups = F.pad(x, (0, 0, 0, pad)).view(batch, -1, factor, dim)  # (B, T', factor, D)
+    counts = weights.sum(2)  # (B, T', 1)
+    return (groups * weights).sum(2) / counts.clamp(min=1.0), counts.squeeze(-1) > 0
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

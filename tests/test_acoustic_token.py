@@ -96,6 +96,42 @@ def test_statistics_travel_with_the_model_and_a_speaker_profile_changes_predicti
     assert personal.probabilities != pytest.approx(plain.probabilities, abs=1e-6)
     assert rec.predict(audio=clips[0], speaker_profile=profile).probabilities == pytest.approx(personal.probabilities)
 
+    # the same through the CLI: `mmemo enrol` writes the profile, `mmemo predict --speaker-profile` uses it
+    import json
+    import subprocess
+    import sys
+
+    mmemo = [sys.executable, "-m", "mmemo"]
+    enrolled = subprocess.run(
+        [*mmemo, "enrol", str(result["model_dir"]), *map(str, clips), "-o", str(tmp_path / "cli.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert SpeakerProfile.load(tmp_path / "cli.json").mean == pytest.approx(profile.mean, rel=1e-5)
+    again = subprocess.run(
+        [*mmemo, "enrol", str(result["model_dir"]), str(clips[0]), "-o", str(tmp_path / "cli.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 2 and "already exists" in again.stderr  # never overwrites a user's file
+    predicted = subprocess.run(
+        [
+            *mmemo,
+            "predict",
+            str(result["model_dir"]),
+            "--audio",
+            str(clips[0]),
+            "--json",
+            "--speaker-profile",
+            str(tmp_path / "cli.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["probabilities"] == pytest.approx(personal.probabilities, abs=1e-5)
+
 
 def test_a_profile_for_a_model_without_acoustic_statistics_is_refused(trained_run):
     from mmemo.inference import EmotionRecognizer

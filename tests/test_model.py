@@ -155,3 +155,14 @@ def test_encoder_wrappers_own_layers_checkpointing_and_masking():
     audio.disable_masking()
     text.disable_masking()
     assert audio.hf_config.mask_time_prob == 0.0 and audio.hf_config.mask_feature_prob == 0.0
+
+
+def test_audio_downsample_averages_valid_frames_only():
+    from mmemo.model import _downsample
+
+    x = torch.arange(10, dtype=torch.float32).view(1, 5, 2).repeat(2, 1, 1)  # (2, 5, 2)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    pooled, pooled_mask = _downsample(x, mask, 2)
+    assert pooled.shape == (2, 3, 2) and pooled_mask.tolist() == [[True, True, True], [True, True, False]]
+    assert pooled[0, 2].tolist() == [8.0, 9.0]  # a lone last frame is its own group
+    assert pooled[1, 1].tolist() == [4.0, 5.0]  # the padded frame does not dilute the group

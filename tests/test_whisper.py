@@ -78,11 +78,13 @@ def test_locking_freezes_the_front_end_and_lower_layers():
     assert all(p.requires_grad for p in tower.model.layers[1].parameters())
 
 
-def test_a_clip_longer_than_the_positional_table_is_refused():
+def test_a_clip_longer_than_the_positional_table_is_cut_to_it_with_a_warning():
     model, _ = _model()
-    audio = _features([np.zeros(16000 * 11, dtype=np.float32)])
-    with pytest.raises(ValueError, match="longer than this Whisper encoder's 10 s"):
-        model(audio=audio)
+    rng = np.random.default_rng(4)
+    audio = _features([rng.normal(0, 0.1, 16000 * 12).astype(np.float32), np.zeros(8000, dtype=np.float32)])
+    with pytest.warns(UserWarning, match="longer than this Whisper encoder's 10 s"):
+        states, mask = model.audio_encoder(audio["input_features"], audio["attention_mask"])
+    assert states.shape[1] == 500 and mask.sum(-1).tolist() == [500, 25]
 
 
 def test_a_local_whisper_checkpoint_loads_its_encoder_weights(tmp_path):
