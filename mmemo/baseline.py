@@ -120,13 +120,14 @@ def extract_functionals(
     rows: list[dict], cache_dir: str | os.PathLike | None = None, n_jobs: int = 2
 ) -> dict[str, np.ndarray]:
     """Row id → `functionals` of its decoded clip (16 kHz), for every row with audio, over `n_jobs` processes."""
-    from joblib import Parallel, delayed
+    from concurrent.futures import ProcessPoolExecutor
 
     with_audio = [r for r in rows if r["audio"]]
     cache = os.fspath(cache_dir) if cache_dir else None
     args = [(r["audio"], r.get("start"), r.get("end"), cache) for r in with_audio]
     if n_jobs > 1 and len(args) >= _MIN_PARALLEL_CLIPS:
-        values = Parallel(n_jobs=n_jobs, batch_size=16)(delayed(_clip_functionals)(*a) for a in args)
+        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            values = list(pool.map(_clip_functionals, *zip(*args), chunksize=16))
     else:
         values = [_clip_functionals(*a) for a in args]
     return {r["id"]: v for r, v in zip(with_audio, values)}
