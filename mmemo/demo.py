@@ -88,11 +88,13 @@ def analyze(
     text: str | None = None,
     transcriber: Transcriber | None = None,
     max_seconds: float = 60.0,
+    speaker_profile=None,
 ) -> Analysis:
     """Classify a recording, a transcript or both, the way the demo does.
 
     An empty transcript is filled by `transcriber` when one is given. The text-only and audio-only probabilities come
-    from the Prediction's `per_modality` when it has one, else from two more `predict` calls.
+    from the Prediction's `per_modality` when it has one, else from two more `predict` calls. A `speaker_profile`
+    (from "Enrol my voice") standardises the acoustic statistics against the speaker.
 
     Raises:
         DataError: no input, unreadable audio, or audio longer than `max_seconds`; the message is for the user.
@@ -108,7 +110,8 @@ def analyze(
     if not text and waveform is not None and transcriber is not None:
         text = transcriber(waveform, rate).strip()
         source = "asr" if text else None
-    pred = recognizer.predict(text=text or None, audio=waveform, sampling_rate=rate)
+    personal = {"speaker_profile": speaker_profile} if speaker_profile is not None else {}
+    pred = recognizer.predict(text=text or None, audio=waveform, sampling_rate=rate, **personal)
     per_modality = dict(getattr(pred, "per_modality", None) or {})
     if not per_modality:  # a recognizer without per-modality probabilities: ask it once per modality
         per_modality = (
@@ -192,9 +195,9 @@ def build_demo(
         example_clips = find_example_clips(model_dir)
     protected = {_digest(path) for path, _ in example_clips} - {None}  # example files are never deleted
 
-    def classify(audio_path, text):
+    def classify(audio_path, text, profile=None):
         try:
-            result = analyze(recognizer, audio_path, text, asr, max_seconds)
+            result = analyze(recognizer, audio_path, text, asr, max_seconds, speaker_profile=profile)
         except DataError as e:
             raise gr.Error(str(e), title="Cannot classify this input", print_exception=False) from None
         finally:
@@ -208,6 +211,22 @@ def build_demo(
             gr.HTML(value=timeline, visible=bool(timeline)),
             result.to_dict(),
         )
+
+    def enrol(paths):
+        paths = [p for p in (paths or []) if p]
+        try:
+            if not paths:
+                raise DataError("Give one or more recordings of your voice to enrol.")
+            waves = [_read_recording(p, recognizer.config.sampling_rate, max_seconds) for p in paths]
+            speaker = recognizer.enrol_speaker(waves, sampling_rate=recognizer.config.sampling_rate)
+        except DataError as e:
+            raise gr.Error(str(e), title="Cannot enrol", print_exception=False) from None
+        finally:
+            for path in paths:
+                if not keep_recordings and _digest(path) not in protected:
+                    _delete_recording(path)
+        advice = "" if speaker.n_clips >= 5 else " Five or more recordings give a steadier profile."
+        return speaker, f"Enrolled from {speaker.n_clips} recording(s).{advice}"
 
     with gr.Blocks(title="mmemo: emotion from speech and text") as demo:
         gr.Markdown(
@@ -241,6 +260,20 @@ def build_demo(
                     elem_id="asr-note",
                 )
                 button = gr.Button("Recognise emotion", variant="primary", elem_id="submit")
+                profile = gr.State(None)
+                if getattr(recognizer.config, "acoustic_features", False):
+                    with gr.Accordion("Enrol my voice (personalised recognition)", open=False, elem_id="enrol"):
+                        gr.Markdown(
+                            "People differ in pitch and loudness far more than emotions move them. Give five or "
+                            "more recordings of your ordinary speech (any emotion, no labels needed): the voice "
+                            "statistics are then measured against your own voice. The profile stays in this "
+                            "browser session."
+                        )
+                        enrol_clips = gr.File(
+                            file_count="multiple", type="filepath", label="Your recordings", elem_id="enrol-clips"
+                        )
+                        enrol_button = gr.Button("Enrol my voice", elem_id="enrol-button")
+                        enrol_status = gr.Markdown("Not enrolled: voices are compared with the training speakers.")
             with gr.Column(scale=1):
                 label = gr.Label(num_top_classes=len(labels), label="Emotion", elem_id="emotion")
                 modalities = gr.Markdown(elem_id="modalities")
@@ -253,10 +286,12 @@ def build_demo(
             raw = gr.JSON(show_label=False, elem_id="result-json")
         button.click(
             classify,
-            inputs=[audio, transcript],
+            inputs=[audio, transcript, profile],
             outputs=[label, transcript, modalities, timeline, raw],
             api_name="predict",
         )
+        if getattr(recognizer.config, "acoustic_features", False):
+            enrol_button.click(enrol, inputs=[enrol_clips], outputs=[profile, enrol_status], api_name="enrol")
     return demo
 
 

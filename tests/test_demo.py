@@ -329,3 +329,33 @@ def test_browser_microphone_and_upload(server, labels, tmp_path):
             _submit_and_check(page, labels, "voice alone")
         finally:
             browser.close()
+
+
+def test_enrol_my_voice_personalises_the_audio_prediction(synth_corpus, tmp_path_factory, clips):
+    """A model with acoustic statistics gets an "Enrol my voice" panel: the profile changes audio predictions."""
+    from conftest import tiny_config_dict
+
+    from mmemo.config import config_from_dict
+    from mmemo.train import train
+
+    cfg = tiny_config_dict(synth_corpus, tmp_path_factory.mktemp("acoustic") / "run", epochs=1)
+    cfg["model"].update(acoustic_features=True, acoustic_normalization="speaker")
+    model = train(config_from_dict(cfg))["model_dir"]
+    demo, url = _serve(model)
+    try:
+        client = Client(url, verbose=False)
+        before = client.predict(handle_file(clips["short"]), "", api_name="/predict")[-1]
+        folder = tmp_path_factory.mktemp("enrol")
+        recordings = []
+        for i, row in enumerate(r for r in read_manifest(synth_corpus) if r["split"] == "test"):
+            if i == 5:
+                break
+            recordings.append(shutil.copy(row["audio"], folder / f"mine{i}.wav"))
+        status = client.predict([handle_file(p) for p in recordings], api_name="/enrol")
+        assert "Enrolled from 5 recording(s)" in str(status)
+        after = client.predict(handle_file(clips["short"]), "", api_name="/predict")[-1]
+        assert after["probabilities"] != pytest.approx(before["probabilities"], abs=1e-6)
+        with pytest.raises(AppError, match="Give one or more recordings"):
+            client.predict([], api_name="/enrol")
+    finally:
+        demo.close()
