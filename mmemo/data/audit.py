@@ -38,6 +38,7 @@ from mmemo.errors import ConfigError, DataError
 from mmemo.io import atomic_write
 
 RANK_BY = ("self_confidence", "margin")
+AUDIT_SUFFIXES = (".csv", ".jsonl")
 COLUMNS = (
     "rank",
     "id",
@@ -124,11 +125,13 @@ def audit_manifest(
     rows = read_manifest(manifest)
     if model_dir is None:
         from mmemo.baseline import MODEL, out_of_fold_probabilities
+        from mmemo.cv import fold_scheme
 
+        folds_by = fold_scheme(rows, folds)
         labels, probabilities = out_of_fold_probabilities(
-            rows, folds=folds, condition=condition, cache_dir=cache_dir, n_jobs=n_jobs
+            rows, folds=folds_by, condition=condition, cache_dir=cache_dir, n_jobs=n_jobs
         )
-        source = f"baseline ({condition}): {MODEL}, out of fold by {folds or 'fold column, else speaker'}"
+        source = f"baseline ({condition}): {MODEL}, out of fold by {folds_by}"
         out_of_fold = True
     else:
         if folds is not None or condition != "both":
@@ -256,7 +259,7 @@ def write_audit(report: AuditReport, output: str | os.PathLike, overwrite: bool 
     Raises:
         DataError: another suffix, `output` is the audited manifest, or it exists and `overwrite` is false.
     """
-    output = _check_output(report, output, overwrite, suffixes=(".csv", ".jsonl"))
+    output = check_output(report.manifest, output, overwrite, suffixes=AUDIT_SUFFIXES)
     with atomic_write(output, "w", encoding="utf-8", newline="") as f:
         if output.suffix.lower() == ".jsonl":
             for record in report.ranked:
@@ -287,7 +290,7 @@ def write_clean(
     Raises:
         DataError: `output` is the audited manifest, exists without `overwrite`, or every row would be dropped.
     """
-    output = _check_output(report, output, overwrite)
+    output = check_output(report.manifest, output, overwrite)
     if threshold is None:
         dropped = {r["id"] for r in report.suspects}
     elif report.rank_by == "self_confidence":
@@ -321,8 +324,10 @@ def format_summary(report: AuditReport, top: int = 10) -> str:
         shown = "–" if t != t else f"{t:.3f}"
         lines.append(f"| {label} | {by_label[label]} | {shown} | {suspects_by_label[label]} |")
     pairs = Counter((r["label"], r["predicted"]) for r in suspects)
-    lines += ["", "## Suspects: given → predicted label", "", "| given | predicted | suspects |", "|---|---|---:|"]
-    lines += [f"| {g} | {p} | {c} |" for (g, p), c in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lines += ["", "## Suspects: given label (rows) → predicted label (columns)", ""]
+    lines += ["| given \\ predicted | " + " | ".join(report.labels) + " |", "|---|" + "---:|" * len(report.labels)]
+    for g in report.labels:
+        lines.append(f"| {g} | " + " | ".join(str(pairs[g, p] or "·") for p in report.labels) + " |")
     what = "lowest given-label probability" if report.rank_by == "self_confidence" else "highest margin"
     lines += ["", f"## Top {min(top, n)} rows ({what} first)", ""]
     lines += [
@@ -337,13 +342,24 @@ def format_summary(report: AuditReport, top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _check_output(report: AuditReport, output, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:
-    """Refuse to write over the audited manifest, over an existing file without `overwrite`, or a wrong suffix."""
+def check_output(
+    manifest: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] = ()
+) -> Path:
+    """Refuse an output that is the audited manifest, exists without `overwrite`, or lacks one of `suffixes`.
+
+    `write_audit` and `write_clean` call it; the CLI calls it before scoring too, so a refusal costs nothing.
+
+    Returns:
+        `output` as a Path.
+
+    Raises:
+        DataError: naming the output and what to do.
+    """
     output = Path(output)
     if suffixes and output.suffix.lower() not in suffixes:
         raise DataError(f"output {output} must end in {' or '.join(suffixes)}")
-    if output.resolve() == report.manifest.resolve():
-        raise DataError(f"refusing to write over the audited manifest {report.manifest}; choose another path")
+    if output.resolve() == Path(manifest).resolve():
+        raise DataError(f"refusing to write over the audited manifest {manifest}; choose another path")
     if output.exists() and not overwrite:
         raise DataError(f"{output} already exists; pass --overwrite to replace it")
     return output
