@@ -554,12 +554,17 @@ def cmd_data_audit(args) -> None:
         check_output(args.manifest, args.output, args.overwrite, suffixes=AUDIT_SUFFIXES)
     if args.write_clean:
         check_output(args.manifest, args.write_clean, args.overwrite)
-    options = {"folds": args.folds, "condition": args.modality, "cache_dir": args.cache_dir, "n_jobs": args.jobs}
-    if args.model:
-        if args.folds is not None or args.modality != "both":
-            raise ConfigError("--folds and --modality apply to the baseline; drop them with --model")
-        options = {"model_dir": args.model, "device": args.device, "batch_size": args.batch_size}
-    report = audit_manifest(args.manifest, rank_by=args.rank_by, **options)
+    report = audit_manifest(
+        args.manifest,
+        model_dir=args.model,
+        folds=args.folds,
+        rank_by=args.rank_by,
+        condition=args.modality,
+        cache_dir=args.cache_dir,
+        n_jobs=args.jobs,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
     print(format_summary(report, top=args.top))
     if args.output:
         print(f"wrote {len(report.ranked)} ranked rows to {write_audit(report, args.output, args.overwrite)}")

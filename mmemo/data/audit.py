@@ -135,7 +135,7 @@ def audit_manifest(
         out_of_fold = True
     else:
         if folds is not None or condition != "both":
-            raise ConfigError("--folds and --modality apply to the baseline; a model scores every row as trained")
+            raise ConfigError("--folds and --modality apply to the baseline; drop them with --model")
         labels, probabilities = model_probabilities(rows, model_dir, device=device, batch_size=batch_size)
         source = f"model: {model_dir}"
         out_of_fold = False
