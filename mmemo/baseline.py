@@ -3,6 +3,7 @@
     results = run_baseline("data/emodb.jsonl")                    # the manifest's `fold` column, like `mmemo cv`
     results = run_baseline("data/emodb.jsonl", speaker_norm=True) # per-speaker z-scored functionals
     results = run_baseline("data/iemocap.jsonl", split="test")    # train on train+valid, score test
+    labels, probs = out_of_fold_probabilities(rows, folds="speaker") # each row scored by the other folds' model
 
 What the field reports next to a neural model: if it cannot beat this, it has not learned much. Per condition:
 - audio-only: `mmemo.acoustic.functionals` of each clip → StandardScaler (fit on the training rows) →
@@ -23,6 +24,9 @@ the manifest's train and valid rows and scores its test rows.
 scaler, enrolled from ALL of that speaker's clips in the manifest, test clips included, labels never used. It is
 transductive per speaker (the field's usual speaker normalisation, which assumes some unlabelled speech of each
 test speaker is at hand), so report it as such, next to the plain figure.
+
+`out_of_fold_probabilities` trains the same model once per fold on all other folds and returns every row's
+class probabilities (what `mmemo data audit` ranks label suspects by).
 
 The results dict has `mmemo.cv.cross_validate`'s shape (one run per fold, seed 0), so `mmemo.cv`'s table and
 JSON writers print and save it.
@@ -173,9 +177,7 @@ def _score_fold(fold: str, valid_fold: str, rows: list[dict], audio: dict, label
         if not fit_rows or not score_rows:
             scores[condition] = classification_metrics([], [], len(labels))
             continue
-        features = _Features(condition, audio).fit(fit_rows)
-        model = LogisticRegression(C=C, class_weight="balanced", max_iter=MAX_ITER)
-        model.fit(features.transform(fit_rows), [index[r["label"]] for r in fit_rows])
+        features, model = _fit(condition, audio, fit_rows, index)
         scores[condition] = classification_metrics(y_true, model.predict(features.transform(score_rows)), len(labels))
     return {
         "fold": fold,
@@ -189,6 +191,68 @@ def _score_fold(fold: str, valid_fold: str, rows: list[dict], audio: dict, label
         "test": {c: {k: v for k, v in m.items() if k != "confusion"} for c, m in scores.items()},
         "confusion": {c: m["confusion"] for c, m in scores.items()},
     }
+
+
+def out_of_fold_probabilities(
+    rows: list[dict],
+    folds: str | int | None = None,
+    condition: str = "both",
+    speaker_norm: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    n_jobs: int = 2,
+) -> tuple[list[str], np.ndarray]:
+    """Each row's class probabilities from the baseline trained on the other folds (never on the row's own fold).
+
+    With speaker folds no row is scored by a model that heard its speaker, so a row's probabilities say what
+    the rest of the corpus implies about it: the input that label-noise audits (`mmemo data audit`) rank.
+
+    Args:
+        rows: manifest rows (from `read_manifest`); their `split` is ignored.
+        folds: see `mmemo.cv.assign_folds` (None: the `fold` column when every row has one, else speakers).
+        condition: "both" (text+audio), "audio" or "text": which features the model sees.
+        speaker_norm: z-score functionals per speaker first (transductive; see the module docstring).
+        cache_dir: an `AudioCache` folder for decoded clips and their functionals (None: no cache).
+        n_jobs: processes extracting functionals.
+
+    Returns:
+        (labels, probabilities): the sorted label set, and a (len(rows), len(labels)) array in row order. A row
+        the condition cannot score (no audio for "audio", no text for "text", neither for "both") is all NaN;
+        a class absent from a fold's training rows gets probability 0 in that fold.
+
+    Raises:
+        ConfigError: `condition` is not one of `CONDITIONS`.
+        DataError: see `assign_folds`; an audio file cannot be decoded; a fold has no row to train on.
+    """
+    if condition not in CONDITIONS:
+        raise ConfigError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+    labels = label_set(rows)
+    index = {label: i for i, label in enumerate(labels)}
+    audio = extract_functionals(rows, cache_dir=cache_dir, n_jobs=n_jobs) if condition != "text" else {}
+    if speaker_norm:
+        audio = normalise_per_speaker(rows, audio)
+    has = _has(condition, audio)
+    fold_of = assign_folds(rows, folds)
+    probabilities = np.full((len(rows), len(labels)), np.nan)
+    for fold in fold_order(fold_of.values()):
+        fit_rows = [r for r in rows if fold_of[r["id"]] != fold and has(r)]
+        scored = [i for i, r in enumerate(rows) if fold_of[r["id"]] == fold and has(r)]
+        if not scored:
+            continue
+        if not fit_rows:
+            raise DataError(f"fold {fold}: no row outside it has the {condition!r} inputs to train on")
+        features, model = _fit(condition, audio, fit_rows, index)
+        fold_probs = np.zeros((len(scored), len(labels)))
+        fold_probs[:, model.classes_] = model.predict_proba(features.transform([rows[i] for i in scored]))
+        probabilities[scored] = fold_probs
+    return labels, probabilities
+
+
+def _fit(condition: str, audio: dict, rows: list[dict], index: dict[str, int]):
+    """(features, LogisticRegression) fitted on `rows` for one condition; classes are `index`'s numbers."""
+    features = _Features(condition, audio).fit(rows)
+    model = LogisticRegression(C=C, class_weight="balanced", max_iter=MAX_ITER)
+    model.fit(features.transform(rows), [index[r["label"]] for r in rows])
+    return features, model
 
 
 def _has(condition: str, audio: dict):

@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_importer_options(p)
     p.set_defaults(func=cmd_prepare)
 
-    data = sub.add_parser("data", help="manifest tools: `mmemo data check MANIFEST`")
+    data = sub.add_parser("data", help="manifest tools: `mmemo data check MANIFEST`, `mmemo data audit MANIFEST`")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     p = data_sub.add_parser(
         "check", help="decode every row; list bad rows, leakage and summary tables (exit 1 on errors)"
@@ -232,6 +232,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, help="comma-separated allowed labels, e.g. angry,happy,neutral,sad")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(func=cmd_data_check)
+    p = data_sub.add_parser(
+        "audit",
+        help="rank rows whose label looks wrong (confident learning on out-of-fold baseline or model probabilities)",
+        description="Score every row, then flag a row as a suspect when its given label's probability is below that "
+        "class's threshold (the mean probability of the class over the rows labelled with it) and another class's "
+        "probability is above its own. --baseline (the default) scores each row with the classical baseline "
+        "trained on the other folds; --model scores with a trained model, which is NOT out of fold for the rows it "
+        "trained on (they look cleaner than they are). The input manifest is never written.",
+    )
+    p.add_argument("manifest")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", default=None, metavar="DIR", help="score with this trained model (not out of fold)")
+    source.add_argument("--baseline", action="store_true", help="score with the out-of-fold baseline (the default)")
+    p.add_argument(
+        "--folds",
+        default=None,
+        help="baseline folds: fold, speaker or K, as in `mmemo cv` (default: the fold column when every row has one, "
+        "else speaker)",
+    )
+    p.add_argument(
+        "--modality",
+        default="both",
+        choices=["both", "audio", "text"],
+        help="baseline features: text+audio (default), audio only or text only",
+    )
+    p.add_argument(
+        "--rank-by",
+        default="self_confidence",
+        choices=["self_confidence", "margin"],
+        help="self_confidence: given label's probability, lowest first (default); margin: best other class's "
+        "probability minus the given label's, highest first",
+    )
+    p.add_argument("-o", "--output", default=None, help="write every scored row, ranked, to this .csv or .jsonl")
+    p.add_argument("--write-clean", metavar="OUT", default=None, help="write the manifest without the suspects to OUT")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="with --write-clean: drop the rows beyond this score instead of the suspects (self_confidence: given "
+        "label's probability below T; margin: margin above T)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="let -o and --write-clean replace existing files")
+    p.add_argument("--top", type=int, default=10, help="rows shown in the summary (default 10)")
+    p.add_argument("--cache-dir", default=None, help="baseline: cache decoded clips and their functionals here")
+    p.add_argument("--jobs", type=int, default=2, help="baseline: processes extracting functionals (default 2)")
+    p.add_argument("--batch-size", type=int, default=16, help="model: inputs per forward pass (default 16)")
+    _add_device_option(p)
+    p.set_defaults(func=cmd_data_audit)
 
     p = sub.add_parser("cv", help="cross-validate: one run per fold (and seed), fold table and mean ± std")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
@@ -525,6 +573,36 @@ def cmd_data_check(args) -> int:
         out = write_clean(report, args.write_clean, overwrite=args.overwrite)
         print(f"wrote {len(report.good_rows)} of {report.rows} rows to {out}", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def cmd_data_audit(args) -> None:
+    from mmemo.data.audit import AUDIT_SUFFIXES, audit_manifest, check_output, format_summary, write_audit, write_clean
+    from mmemo.errors import ConfigError
+
+    if args.threshold is not None and not args.write_clean:
+        raise ConfigError("--threshold chooses the rows --write-clean drops; give --write-clean OUT too")
+    # refuse bad outputs before the scoring, which can take minutes
+    if args.output:
+        check_output(args.manifest, args.output, args.overwrite, suffixes=AUDIT_SUFFIXES)
+    if args.write_clean:
+        check_output(args.manifest, args.write_clean, args.overwrite)
+    report = audit_manifest(
+        args.manifest,
+        model_dir=args.model,
+        folds=args.folds,
+        rank_by=args.rank_by,
+        condition=args.modality,
+        cache_dir=args.cache_dir,
+        n_jobs=args.jobs,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    print(format_summary(report, top=args.top))
+    if args.output:
+        print(f"wrote {len(report.ranked)} ranked rows to {write_audit(report, args.output, args.overwrite)}")
+    if args.write_clean:
+        out, dropped = write_clean(report, args.write_clean, threshold=args.threshold, overwrite=args.overwrite)
+        print(f"wrote {len(report.rows) - dropped} of {len(report.rows)} rows ({dropped} dropped) to {out}")
 
 
 def cmd_cv(args) -> None:

@@ -50,10 +50,7 @@ def assign_folds(rows: list[dict], folds: str | int | None = "fold") -> dict[str
         DataError: `folds="fold"` but some rows have no `fold`, K < 3 or more than the number of speakers,
             or fewer than three folds result (test, valid and train each need one).
     """
-    if folds is None:
-        folds = "fold" if all(r["fold"] is not None for r in rows) else "speaker"
-    if isinstance(folds, str) and folds.isdigit():
-        folds = int(folds)
+    folds = fold_scheme(rows, folds)
     if folds == "fold":
         missing = [r["id"] for r in rows if r["fold"] is None]
         if missing:
@@ -78,6 +75,13 @@ def assign_folds(rows: list[dict], folds: str | int | None = "fold") -> dict[str
             "(test, valid and train folds)"
         )
     return fold_of
+
+
+def fold_scheme(rows: list[dict], folds: str | int | None) -> str | int:
+    """`folds` as `assign_folds` reads it: None becomes "fold" when every row has one, else "speaker"; "5" becomes 5."""
+    if folds is None:
+        return "fold" if all(r["fold"] is not None for r in rows) else "speaker"
+    return int(folds) if isinstance(folds, str) and folds.isdigit() else folds
 
 
 def fold_order(names) -> list[str]:

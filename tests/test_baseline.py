@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from mmemo.baseline import run_baseline
+from mmemo.baseline import out_of_fold_probabilities, run_baseline
 from mmemo.cli import main
 from mmemo.cv import write_results
+from mmemo.data.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +64,15 @@ def test_cli_speaker_norm_on_the_test_split(synth_corpus, cache_dir, capsys):
 def test_folds_and_split_together_are_refused(synth_corpus, capsys):
     assert main(["baseline", str(synth_corpus), "--folds", "4", "--split", "test"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("condition", ["both", "audio"])
+def test_out_of_fold_probabilities_are_the_fold_models_predictions(results, synth_corpus, cache_dir, condition):
+    # each row scored by the model of the fold that tests it: argmax reproduces run_baseline's confusion matrix
+    rows = read_manifest(synth_corpus)
+    labels, probs = out_of_fold_probabilities(rows, folds=4, condition=condition, cache_dir=cache_dir, n_jobs=1)
+    assert labels == results["labels"] and probs.shape == (240, len(labels))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    confusion = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(confusion, ([labels.index(r["label"]) for r in rows], probs.argmax(axis=1)), 1)
+    assert confusion.tolist() == results["confusion"][condition]
