@@ -443,7 +443,6 @@ PRELUDE = """\
 # prelude written by tests/test_readme.py: the README block's placeholders
 import numpy as np
 import soundfile as sf
-import yaml
 
 _rate = 44100
 samples = (0.1 * np.sin(2 * np.pi * 220 * np.arange(_rate) / _rate)).astype(np.float32)
