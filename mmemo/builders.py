@@ -238,6 +238,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_threads(cfg: Config) -> None:
+    """torch's CPU threads: one, with deterministic kernels, under `train.deterministic`; else `train.threads`."""
+    if cfg.train.deterministic:
+        use_deterministic_algorithms()
+    elif cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def check_labels(splits: dict[str, list[dict]], labels: list[str], manifest: str) -> None:
+    """Every split's labels must be in the model's label set."""
+    for name, split_rows in splits.items():
+        unknown = sorted({r["label"] for r in split_rows} - set(labels))
+        if unknown:
+            raise DataError(
+                f"{manifest}: {name} split has labels {unknown} that are not in the label set "
+                f"{labels}; fix the rows or set model.labels"
+            )
+
+
 def use_deterministic_algorithms() -> None:
     """Make training bit-reproducible on one machine (`train.deterministic`): one CPU thread (a different thread
     count changes how sums are split), deterministic kernels only, and the fixed cuBLAS workspace that CUDA needs

@@ -47,6 +47,19 @@ class ModelCard:
     license: str | None = None
 
     @classmethod
+    def from_loaders(
+        cls,
+        loaders: dict,
+        manifest: str | None,
+        test: dict | None = None,
+        test_split: str = "test",
+        calibration: dict | None = None,
+    ) -> ModelCard:
+        """A training run's card: the data summary of its loaders' rows, and the final scores once known."""
+        splits = {name: loader.dataset.rows for name, loader in loaders.items()}
+        return cls.from_splits(splits, manifest=manifest, test=test, test_split=test_split, calibration=calibration)
+
+    @classmethod
     def from_splits(cls, splits: dict[str, list[dict]], manifest: str | None = None, **fields) -> ModelCard:
         """A card whose data summary (rows, speakers, label counts per split) is counted from manifest rows."""
         splits = {name: rows for name, rows in splits.items() if rows}

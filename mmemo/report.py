@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,4 +89,27 @@ def print_header(run: Run) -> None:
         f"{count_parameters(run.model) / 1e6:.2f}M parameters "
         f"({count_parameters(run.model, trainable_only=True) / 1e6:.2f}M trainable), device {run.device}, "
         f"padding ratio {pad:.2f}, modality dropout {run.cfg.train.modality_dropout}"
+    )
+
+
+def save_run_config(out_dir: Path, cfg: Config, model_config, resume: bool) -> None:
+    """Write the run folder's config.yaml (with the model section as built); a resume with a different config first
+    keeps the one the run started with as config.original.yaml (once: later resumes keep the first original)."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model = model_config
+    path, original = out_dir / "config.yaml", out_dir / "config.original.yaml"
+    if resume and path.is_file():
+        if path.read_text(encoding="utf-8") == cfg.to_yaml():
+            return
+        if not original.exists():
+            path.replace(original)
+    cfg.save(path)
+
+
+def print_calibration(calibration: dict) -> None:
+    """One line on the temperature fit, with its warning when the fit ended at a bound."""
+    tqdm.write(
+        f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
+        f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
+        + (f"  WARNING: {calibration['warning']}" if calibration.get("warning") else "")
     )

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -29,13 +28,14 @@ from tqdm.auto import tqdm
 
 from mmemo.builders import (
     build_recognizer,
+    check_labels,
     check_settings,
     load_splits,
     make_loader,
     make_optimizer,
     seed_everything,
     set_acoustic_statistics,
-    use_deterministic_algorithms,
+    set_threads,
     warmup_linear_decay,
 )
 from mmemo.calibration import calibrate
@@ -44,13 +44,12 @@ from mmemo.config import Config
 from mmemo.data.augment import build_augmenter
 from mmemo.data.dataset import split_batch
 from mmemo.distributed import barrier, init_distributed, no_sync, resolve_device, wrap_model
-from mmemo.errors import DataError
 from mmemo.evaluate import collect_logits, evaluate, score
 from mmemo.inference import EmotionRecognizer, move_batch
 from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, cross_entropy
 from mmemo.model_card import ModelCard
-from mmemo.report import print_header, write_report
+from mmemo.report import print_calibration, print_header, save_run_config, write_report
 
 
 @dataclass
@@ -93,10 +92,7 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     augmenter = build_augmenter(cfg.data.augment)
     rank, world_size = init_distributed(cfg.train.device)
     seed_everything(cfg.train.seed)
-    if cfg.train.deterministic:
-        use_deterministic_algorithms()
-    elif cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg)
     device = resolve_device(cfg.train.device, rank if world_size > 1 else None)
     out_dir = Path(cfg.train.output_dir)
 
@@ -105,16 +101,8 @@ def setup(cfg: Config, resume: bool = False) -> Run:
         recognizer = EmotionRecognizer.from_pretrained(latest_checkpoint(out_dir / "checkpoints") / "model", device)
     else:
         recognizer = build_recognizer(cfg.model, splits, device)
-    labels = recognizer.labels
-    for name, split_rows in splits.items():
-        unknown = sorted({r["label"] for r in split_rows} - set(labels))
-        if unknown:
-            raise DataError(
-                f"{cfg.data.manifest}: {name} split has labels {unknown} that are not in the label set "
-                f"{labels}; fix the rows or set model.labels"
-            )
-
-    label_to_id = {label: i for i, label in enumerate(labels)}
+    check_labels(splits, recognizer.labels, cfg.data.manifest)
+    label_to_id = {label: i for i, label in enumerate(recognizer.labels)}
     loaders = {
         name: make_loader(
             split_rows,
@@ -199,16 +187,14 @@ def train(cfg: Config, resume: bool = False) -> dict:
     if resume:
         target = latest_checkpoint(run.out_dir / "checkpoints")
         state = TrainState(**load_checkpoint(target, run.optimizer, run.scheduler, run.generator))
-        if run.main:
-            log_path.write_text(
-                "".join(json.dumps(record) + "\n" for record in state.history)
-            )  # drop unfinished epochs
+        if run.main:  # drop unfinished epochs from the log
+            log_path.write_text("".join(json.dumps(record) + "\n" for record in state.history))
             tqdm.write(f"resuming from epoch {state.epoch + 1}, batch {state.batch} (step {state.step})")
     elif run.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")
     if run.main:
-        _save_run_config(run, resume)
+        save_run_config(run.out_dir, run.cfg, run.recognizer.config, resume)
         print_header(run)
 
     while state.epoch < cfg.train.epochs and not state.stopped:
@@ -231,13 +217,11 @@ def train(cfg: Config, resume: bool = False) -> dict:
     )
     if run.main:
         # config.json gains the temperature, README.md the test scores and calibration
-        card = _model_card(run, test or valid, "test" if test else "valid", calibration)
-        run.recognizer.save_pretrained(model_dir, card=card)
-        tqdm.write(
-            f"calibration: temperature {calibration['temperature']:.3f}, validation ECE "
-            f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
-            + (f"  WARNING: {calibration['warning']}" if calibration.get("warning") else "")
+        card = ModelCard.from_loaders(
+            run.loaders, run.cfg.data.manifest, test or valid, "test" if test else "valid", calibration
         )
+        run.recognizer.save_pretrained(model_dir, card=card)
+        print_calibration(calibration)
         write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test, calibration)
     barrier(run.world_size)
     return {
@@ -249,20 +233,6 @@ def train(cfg: Config, resume: bool = False) -> dict:
         "skipped": state.skipped,
         "calibration": calibration,
     }
-
-
-def _save_run_config(run: Run, resume: bool) -> None:
-    """Write the run folder's config.yaml; a resume with a different config first keeps the one the run started
-    with as config.original.yaml (once: later resumes keep the first original)."""
-    cfg = copy.deepcopy(run.cfg)
-    cfg.model = run.recognizer.config
-    path, original = run.out_dir / "config.yaml", run.out_dir / "config.original.yaml"
-    if resume and path.is_file():
-        if path.read_text(encoding="utf-8") == cfg.to_yaml():
-            return
-        if not original.exists():
-            path.replace(original)
-    cfg.save(path)
 
 
 @dataclass
@@ -309,7 +279,9 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
     if improved:
         state.best_ua, state.best_epoch, state.stale = score, state.epoch + 1, 0
         if run.main:
-            run.recognizer.save_pretrained(run.out_dir / "model", card=_model_card(run))
+            run.recognizer.save_pretrained(
+                run.out_dir / "model", card=ModelCard.from_loaders(run.loaders, run.cfg.data.manifest)
+            )
     else:
         state.stale += 1
         if cfg.train.patience and state.stale >= cfg.train.patience:
@@ -405,14 +377,6 @@ def _backward_splitting(run: Run, batch: dict, progress: float, state: TrainStat
         losses = [_backward_splitting(run, half, progress, state, weight * len(half["ids"]) / size) for half in halves]
         kept = [loss for loss in losses if loss is not None]
         return sum(kept) if kept else None
-
-
-def _model_card(run: Run, scores: dict | None = None, split: str = "test", calibration: dict | None = None):
-    """The model card's fields: the data summary of this run's splits, and the final scores once known."""
-    splits = {name: loader.dataset.rows for name, loader in run.loaders.items()}
-    return ModelCard.from_splits(
-        splits, manifest=run.cfg.data.manifest, test=scores, test_split=split, calibration=calibration
-    )
 
 
 def _checkpoint(run: Run, state: TrainState) -> None:
