@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import os
 import random
-import re
 import warnings
 from pathlib import Path
 
@@ -181,24 +180,6 @@ def make_optimizer(model: EmotionModel, cfg: Config, device: torch.device) -> to
         decay = cfg.train.weight_decay if param.ndim > 1 and "norm" not in name.lower() else 0.0
         groups.setdefault((lr, decay), {"params": [], "lr": lr, "weight_decay": decay})["params"].append(param)
     return torch.optim.AdamW(list(groups.values()), fused=device.type == "cuda")
-
-
-def _layer_index(name: str, depth: int) -> int:
-    """1..depth for transformer layer i (0-based i-1), 0 below them, depth for anything above (final norms)."""
-    match = re.search(r"\.(?:encoder\.)?layers?\.(\d+)\.", name)
-    if match:
-        return int(match.group(1)) + 1
-    below = (
-        "embeddings",
-        "feature_extractor",
-        "feature_projection",
-        "masked_spec_embed",
-        "pos_conv_embed",
-        "conv1.",
-        "conv2.",
-        "embed_positions",
-    )
-    return 0 if any(part in name for part in below) else depth
 
 
 def load_tokenizer(cfg, train_texts: list[str]):

@@ -554,9 +554,8 @@ def _layer_of(name: str, depth: int) -> int | None:
     None outside the wrapped Hugging Face model."""
     if not name.startswith("model."):
         return None
-    match = re.search(
-        r"\.(?:encoder\.)?layers?\.(\d+)\.", name
-    )  # BERT / wav2vec2: encoder.layer(s).i; Whisper: layers.i
+    # BERT and wav2vec2 name layers encoder.layer(s).i, Whisper's encoder layers.i
+    match = re.search(r"\.(?:encoder\.)?layers?\.(\d+)\.", name)
     if match:
         return int(match.group(1)) + 1
     below = (
