@@ -159,8 +159,13 @@ def set_acoustic_statistics(model: EmotionModel, train_set) -> None:
     """The training clips' functionals mean and std become the model's reference for unknown speakers."""
     from mmemo.acoustic import SpeakerProfile
 
-    has_audio = [i for i, row in enumerate(train_set.rows) if row["audio"]]
-    population = SpeakerProfile.enrol(train_set.functionals[has_audio])
+    usable = train_set.has_functionals()
+    if not len(usable):
+        raise ConfigError(
+            "model.acoustic_features needs training rows with readable audio, and the training split has none; "
+            "turn model.acoustic_features off for a text-only corpus"
+        )
+    population = SpeakerProfile.enrol(train_set.functionals[usable])
     model.set_acoustic_statistics(torch.from_numpy(population.mean).float(), torch.from_numpy(population.std).float())
 
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from mmemo.errors import MmemoError
 from mmemo.inference import EmotionRecognizer
+from mmemo.model import is_whisper
 
 try:
     import onnx  # noqa: F401  (torch.onnx.export writes through it)
@@ -106,14 +107,17 @@ class _TraceableAttention(nn.Module):
         return a.out_proj(out), None
 
 
-def unsupported_for_onnx(config) -> str:
+def unsupported_for_onnx(config, audio_config: dict | None = None) -> str:
     """What in a model config the torch-free runtime cannot run ("" when it can run all of it).
+
+    `audio_config` is the audio tower's full Hugging Face config (a loaded model's); it names the tower's type
+    also for a checkpoint given by hub id or folder.
 
     The runtime reimplements the wav2vec2 waveform preprocessing in NumPy; a log-mel (Whisper) tower would need
     Whisper's STFT front end there, and acoustic statistics the functionals' pitch tracker.
     """
     parts = []
-    if config.audio_config.get("model_type") == "whisper" or "whisper" in (config.audio_encoder or "").lower():
+    if is_whisper(audio_config or config.audio_config):
         parts.append("a Whisper (log-mel) audio tower")
     if getattr(config, "acoustic_features", False):
         parts.append("the acoustic-statistics token (model.acoustic_features)")
@@ -143,7 +147,7 @@ def export_onnx(
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise MmemoError(f"export folder {out_dir} already exists; pass --overwrite or choose another folder")
     recognizer = EmotionRecognizer.from_pretrained(model_dir)
-    unsupported = unsupported_for_onnx(recognizer.config)
+    unsupported = unsupported_for_onnx(recognizer.config, recognizer.model.audio_encoder.hf_config.to_dict())
     if unsupported:
         raise MmemoError(
             f"{model_dir}: ONNX export does not support {unsupported} yet; serve this model with "

@@ -247,7 +247,8 @@ class EmotionRecognizer:
         """Write the model folder atomically (a temporary folder renamed into place); returns its path.
 
         Args:
-            path: the folder to write (replaced if it exists).
+            path: the folder to write; an existing model folder there is replaced, any other non-empty folder
+                is refused (MmemoError), so a run folder or a user's folder is never wiped.
             card: what the README.md model card says about the data, scores and licence; it becomes the
                 recognizer's `card`. None keeps the current one (empty for a new model, the folder's when loaded).
 
@@ -258,6 +259,11 @@ class EmotionRecognizer:
             raise MmemoError(
                 "an int8-quantized recognizer cannot be saved; save the fp32 one and load it "
                 "with from_pretrained(..., int8=True)"
+            )
+        if Path(path).is_dir() and any(Path(path).iterdir()) and not _is_model_folder(Path(path)):
+            raise MmemoError(
+                f"{path} exists and is not an mmemo model folder; save_pretrained replaces the whole folder, so "
+                "choose a new or empty folder (e.g. runs/NAME/model)"
             )
         if card is not None:
             self.card = card
@@ -382,6 +388,12 @@ class EmotionRecognizer:
         if len(texts) != len(audios):
             raise DataError(f"predict(): {len(texts)} texts but {len(audios)} audio inputs; give one of each per item")
         reference = self._reference(speaker_profile)
+        if reference is None and self.config.acoustic_normalization == "speaker" and self.config.acoustic_features:
+            _warn_once(
+                "this model standardised the acoustic statistics per speaker in training; without a "
+                "speaker_profile (enrol_speaker / `mmemo enrol`) it uses the training speakers' statistics, which "
+                "suits voices like theirs best"
+            )
         items = []
         for i, (t, a) in enumerate(zip(texts, audios)):
             where = f"audio[{i}]" if batched else "audio"
@@ -441,7 +453,13 @@ class EmotionRecognizer:
                 continue
             windows = speech_windows(wave, rate, window_seconds, overlap_seconds)
             spans.append(windows)
-            units += [{**item, "audio": wave[a:b]} for a, b in windows]
+            whole = (
+                self.collator.acoustic_inputs([item])["functionals"][0].numpy()
+                if self.config.acoustic_features
+                else None
+            )
+            # every segment carries the statistics of the whole input, as training clips carry their whole clip's
+            units += [{**item, "audio": wave[a:b], "functionals": whole} for a, b in windows]
         outputs = self._classify(units, batch_size)
         out, k = [], 0
         for item, item_spans in zip(items, spans):
@@ -657,6 +675,8 @@ def predict_to_file(
         raise DataError(f"output {output} must end in .csv or .jsonl")
     if output.exists() and not overwrite:
         raise DataError(f"output {output} already exists; pass --overwrite to replace it")
+    if output.exists() and Path(source).exists() and output.resolve() == Path(source).resolve():
+        raise DataError(f"output {output} is the input itself; write the predictions to another file")
     rows = batch_inputs(source, split)
     rate = recognizer.config.sampling_rate
     order = sorted(range(len(rows)), key=lambda i: clip_seconds(rows[i]))
@@ -796,6 +816,23 @@ def _bar(p: float, width: int) -> str:
     """A bar of full blocks with an eighth-block tail, so close probabilities look different."""
     eighths = round(max(0.0, min(1.0, p)) * width * 8)
     return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def _is_model_folder(folder: Path) -> bool:
+    """Whether `folder` holds a model folder written by `save_pretrained` (safe to replace)."""
+    try:
+        return "mmemo_format" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
 
 
 def _encoder_config(encoder) -> dict:

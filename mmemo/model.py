@@ -331,7 +331,7 @@ class EmotionModel(nn.Module):
         cfg: the model section of the config (fusion sizes, freezing, dropout).
         num_labels: number of emotion classes.
         text_model: a Hugging Face BERT-family `PreTrainedModel` (pretrained or built from a config).
-        audio_model: a Hugging Face wav2vec2-family `PreTrainedModel`.
+        audio_model: a Hugging Face wav2vec2-family `PreTrainedModel`, or a Whisper encoder.
     """
 
     def __init__(self, cfg: ModelConfig, num_labels: int, text_model: nn.Module, audio_model: nn.Module):

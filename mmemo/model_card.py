@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
@@ -57,7 +58,8 @@ class ModelCard:
     ) -> ModelCard:
         """A training run's card: the data summary of its loaders' rows, and the final scores once known."""
         splits = {name: loader.dataset.rows for name, loader in loaders.items()}
-        return cls.from_splits(splits, manifest=manifest, test=test, test_split=test_split, calibration=calibration)
+        name = Path(manifest).name if manifest else None  # not the user's absolute path: the card may be published
+        return cls.from_splits(splits, manifest=name, test=test, test_split=test_split, calibration=calibration)
 
     @classmethod
     def from_splits(cls, splits: dict[str, list[dict]], manifest: str | None = None, **fields) -> ModelCard:

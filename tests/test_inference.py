@@ -428,3 +428,30 @@ def test_cli_device_option(trained_run, synth_corpus, tmp_path, capsys):
     assert main(["predict", model, "--text", "hi", "--device", "tpu9"]) == 2
     assert "unknown device 'tpu9'" in capsys.readouterr().err
     assert EmotionRecognizer.from_pretrained(model, device="auto", int8=True).device.type == "cpu"
+
+
+def test_save_pretrained_never_replaces_a_folder_that_is_not_a_model(rec, tmp_path):
+    from mmemo.errors import MmemoError
+
+    precious = tmp_path / "my_project"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("do not lose me")
+    with pytest.raises(MmemoError, match="not an mmemo model folder"):
+        rec.save_pretrained(precious)
+    assert (precious / "notes.txt").read_text() == "do not lose me"
+    rec.save_pretrained(tmp_path / "model")
+    rec.save_pretrained(tmp_path / "model")  # a model folder is replaced
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert oct((tmp_path / "model").stat().st_mode & 0o777) != oct(0o700)  # not mkdtemp's private mode
+
+
+def test_predict_batch_refuses_to_write_over_its_input(rec, rows, tmp_path):
+    from mmemo.data.manifest import write_manifest
+    from mmemo.errors import DataError
+    from mmemo.inference import predict_to_file
+
+    manifest = write_manifest(rows[:2], tmp_path / "in.jsonl")
+    before = manifest.read_bytes()
+    with pytest.raises(DataError, match="is the input itself"):
+        predict_to_file(rec, manifest, manifest, overwrite=True)
+    assert manifest.read_bytes() == before

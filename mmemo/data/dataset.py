@@ -97,7 +97,13 @@ class EmotionDataset(Dataset):
             audio = self._crop(audio, index)
             if self.train and self.augment is not None:
                 rng = np.random.default_rng((self.seed, self.epoch, index, AUGMENT_SALT))
-                audio, extra = self.augment(audio, self.sampling_rate, rng), {"augment_rng": rng}
+                try:  # a noise file that stopped decoding is a bad sample too, not the end of the run
+                    audio, extra = self.augment(audio, self.sampling_rate, rng), {"augment_rng": rng}
+                except DataError as e:
+                    if not self.skip_bad:
+                        raise DataError(f"row {row['id']}: augmenting: {e}") from None
+                    warnings.warn(f"skipping row {row['id']}: augmenting: {e}")
+                    return None
         item = {
             "id": row["id"],
             "text": row["text"].strip(),
@@ -111,7 +117,8 @@ class EmotionDataset(Dataset):
         return item
 
     def _clip_functionals(self) -> np.ndarray:
-        """(N, F) acoustic functionals of every row's whole clip (zeros without audio); cached with the audio."""
+        """(N, F) acoustic functionals of every row's whole clip, cached with the audio; zeros without audio, NaN
+        for a clip that cannot be decoded (skipped later; left out of every statistic)."""
         from mmemo.acoustic import FEATURE_NAMES, functionals
 
         table = np.zeros((len(self.rows), len(FEATURE_NAMES)), dtype=np.float32)
@@ -127,7 +134,13 @@ class EmotionDataset(Dataset):
             except DataError as e:
                 if not self.skip_bad:
                     raise DataError(f"row {row['id']}: {e}") from None
+                table[i] = np.nan
         return table
+
+    def has_functionals(self) -> np.ndarray:
+        """Indices of the rows whose clip gave functionals (has audio, and it decoded)."""
+        ok = np.array([bool(row["audio"]) for row in self.rows]) & np.isfinite(self.functionals).all(axis=1)
+        return np.flatnonzero(ok)
 
     def _speaker_references(self) -> np.ndarray:
         """(N, 2, F) each row's speaker's functionals mean and std, enrolled from that speaker's rows here
@@ -136,9 +149,9 @@ class EmotionDataset(Dataset):
 
         references = np.full((len(self.rows), 2, self.functionals.shape[1]), np.nan, dtype=np.float32)
         by_speaker: dict[str, list[int]] = {}
-        for i, row in enumerate(self.rows):
-            if row["audio"] and row.get("speaker"):
-                by_speaker.setdefault(row["speaker"], []).append(i)
+        for i in self.has_functionals():
+            if self.rows[i].get("speaker"):
+                by_speaker.setdefault(self.rows[i]["speaker"], []).append(i)
         for indices in by_speaker.values():
             profile = SpeakerProfile.enrol(self.functionals[indices])
             references[indices] = np.stack([profile.mean, profile.std]).astype(np.float32)
