@@ -14,7 +14,6 @@ text-only UA, ...). Scores are test-split means (and standard deviations) over s
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 
@@ -84,10 +83,6 @@ def format_ablation(results: dict) -> str:
             cells += [f"{m[s]:.3f}±{m[s + '_std']:.3f}" if m else "–" for s in SCORES] if m else ["–"] * 3
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_json(results: dict, path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(results, indent=2), encoding="utf-8")
 
 
 def _mean_std(scores: list[dict]) -> dict:

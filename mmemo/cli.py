@@ -427,9 +427,10 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_ablate(args) -> None:
-    from mmemo.ablate import VARIANTS, ablate, format_ablation, write_json
+    from mmemo.ablate import VARIANTS, ablate, format_ablation
     from mmemo.config import load_config
     from mmemo.errors import ConfigError
+    from mmemo.io import write_json
 
     unknown = sorted(set(args.variants or ()) - set(VARIANTS))
     if unknown:
@@ -442,7 +443,7 @@ def cmd_ablate(args) -> None:
     )
     print(format_ablation(results))
     if args.json:
-        write_json(results, args.json)
+        write_json(args.json, results)
     if args.baseline:
         _print_baseline(load_config(args.config, args.overrides).data.manifest, split="test")
 

@@ -144,8 +144,11 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the resolved config as YAML."""
-        Path(path).write_text(self.to_yaml(), encoding="utf-8")
+        """Write the resolved config as YAML (atomically: a killed run leaves the previous file whole)."""
+        from mmemo.io import atomic_write
+
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            f.write(self.to_yaml())
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:

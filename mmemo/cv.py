@@ -18,7 +18,6 @@ per seed:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from mmemo.config import Config
 from mmemo.data.corpora._common import contiguous_folds
 from mmemo.data.manifest import label_set, read_manifest, write_manifest
 from mmemo.errors import ConfigError, DataError
+from mmemo.io import write_json
 from mmemo.metrics import CONDITION_NAMES, CONDITIONS, mean_and_std
 
 METRICS = ("wa", "ua", "macro_f1", "weighted_f1")
@@ -205,7 +205,7 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
     """Write cross-validation results as JSON (NaN, e.g. text-only scores without text rows, becomes null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_nan_to_none(results), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(path, _nan_to_none(results))
     return path
 
 

@@ -21,6 +21,7 @@ import torch
 
 from mmemo.bench.sizes import PREDICT
 from mmemo.config import ModelConfig
+from mmemo.io import write_json
 
 VARIANTS = ("fp32", "int8", "onnx", "onnx_int8", "baseline")
 CLIP_SECONDS = 5.0
@@ -116,7 +117,7 @@ def format_results(results: dict, title: str) -> str:
 
 def write_results(results: dict, path: str | os.PathLike) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_json(path, results)
 
 
 def _random_model(size: str, rng: np.random.Generator):

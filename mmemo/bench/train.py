@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
-import json
 import os
 import resource
 import tempfile
@@ -52,6 +51,7 @@ from mmemo.data.cache import AudioCache
 from mmemo.data.dataset import Collator, EmotionDataset, padding_ratio
 from mmemo.data.manifest import write_manifest
 from mmemo.errors import ConfigError
+from mmemo.io import write_json
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 SOURCE_RATE = 48000  # the generated files' rate: loading them resamples to 16 kHz, as for RAVDESS
@@ -225,7 +225,7 @@ def format_results(results: dict) -> str:
 
 def write_results(results: dict, path: str | os.PathLike) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_json(path, results)
 
 
 def measure_peak_tflops(device: torch.device) -> float:
