@@ -9,8 +9,8 @@ YAML. A dotted key reaches into a mapping: `model.audio_config.hidden_size=32` s
 the old strategy's parameters (they would not fit the new one), so give new ones after it
 (`train.modality_dropout.p_both=0.6`).
 
-Relative paths, one rule: `data.manifest` and `data.cache_dir` written in a YAML file resolve against that
-file's folder, so a config can sit next to its data and be run from anywhere. Two exceptions resolve against
+Relative paths, one rule: `data.manifest`, `data.cache_dir` and `data.augment.noise_dir` written in a YAML file
+resolve against that file's folder, so a config can sit next to its data and be run from anywhere. Two exceptions resolve against
 the working directory: the presets shipped in `configs/` (their `data/...` paths mean the project you run
 them from) and paths given as command-line overrides (they are typed relative to where you are).
 `train.output_dir` always stays relative to the working directory: runs go where you run. `load_config`
@@ -206,6 +206,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
                 f"; {value!r} does exist under the working directory: write it relative to {path.parent} or absolute"
             )
         cfg.origins[key] = origin
+    noise = cfg.data.augment.get("noise_dir")  # a folder inside data.augment follows the same rule
+    if isinstance(noise, str) and noise:
+        base = Path.cwd() if "data.augment" in overridden else file_base
+        cfg.data.augment = {**cfg.data.augment, "noise_dir": str((base / Path(noise).expanduser()).resolve())}
     return cfg
 
 

@@ -164,3 +164,15 @@ def test_prepare_suggests_the_corpus_name(tmp_path):
 
     with pytest.raises(DataError, match=r"unknown corpus 'iemocapp'; did you mean 'iemocap'\?"):
         prepare("iemocapp", tmp_path)
+
+
+def test_a_noise_folder_in_a_yaml_file_resolves_against_that_file(tmp_path, monkeypatch):
+    from mmemo.config import load_config
+
+    (tmp_path / "project" / "noise").mkdir(parents=True)
+    config = tmp_path / "project" / "recipe.yaml"
+    config.write_text("data:\n  manifest: m.jsonl\n  augment: {noise_snr: [10, 20], noise_dir: noise}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(config).data.augment["noise_dir"] == str((tmp_path / "project" / "noise").resolve())
+    overridden = load_config(config, ["data.augment.noise_dir=elsewhere"]).data.augment["noise_dir"]
+    assert overridden == str((tmp_path / "elsewhere").resolve())  # a command-line value: the working directory
