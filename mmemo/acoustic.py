@@ -445,3 +445,12 @@ class SpeakerProfile:
         if mean.shape != (len(names),) or std.shape != (len(names),):
             raise DataError(f"speaker profile {path}: mean/std do not have one value per feature name")
         return cls(names, version, n_clips, mean, std)
+
+
+def enrol_speakers(speakers: list[str], features: np.ndarray) -> dict[str, SpeakerProfile]:
+    """One `SpeakerProfile` per distinct value of `speakers`, enrolled from the rows of `features` (N, F) that
+    carry it (labels never used)."""
+    rows_of: dict[str, list[int]] = {}
+    for i, speaker in enumerate(speakers):
+        rows_of.setdefault(speaker, []).append(i)
+    return {speaker: SpeakerProfile.enrol(features[rows]) for speaker, rows in rows_of.items()}

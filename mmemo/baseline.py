@@ -44,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_union
 from sklearn.preprocessing import StandardScaler
 
-from mmemo.acoustic import FEATURE_NAMES, SpeakerProfile
+from mmemo.acoustic import FEATURE_NAMES, enrol_speakers
 from mmemo.cv import _summary, assign_folds, fold_order, fold_splits
 from mmemo.data.manifest import label_set, read_manifest
 from mmemo.errors import ConfigError, DataError
@@ -139,26 +139,15 @@ def extract_functionals(
 
 def normalise_per_speaker(rows: list[dict], audio: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each clip's functionals z-scored by a `SpeakerProfile` enrolled from all of its speaker's clips."""
-    by_speaker: dict[str, list[str]] = {}
-    for r in rows:
-        if r["id"] in audio:
-            by_speaker.setdefault(r["speaker"], []).append(r["id"])
-    out = {}
-    for ids in by_speaker.values():
-        profile = SpeakerProfile.enrol(np.stack([audio[i] for i in ids]))
-        out |= dict(zip(ids, profile.normalise(np.stack([audio[i] for i in ids]))))
-    return out
+    scored = [r for r in rows if r["id"] in audio]
+    profiles = enrol_speakers([r["speaker"] for r in scored], np.stack([audio[r["id"]] for r in scored]))
+    return {r["id"]: profiles[r["speaker"]].normalise(audio[r["id"]]) for r in scored}
 
 
 def _clip_functionals(path: str, start: float | None, end: float | None, cache_dir: str | None) -> np.ndarray:
-    if cache_dir:
-        from mmemo.data.cache import AudioCache
+    from mmemo.data.cache import AudioCache, clip_functionals
 
-        return AudioCache(cache_dir).functionals(path, start, end)
-    from mmemo.acoustic import functionals
-    from mmemo.data.audio import load_audio
-
-    return functionals(load_audio(path, 16000, start, end), 16000)
+    return clip_functionals(path, start, end, AudioCache(cache_dir) if cache_dir else None, 16000)
 
 
 def _score_fold(fold: str, valid_fold: str, rows: list[dict], audio: dict, labels: list[str]) -> dict:

@@ -443,6 +443,8 @@ class EmotionRecognizer:
         self, items: list[dict], batch_size: int, window_seconds: float, overlap_seconds: float
     ) -> list[Prediction]:
         """Cut long audio into segments, classify every unit in sorted mini-batches, put predictions together."""
+        from mmemo.acoustic import functionals
+
         rate = self.config.sampling_rate
         units, spans = [], []  # spans[i]: None for a whole input, else its segments' (start, end) samples
         for item in items:
@@ -453,11 +455,7 @@ class EmotionRecognizer:
                 continue
             windows = speech_windows(wave, rate, window_seconds, overlap_seconds)
             spans.append(windows)
-            whole = (
-                self.collator.acoustic_inputs([item])["functionals"][0].numpy()
-                if self.config.acoustic_features
-                else None
-            )
+            whole = functionals(wave, rate) if self.config.acoustic_features else None
             # every segment carries the statistics of the whole input, as training clips carry their whole clip's
             units += [{**item, "audio": wave[a:b], "functionals": whole} for a, b in windows]
         outputs = self._classify(units, batch_size)

@@ -350,7 +350,9 @@ class EmotionModel(nn.Module):
         self.audio_downsample = cfg.audio_downsample
         self.acoustic_proj = None
         if cfg.acoustic_features:
-            from mmemo.acoustic import FEATURE_NAMES
+            from mmemo.acoustic import FEATURE_NAMES, Z_CLIP
+
+            self.acoustic_clip = Z_CLIP  # as SpeakerProfile.normalise clips
 
             if cfg.acoustic_normalization not in ("global", "speaker"):
                 raise ConfigError(
@@ -407,13 +409,13 @@ class EmotionModel(nn.Module):
 
     def standardise_acoustic(self, functionals: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Z-score functionals (B, F) against per-clip references (B, 2, F) of mean and std (a speaker's
-        profile); NaN references, or none, fall back to the training statistics. Clipped to ±10."""
+        profile); NaN references, or none, fall back to the training statistics. Clipped to ±Z_CLIP."""
         mean, std = self.acoustic_mean.expand_as(functionals), self.acoustic_std.expand_as(functionals)
         if reference is not None:
             known = ~torch.isnan(reference[:, 0, :1])  # (B, 1)
             mean = torch.where(known, reference[:, 0].nan_to_num(), mean)
             std = torch.where(known, reference[:, 1].nan_to_num(nan=1.0), std)
-        return ((functionals.float() - mean) / std).clamp(-10.0, 10.0)
+        return ((functionals.float() - mean) / std).clamp(-self.acoustic_clip, self.acoustic_clip)
 
     def fuse(self, text_enc=None, audio_enc=None, text_present=None, audio_present=None) -> torch.Tensor:
         """Fuse encoded streams into logits (B, C); a stream that is None or not present for a sample is absent."""

@@ -144,3 +144,18 @@ class AudioCache:
 
 def _seconds(value: float | None) -> str:
     return "none" if value is None else repr(round(float(value), 6))
+
+
+def clip_functionals(
+    path: str | os.PathLike, start: float | None, end: float | None, cache: AudioCache | None, sampling_rate: int
+) -> np.ndarray:
+    """`mmemo.acoustic.functionals` of a decoded clip: through `cache` when there is one, else decoded here.
+
+    Raises:
+        DataError: as `load_audio`.
+    """
+    if cache is not None:
+        return cache.functionals(path, start, end)
+    from mmemo.acoustic import functionals
+
+    return functionals(load_audio(path, sampling_rate, start, end), sampling_rate)

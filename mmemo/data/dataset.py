@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, Sampler
 
 from mmemo.data.audio import audio_duration, load_audio
 from mmemo.data.augment import Augmenter
-from mmemo.data.cache import AudioCache
+from mmemo.data.cache import AudioCache, clip_functionals
 from mmemo.errors import DataError
 
 # Wav2vec2's convolutional front end needs at least 400 samples (25 ms) to produce one frame.
@@ -119,18 +119,16 @@ class EmotionDataset(Dataset):
     def _clip_functionals(self) -> np.ndarray:
         """(N, F) acoustic functionals of every row's whole clip, cached with the audio; zeros without audio, NaN
         for a clip that cannot be decoded (skipped later; left out of every statistic)."""
-        from mmemo.acoustic import FEATURE_NAMES, functionals
+        from mmemo.acoustic import FEATURE_NAMES
 
         table = np.zeros((len(self.rows), len(FEATURE_NAMES)), dtype=np.float32)
         for i, row in enumerate(self.rows):
             if not row["audio"]:
                 continue
-            start, end = row.get("start"), row.get("end")
             try:
-                if self.cache is not None:
-                    table[i] = self.cache.functionals(row["audio"], start, end)
-                else:
-                    table[i] = functionals(load_audio(row["audio"], self.sampling_rate, start, end), self.sampling_rate)
+                table[i] = clip_functionals(
+                    row["audio"], row.get("start"), row.get("end"), self.cache, self.sampling_rate
+                )
             except DataError as e:
                 if not self.skip_bad:
                     raise DataError(f"row {row['id']}: {e}") from None
@@ -145,16 +143,14 @@ class EmotionDataset(Dataset):
     def _speaker_references(self) -> np.ndarray:
         """(N, 2, F) each row's speaker's functionals mean and std, enrolled from that speaker's rows here
         (labels unused); NaN for rows without a speaker or audio (the model then uses its training statistics)."""
-        from mmemo.acoustic import SpeakerProfile
+        from mmemo.acoustic import enrol_speakers
 
         references = np.full((len(self.rows), 2, self.functionals.shape[1]), np.nan, dtype=np.float32)
-        by_speaker: dict[str, list[int]] = {}
-        for i in self.has_functionals():
-            if self.rows[i].get("speaker"):
-                by_speaker.setdefault(self.rows[i]["speaker"], []).append(i)
-        for indices in by_speaker.values():
-            profile = SpeakerProfile.enrol(self.functionals[indices])
-            references[indices] = np.stack([profile.mean, profile.std]).astype(np.float32)
+        known = [i for i in self.has_functionals() if self.rows[i].get("speaker")]
+        speakers = [self.rows[i]["speaker"] for i in known]
+        profiles = enrol_speakers(speakers, self.functionals[known])
+        for i, speaker in zip(known, speakers):
+            references[i] = np.stack([profiles[speaker].mean, profiles[speaker].std])
         return references
 
     def durations(self) -> list[float]:
