@@ -20,7 +20,8 @@ from mmemo.config import Config
 from mmemo.data.audio import audio_duration
 from mmemo.data.augment import Augmenter
 from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset
-from mmemo.data.manifest import label_set, read_manifest
+from mmemo.data.manifest import label_set
+from mmemo.data.pool import corpora_of, corpus_shares, read_corpora, warn_partial_labels
 from mmemo.data.text import train_wordpiece
 from mmemo.errors import ConfigError, DataError
 from mmemo.inference import EmotionRecognizer
@@ -30,13 +31,13 @@ from mmemo.model import EmotionModel, build_encoders
 
 def check_settings(cfg: Config, resume: bool) -> None:
     """Reject settings that would fail later (or overwrite a run) before any data is read."""
-    if not cfg.data.manifest:
-        raise ConfigError("data.manifest is empty; set it in the config or pass data.manifest=PATH")
-    if not Path(cfg.data.manifest).is_file():
-        raise DataError(
-            f"data.manifest {Path(cfg.data.manifest).resolve()} does not exist ({cfg.path_origin('data.manifest')}); "
-            "fix the path, or make the manifest with `mmemo synth` or `mmemo prepare`"
-        )
+    for corpus in corpora_of(cfg.data):
+        if not Path(corpus.path).is_file():
+            key = "data.manifest" if cfg.data.manifest else f"data.manifests (corpus {corpus.name!r}):"
+            raise DataError(
+                f"{key} {Path(corpus.path).resolve()} does not exist ({cfg.path_origin(key.split(' ')[0])}); "
+                "fix the path, or make the manifest with `mmemo synth` or `mmemo prepare`"
+            )
     if cfg.train.monitor not in CONDITIONS:
         raise ConfigError(f"train.monitor must be one of {', '.join(CONDITIONS)}, got {cfg.train.monitor!r}")
     if cfg.data.on_bad_sample not in ("fail", "skip"):
@@ -52,25 +53,43 @@ def check_settings(cfg: Config, resume: bool) -> None:
 
 
 def load_splits(cfg: Config) -> dict[str, list[dict]]:
-    """The manifest's rows by split, after the bad-audio check; train and valid must not be empty."""
-    rows = drop_unreadable(read_manifest(cfg.data.manifest), cfg)
+    """The corpora's rows (label-mapped, see `mmemo.data.pool`) by split, after the bad-audio check; train and
+    valid must not be empty."""
+    rows = drop_unreadable(read_corpora(corpora_of(cfg.data)), cfg)
+    where = data_name(cfg)
     empty = [r["id"] for r in rows if not r["audio"] and not r["text"].strip()]
     if empty:
         raise DataError(
-            f"{cfg.data.manifest}: {len(empty)} row(s) have neither text nor audio ({', '.join(empty[:5])}"
+            f"{where}: {len(empty)} row(s) have neither text nor audio ({', '.join(empty[:5])}"
             f"{', ...' if len(empty) > 5 else ''}); give each row a transcript or an audio file"
         )
     splits = {name: [r for r in rows if r["split"] == name] for name in ("train", "valid", "test")}
     for name in ("train", "valid"):
         if not splits[name]:
-            raise DataError(f"{cfg.data.manifest}: the {name} split is empty; every run needs train and valid rows")
+            raise DataError(f"{where}: the {name} split is empty; every run needs train and valid rows")
+    if not cfg.model.labels:
+        warn_partial_labels(rows)
     return splits
 
 
-def build_recognizer(model_cfg, splits: dict[str, list[dict]], device: torch.device) -> EmotionRecognizer:
-    """A fresh recognizer: label set (config or training labels), tokenizer, feature extractor and model."""
+def data_name(cfg: Config) -> str:
+    """The run's data in words for messages and reports: the manifest, or the pooled corpora's names."""
+    return cfg.data.manifest or "corpora " + ", ".join(c.name for c in corpora_of(cfg.data))
+
+
+def label_maps(cfg: Config) -> dict[str, dict]:
+    """{corpus: label map} of the corpora that map labels: what `model.label_maps` keeps with the model."""
+    return {c.name: dict(c.label_map) for c in corpora_of(cfg.data) if c.label_map}
+
+
+def build_recognizer(
+    model_cfg, splits: dict[str, list[dict]], device: torch.device, label_maps: dict | None = None
+) -> EmotionRecognizer:
+    """A fresh recognizer: label set (config or training labels), label maps (config or `label_maps`, the
+    corpora's), tokenizer, feature extractor and model."""
     model_cfg = copy.deepcopy(model_cfg)
     model_cfg.labels = list(model_cfg.labels) or label_set(splits["train"])
+    model_cfg.label_maps = dict(model_cfg.label_maps) or dict(label_maps or {})
     tokenizer = load_tokenizer(model_cfg, [r["text"] for r in splits["train"]])
     feature_extractor = load_feature_extractor(model_cfg)
     text_model, audio_model = build_encoders(model_cfg, vocab_size=len(tokenizer))
@@ -95,7 +114,7 @@ def drop_unreadable(rows: list[dict], cfg: Config) -> list[dict]:
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     if cfg.data.on_bad_sample == "fail":
         raise DataError(
-            f"{cfg.data.manifest}: {len(bad)} row(s) with bad audio: {listing}{more}. Run `mmemo data "
+            f"{data_name(cfg)}: {len(bad)} row(s) with bad audio: {listing}{more}. Run `mmemo data "
             "check` to list them (and --write-clean a fixed manifest), or set data.on_bad_sample=skip"
         )
     warnings.warn(f"skipping {len(bad)} row(s) with bad audio: {listing}{more}")
@@ -132,6 +151,9 @@ def make_loader(
         acoustic=cfg.model.acoustic_normalization if cfg.model.acoustic_features else None,
         augment=augmenter,
     )
+    groups = shares = None
+    if train and cfg.data.corpus_sampling != "natural":
+        groups, shares = corpus_shares(rows, corpora_of(cfg.data), cfg.data.corpus_sampling)
     sampler = BucketBatchSampler(
         dataset.durations(),
         cfg.data.batch_size,
@@ -140,6 +162,8 @@ def make_loader(
         seed=cfg.train.seed,
         rank=rank if train else 0,
         world_size=world_size if train else 1,
+        groups=groups,
+        shares=shares,
     )
     workers = cfg.data.num_workers
     # Its own generator: a DataLoader otherwise draws from the global RNG each epoch, which would make a
@@ -232,14 +256,22 @@ def set_threads(cfg: Config) -> None:
         torch.set_num_threads(cfg.train.threads)
 
 
-def check_labels(splits: dict[str, list[dict]], labels: list[str], manifest: str) -> None:
-    """Every split's labels must be in the model's label set."""
+def check_labels(splits: dict[str, list[dict]], labels: list[str], where: str) -> None:
+    """Every split's labels must be in the model's label set; the error names each corpus and its labels."""
     for name, split_rows in splits.items():
-        unknown = sorted({r["label"] for r in split_rows} - set(labels))
+        unknown: dict[str, set] = {}
+        for row in split_rows:
+            if row["label"] not in labels:
+                unknown.setdefault(row.get("corpus") or "", set()).add(row["label"])
         if unknown:
+            listing = "; ".join(
+                f"corpus {corpus!r}: {sorted(found)}" if corpus else f"{sorted(found)}"
+                for corpus, found in sorted(unknown.items())
+            )
             raise DataError(
-                f"{manifest}: {name} split has labels {unknown} that are not in the label set "
-                f"{labels}; fix the rows or set model.labels"
+                f"{where}: the {name} split has labels that are not in the label set {labels} ({listing}); "
+                "rename them into it or drop them with the corpus's label_map in data.manifests "
+                "(e.g. label_map: {excited: happy, bored: null}), fix the rows, or set model.labels"
             )
 
 

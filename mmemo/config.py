@@ -9,8 +9,8 @@ YAML. A dotted key reaches into a mapping: `model.audio_config.hidden_size=32` s
 the old strategy's parameters (they would not fit the new one), so give new ones after it
 (`train.modality_dropout.p_both=0.6`).
 
-Relative paths, one rule: `data.manifest`, `data.cache_dir` and `data.augment.noise_dir` written in a YAML file
-resolve against that file's folder, so a config can sit next to its data and be run from anywhere. Two exceptions resolve against
+Relative paths, one rule: `data.manifest`, each `data.manifests[i].path`, `data.cache_dir` and
+`data.augment.noise_dir` written in a YAML file resolve against that file's folder, so a config can sit next to its data and be run from anywhere. Two exceptions resolve against
 the working directory: the presets shipped in `configs/` (their `data/...` paths mean the project you run
 them from) and paths given as command-line overrides (they are typed relative to where you are).
 `train.output_dir` always stays relative to the working directory: runs go where you run. `load_config`
@@ -72,6 +72,8 @@ class ModelConfig:
     sampling_rate: int = 16000
     trust_remote_code: bool = False
     labels: list = field(default_factory=list)  # filled from the training data when empty
+    # {corpus: {label: shared label or null}}: the label maps of the run's data.manifests, kept with the model
+    label_maps: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -79,6 +81,10 @@ class DataConfig:
     """Where the data is and how clips are cut."""
 
     manifest: str = ""
+    # Several corpora in one run instead of `manifest`: [{path, name, label_map, weight}] (mmemo/data/pool.py),
+    # e.g. [{path: data/iemocap.jsonl, label_map: {excited: happy, frustrated: null}}, {path: data/emodb.jsonl}]
+    manifests: list = field(default_factory=list)
+    corpus_sampling: str = "natural"  # natural (every row once an epoch), equal (each corpus alike), weighted
     max_audio_seconds: float = 8.0  # longer training clips are randomly cropped, evaluation clips centre-cropped
     min_audio_seconds: float = 0.1
     batch_size: int = 16
@@ -210,6 +216,17 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     if isinstance(noise, str) and noise:
         base = Path.cwd() if "data.augment" in overridden else file_base
         cfg.data.augment = {**cfg.data.augment, "noise_dir": str((base / Path(noise).expanduser()).resolve())}
+    base = Path.cwd() if "data.manifests" in overridden else file_base  # and so do the pooled corpora's paths
+    if cfg.data.manifests:
+        cfg.origins["data.manifests"] = (
+            "from a command-line override, so relative to the working directory" if base == Path.cwd() else file_rule
+        )
+    cfg.data.manifests = [
+        {**entry, "path": str((base / Path(entry["path"]).expanduser()).resolve())}
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"]
+        else entry
+        for entry in cfg.data.manifests
+    ]
     return cfg
 
 

@@ -26,7 +26,8 @@ class ModelCard:
     """What a model card says beyond the model itself; every field is optional.
 
     Attributes:
-        manifest: the training manifest's path.
+        manifest: the training manifest's file name (or "corpora a, b" for a pooled run).
+        corpora: rows per split per corpus, when several corpora were pooled: {"emodb": {"train": 300, ...}}.
         rows: rows per split, e.g. {"train": 168, "valid": 36, "test": 36}.
         speakers: distinct speakers per split.
         label_counts: rows per label per split.
@@ -38,6 +39,7 @@ class ModelCard:
     """
 
     manifest: str | None = None
+    corpora: dict[str, dict[str, int]] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     speakers: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -65,8 +67,13 @@ class ModelCard:
     def from_splits(cls, splits: dict[str, list[dict]], manifest: str | None = None, **fields) -> ModelCard:
         """A card whose data summary (rows, speakers, label counts per split) is counted from manifest rows."""
         splits = {name: rows for name, rows in splits.items() if rows}
+        corpora = Counter((r.get("corpus") or "", name) for name, rows in splits.items() for r in rows)
+        by_corpus = {}
+        for (corpus, split), n in sorted(corpora.items()):
+            by_corpus.setdefault(corpus, {})[split] = n
         return cls(
             manifest=manifest,
+            corpora=by_corpus if len(by_corpus) > 1 else {},
             rows={name: len(rows) for name, rows in splits.items()},
             speakers={name: len({r["speaker"] for r in rows}) for name, rows in splits.items()},
             label_counts={
@@ -136,7 +143,7 @@ def render_model_card(recognizer, card: ModelCard) -> str:
         "",
     ]
     lines += _data_section(card)
-    lines += ["", "## Evaluation", ""]
+    lines += ["", *_label_map_section(recognizer.config.label_maps), "## Evaluation", ""]
     if card.test:
         lines += [
             format_table(card.test).replace("| condition |", "| input |"),
@@ -196,7 +203,25 @@ def _data_section(card: ModelCard) -> list[str]:
         counts = card.label_counts.get(split, {})
         cells = " | ".join(str(counts.get(label, 0)) for label in labels)
         lines.append(f"| {split} | {n} | {card.speakers.get(split, '?')} | {cells} |")
+    if card.corpora:
+        splits = list(card.rows)
+        lines += ["", "| corpus | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+        lines += [
+            f"| {corpus} | " + " | ".join(str(counts.get(split, 0)) for split in splits) + " |"
+            for corpus, counts in card.corpora.items()
+        ]
     return lines
+
+
+def _label_map_section(label_maps: dict) -> list[str]:
+    """The corpora's label maps into this model's label set (empty when no corpus mapped its labels)."""
+    if not label_maps:
+        return []
+    lines = ["## Label maps", "", "Each corpus's labels were mapped into this label set before training:", ""]
+    for corpus, mapping in label_maps.items():
+        moves = ", ".join(f"`{a}` → `{b}`" if b is not None else f"`{a}` dropped" for a, b in mapping.items())
+        lines.append(f"- {corpus}: {moves}")
+    return [*lines, ""]
 
 
 def describe_encoder(encoder) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from mmemo.builders import data_name
 from mmemo.config import Config
 from mmemo.data.dataset import padding_ratio
 from mmemo.metrics import CONDITION_NAMES, CONDITIONS, format_table
@@ -40,7 +41,7 @@ def write_report(
     lines = [
         f"# mmemo run: {out_dir.name}",
         "",
-        f"Manifest: `{cfg.data.manifest}`; labels: {', '.join(labels)}; "
+        f"Data: `{data_name(cfg)}`; labels: {', '.join(labels)}; "
         f"best epoch {best_epoch} of {len(history)} (by validation UA, {CONDITION_NAMES[cfg.train.monitor]}).",
         "",
         format_table(valid, "## Validation"),

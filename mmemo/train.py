@@ -30,6 +30,8 @@ from mmemo.builders import (
     build_recognizer,
     check_labels,
     check_settings,
+    data_name,
+    label_maps,
     load_splits,
     make_loader,
     make_optimizer,
@@ -100,8 +102,8 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     if resume:  # the run's own tokenizer, label set and weights from its latest checkpoint
         recognizer = EmotionRecognizer.from_pretrained(latest_checkpoint(out_dir / "checkpoints") / "model", device)
     else:
-        recognizer = build_recognizer(cfg.model, splits, device)
-    check_labels(splits, recognizer.labels, cfg.data.manifest)
+        recognizer = build_recognizer(cfg.model, splits, device, label_maps(cfg))
+    check_labels(splits, recognizer.labels, data_name(cfg))
     label_to_id = {label: i for i, label in enumerate(recognizer.labels)}
     loaders = {
         name: make_loader(
@@ -218,7 +220,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
     if run.main:
         # config.json gains the temperature, README.md the test scores and calibration
         card = ModelCard.from_loaders(
-            run.loaders, run.cfg.data.manifest, test or valid, "test" if test else "valid", calibration
+            run.loaders, data_name(run.cfg), test or valid, "test" if test else "valid", calibration
         )
         run.recognizer.save_pretrained(model_dir, card=card)
         print_calibration(calibration)
@@ -280,7 +282,7 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
         state.best_ua, state.best_epoch, state.stale = score, state.epoch + 1, 0
         if run.main:
             run.recognizer.save_pretrained(
-                run.out_dir / "model", card=ModelCard.from_loaders(run.loaders, run.cfg.data.manifest)
+                run.out_dir / "model", card=ModelCard.from_loaders(run.loaders, data_name(run.cfg))
             )
     else:
         state.stale += 1

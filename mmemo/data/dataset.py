@@ -313,6 +313,11 @@ class BucketBatchSampler(Sampler):
     padded audio seconds. Sorting keeps padding near 1.0× where random batches pad 1.5–3×. Under DDP every
     rank computes the same batch order and takes every `world_size`-th batch from its `rank` on (dropping the
     few at the end that would give ranks unequal counts), so ranks see disjoint data in equal steps.
+
+    With `groups` (each clip's corpus index) and `shares` (each corpus's share of an epoch) an epoch first draws
+    its clips: `round(share × len(durations))` from each corpus, every clip of a corpus as often as that
+    allows and a fresh random subset for the rest, so a small corpus repeats and a large one is subsampled.
+    The draw is then bucketed as above. (A repeated clip gets the same crop and augmentation both times.)
     """
 
     def __init__(
@@ -324,7 +329,12 @@ class BucketBatchSampler(Sampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        groups: list[int] | None = None,
+        shares: list[float] | None = None,
     ):
+        if (groups is None) != (shares is None) or groups is not None and len(groups) != len(durations):
+            raise ValueError("give groups (one per clip) and shares (one per group) together")
+        self.groups, self.shares = groups, shares
         self.durations = durations
         self.batch_size = batch_size
         self.max_batch_seconds = max_batch_seconds
@@ -341,7 +351,8 @@ class BucketBatchSampler(Sampler):
     def batches(self) -> list[list[int]]:
         rng = random.Random(self.seed * 100_003 + self.epoch)
         jitter = [rng.uniform(0.0, 0.3) if self.shuffle else 0.0 for _ in self.durations]
-        order = sorted(range(len(self.durations)), key=lambda i: self.durations[i] + jitter[i])
+        drawn = self.draw(rng) if self.shares is not None else range(len(self.durations))
+        order = sorted(drawn, key=lambda i: self.durations[i] + jitter[i])
         batches, current, longest = [], [], 0.0
         for i in order:
             longest_if_added = max(longest, self.durations[i])
@@ -363,6 +374,23 @@ class BucketBatchSampler(Sampler):
             usable = len(batches) // self.world_size * self.world_size
             batches = batches[self.rank : usable : self.world_size]
         return batches
+
+    def draw(self, rng: random.Random) -> list[int]:
+        """The epoch's clips under corpus shares: each corpus's count by largest remainder, so they sum to the
+        number of clips, then whole passes over the corpus plus a random subset."""
+        members: dict[int, list[int]] = {}
+        for i, group in enumerate(self.groups):
+            members.setdefault(group, []).append(i)
+        total = len(self.durations)
+        wanted = {g: self.shares[g] * total for g in members}
+        counts = {g: int(w) for g, w in wanted.items()}
+        for g in sorted(members, key=lambda g: counts[g] - wanted[g])[: total - sum(counts.values())]:
+            counts[g] += 1
+        drawn = []
+        for g, clips in sorted(members.items()):
+            passes, rest = divmod(counts[g], len(clips))
+            drawn += clips * passes + rng.sample(clips, rest)
+        return drawn
 
     def __iter__(self):
         return iter(self.batches()[self.start :])

@@ -1,7 +1,8 @@
 """Manifests: one row per utterance, JSONL or CSV (format in data_cards/manifest.md).
 
 A row is a plain dict with the keys in `REQUIRED` (`id`, `audio`, `text`, `label`, `speaker`, `split`) and
-optionally `start`, `end` (seconds into the audio file) and `fold`. `audio` may be empty for text-only rows.
+optionally `start`, `end` (seconds into the audio file), `fold` and `corpus` (the corpus a pooled row comes
+from; see `mmemo.data.pool`). `audio` may be empty for text-only rows.
 Relative audio paths are resolved against the manifest's folder when the manifest is read.
 """
 
@@ -17,7 +18,7 @@ from mmemo.errors import DataError
 from mmemo.io import atomic_write
 
 REQUIRED = ("id", "audio", "text", "label", "speaker", "split")
-OPTIONAL = ("start", "end", "fold")
+OPTIONAL = ("start", "end", "fold", "corpus")
 SPLITS = ("train", "valid", "test")
 
 
@@ -30,7 +31,7 @@ def read_manifest(path: str | os.PathLike, *, resolve_audio: bool = True) -> lis
 
     Returns:
         The rows as dicts with string `id/audio/text/label/speaker/split`, float `start`/`end` or None,
-        and string `fold` or None.
+        and string `fold` and `corpus` or None.
 
     Raises:
         DataError: the file is missing, a row cannot be parsed, lacks a column, has a wrong type,
@@ -152,8 +153,9 @@ def validate_row(raw: dict, where: str) -> dict:
     if row["split"] not in SPLITS:
         raise DataError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
     row["start"], row["end"] = _span(raw, where)
-    fold = raw.get("fold")
-    row["fold"] = None if fold in (None, "") else str(fold)
+    for key in ("fold", "corpus"):
+        value = raw.get(key)
+        row[key] = None if value in (None, "") else str(value)
     return row
 
 
