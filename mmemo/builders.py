@@ -264,14 +264,13 @@ def check_labels(splits: dict[str, list[dict]], labels: list[str], where: str) -
             if row["label"] not in labels:
                 unknown.setdefault(row.get("corpus") or "", set()).add(row["label"])
         if unknown:
-            listing = "; ".join(
-                f"corpus {corpus!r}: {sorted(found)}" if corpus else f"{sorted(found)}"
-                for corpus, found in sorted(unknown.items())
-            )
+            found = sorted(set().union(*unknown.values()))
+            pooled = [f"{sorted(labels)} in corpus {corpus!r}" for corpus, labels in sorted(unknown.items()) if corpus]
             raise DataError(
-                f"{where}: the {name} split has labels that are not in the label set {labels} ({listing}); "
-                "rename them into it or drop them with the corpus's label_map in data.manifests "
-                "(e.g. label_map: {excited: happy, bored: null}), fix the rows, or set model.labels"
+                f"{where}: {name} split has labels {found} that are not in the label set {labels}"
+                + (f" ({'; '.join(pooled)})" if len(pooled) > 1 or pooled and where.startswith("corpora") else "")
+                + "; rename or drop them with the corpus's label_map in data.manifests (e.g. label_map: "
+                "{excited: happy, bored: null}), fix the rows, or set model.labels"
             )
 
 

@@ -88,8 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a model on a manifest split (text+audio, text-only, audio-only)")
     p.add_argument("model_dir")
-    p.add_argument("manifest")
+    p.add_argument(
+        "manifest", help="a manifest, or a YAML config whose data.manifests pools corpora (scored per corpus too)"
+    )
     p.add_argument("--split", default="test", help="train, valid, test or all (default test)")
+    p.add_argument(
+        "--corpus",
+        default=None,
+        help="apply the label map the model saved for this corpus (training's data.manifests) to the manifest's labels",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--int8", action="store_true", help="score the int8-quantized model (CPU), to see what int8 costs")
     _add_device_option(p)
@@ -377,7 +384,7 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from mmemo.evaluate import evaluate_manifest
-    from mmemo.metrics import format_table, per_class_by_label
+    from mmemo.metrics import format_by_corpus, format_table, per_class_by_label
 
     results = evaluate_manifest(
         args.model_dir,
@@ -387,12 +394,21 @@ def cmd_evaluate(args) -> None:
         device=args.device,
         int8=args.int8,
         progress=not args.quiet,
+        corpus=args.corpus,
     )
+    by_corpus = results.pop("by_corpus", {})
     if args.json:
-        # per_class keyed by label name; confusion rows (gold) and columns (predicted) in `labels` order
-        print(json.dumps({c: {**m, "per_class": per_class_by_label(m, m["labels"])} for c, m in results.items()}))
+
+        def readable(scores: dict) -> dict:  # per_class keyed by label name; confusion rows/columns in `labels` order
+            return {c: {**m, "per_class": per_class_by_label(m, m["labels"])} for c, m in scores.items()}
+
+        extra = {"by_corpus": {name: readable(scores) for name, scores in by_corpus.items()}} if by_corpus else {}
+        print(json.dumps({**readable(results), **extra}))
     else:
         print(format_table(results, f"{args.model_dir} on {args.manifest} ({args.split})"))
+        if by_corpus:
+            print()
+            print(format_by_corpus(by_corpus, "by corpus:"))
 
 
 def cmd_prepare(args) -> None:

@@ -9,22 +9,33 @@ The ONNX runtime keeps its own torch-free copy.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mmemo.builders import make_loader
-from mmemo.config import Config, DataConfig
+from mmemo.config import Config, DataConfig, load_config
 from mmemo.data.manifest import read_manifest
-from mmemo.errors import DataError
+from mmemo.data.pool import Corpus, corpora_of, read_corpora, relabel
+from mmemo.errors import ConfigError, DataError
 from mmemo.inference import EmotionRecognizer, move_batch
 from mmemo.metrics import CONDITIONS, classification_metrics
 
 
+class ConditionLogits(NamedTuple):
+    """One condition's logits over a loader: (N, C) float32 logits, (N,) label ids and the N row ids, on the CPU."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+
+
 @torch.inference_mode()
-def collect_logits(model, loader: DataLoader, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Logits and labels for every row of a loader under each condition it can serve.
+def collect_logits(model, loader: DataLoader, device: torch.device) -> dict[str, ConditionLogits]:
+    """Logits, labels and row ids for every row of a loader under each condition it can serve.
 
     "both" scores every row with whatever it has, "text" the rows with text (text alone), "audio" the rows with
     audio (audio alone). A row without text therefore counts only in "both" and "audio"; one without audio only
@@ -36,11 +47,12 @@ def collect_logits(model, loader: DataLoader, device: torch.device) -> dict[str,
         device: where the model is.
 
     Returns:
-        {condition: (logits (N, C) float32 on the CPU, labels (N,) long)}; empty tensors for a condition no row has.
+        {condition: ConditionLogits}; empty tensors for a condition no row has.
     """
     model.eval()
     logits = {c: [] for c in CONDITIONS}
     labels = {c: [] for c in CONDITIONS}
+    ids = {c: [] for c in CONDITIONS}
     for batch in loader:
         if not len(batch["labels"]):  # every clip of the batch was skipped (data.on_bad_sample: skip)
             continue
@@ -52,21 +64,43 @@ def collect_logits(model, loader: DataLoader, device: torch.device) -> dict[str,
             if len(rows):
                 logits[cond].append(cond_logits.float().cpu())
                 labels[cond].append(batch["labels"][rows].cpu())
+                ids[cond] += [batch["ids"][i] for i in rows.tolist()]
     return {
-        c: (
+        c: ConditionLogits(
             torch.cat(logits[c]) if logits[c] else torch.empty(0),
             torch.cat(labels[c]) if labels[c] else torch.empty(0, dtype=torch.long),
+            ids[c],
         )
         for c in CONDITIONS
     }
 
 
-def score(logits_by_condition: dict[str, tuple[torch.Tensor, torch.Tensor]], num_labels: int) -> dict:
+def score(logits_by_condition: dict[str, ConditionLogits], num_labels: int) -> dict:
     """Metrics per condition from `collect_logits`' output: {"both": metrics, "text": ..., "audio": ...}."""
     return {
         c: classification_metrics(labels.tolist(), logits.argmax(-1).tolist() if len(labels) else [], num_labels)
-        for c, (logits, labels) in logits_by_condition.items()
+        for c, (logits, labels, _) in logits_by_condition.items()
     }
+
+
+def score_by_corpus(logits_by_condition: dict[str, ConditionLogits], rows: list[dict], num_labels: int) -> dict:
+    """`score` per corpus, when `rows` (the scored rows, with their `corpus`) come from several; else {}.
+
+    Returns:
+        {corpus: {"both": metrics, "text": ..., "audio": ...}} in corpus-name order.
+    """
+    corpus_of = {row["id"]: row.get("corpus") or "" for row in rows}
+    names = sorted(set(corpus_of.values()))
+    if len(names) < 2:
+        return {}
+    by_corpus = {}
+    for name in names:
+        subset = {}
+        for c, (logits, labels, ids) in logits_by_condition.items():
+            keep = [i for i, row_id in enumerate(ids) if corpus_of[row_id] == name]
+            subset[c] = ConditionLogits(logits[keep], labels[keep], [ids[i] for i in keep])
+        by_corpus[name] = score(subset, num_labels)
+    return by_corpus
 
 
 def evaluate(model, loader: DataLoader, device: torch.device, num_labels: int) -> dict:
@@ -86,33 +120,66 @@ def evaluate_manifest(
     device: str = "auto",
     int8: bool = False,
     progress: bool = True,
+    corpus: str | None = None,
 ) -> dict:
     """Score the model in `model_dir` on one split of `manifest` ("all" for every row).
 
-    With `int8` the model's linear layers are quantized first (CPU only), as `from_pretrained(..., int8=True)`.
-    With `progress` a progress bar over batches goes to stderr when stderr is a terminal.
+    `manifest` may also be a YAML config whose `data.manifests` pools several corpora: they are read through
+    their label maps, as in training. `corpus` names one of the label maps saved with the model
+    (`model.label_maps`) to apply to a manifest that still carries that corpus's own labels. With `int8` the
+    model's linear layers are quantized first (CPU only), as `from_pretrained(..., int8=True)`. With `progress`
+    a progress bar over batches goes to stderr when stderr is a terminal.
 
     Returns:
         {"both": metrics, "text": metrics, "audio": metrics} (see `mmemo.metrics.classification_metrics`), each
-        with "labels": the model's label names in label-id order (the order of confusion rows and per_class lists).
+        with "labels": the model's label names in label-id order (the order of confusion rows and per_class lists);
+        plus "by_corpus": {corpus: {condition: metrics}} when the rows come from several corpora.
 
     Raises:
+        ConfigError: `corpus` is not one of the model's label maps.
         DataError: the split is empty, or it holds labels the model does not know.
     """
     recognizer = EmotionRecognizer.from_pretrained(model_dir, device=device, int8=int8)
-    rows = [r for r in read_manifest(manifest) if split == "all" or r["split"] == split]
+    rows = [r for r in _read_rows(manifest, recognizer, corpus) if split == "all" or r["split"] == split]
     if not rows:
         raise DataError(f"{manifest}: no rows in split {split!r}; use --split train/valid/test/all")
     unknown = sorted({r["label"] for r in rows} - set(recognizer.labels))
     if unknown:
-        raise DataError(f"{manifest}: labels {unknown} are not in the model's label set {recognizer.labels}")
+        maps = recognizer.config.label_maps
+        hint = (
+            f"; to map a corpus's own labels, pass --corpus with one of {sorted(maps)}" if maps and not corpus else ""
+        )
+        raise DataError(f"{manifest}: labels {unknown} are not in the model's label set {recognizer.labels}{hint}")
     label_to_id = {label: i for i, label in enumerate(recognizer.labels)}
     # Whole clips (no crop), sorted by length, as the training run's evaluation loader but for the crop.
-    cfg = Config(
-        model=recognizer.config, data=DataConfig(manifest=str(manifest), batch_size=batch_size, max_audio_seconds=0.0)
-    )
+    cfg = Config(model=recognizer.config, data=DataConfig(batch_size=batch_size, max_audio_seconds=0.0))
     loader = make_loader(rows, label_to_id, cfg, recognizer.collator, train=False, device=recognizer.device)
     # disable=None: tqdm stays silent when stderr is not a terminal (a log file, a pipe, CI)
     batches = tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=None if progress else True)
-    results = evaluate(recognizer.model, batches, recognizer.device, len(recognizer.labels))
-    return {c: {**m, "labels": list(recognizer.labels)} for c, m in results.items()}
+    logits = collect_logits(recognizer.model, batches, recognizer.device)
+    labels = list(recognizer.labels)
+    results = {c: {**m, "labels": labels} for c, m in score(logits, len(labels)).items()}
+    by_corpus = score_by_corpus(logits, rows, len(labels))
+    if by_corpus:
+        results["by_corpus"] = {
+            name: {c: {**m, "labels": labels} for c, m in scores.items()} for name, scores in by_corpus.items()
+        }
+    return results
+
+
+def _read_rows(source: str | os.PathLike, recognizer: EmotionRecognizer, corpus: str | None) -> list[dict]:
+    """A manifest's rows (through the model's saved label map of `corpus`), or a YAML config's pooled corpora."""
+    if Path(source).suffix.lower() in (".yaml", ".yml"):
+        if corpus:
+            raise ConfigError("--corpus maps a manifest's labels; a config's data.manifests bring their own maps")
+        return read_corpora(corpora_of(load_config(source).data))
+    rows = read_manifest(source)
+    if corpus is None:
+        return rows
+    maps = recognizer.config.label_maps
+    if corpus not in maps:
+        raise ConfigError(
+            f"--corpus {corpus!r}: the model has no label map by that name; it has "
+            + (", ".join(sorted(maps)) if maps else "none (it was not trained on data.manifests with label maps)")
+        )
+    return relabel(rows, Corpus(str(source), corpus, maps[corpus]))

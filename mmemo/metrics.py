@@ -80,3 +80,18 @@ def format_table(results: dict[str, dict], title: str = "") -> str:
             f"{m['macro_f1']:.3f} | {m['weighted_f1']:.3f} |"
         )
     return "\n".join(lines)
+
+
+def format_by_corpus(by_corpus: dict[str, dict[str, dict]], title: str = "") -> str:
+    """A Markdown table with one row per corpus: n, then WA/UA/macro-F1 under each condition."""
+    lines = [title] if title else []
+    header = ["corpus", "n"] + [f"{CONDITION_NAMES[c]} {k}" for c in CONDITIONS for k in ("WA", "UA", "F1")]
+    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for corpus, scores in by_corpus.items():
+        cells = [_cell(scores[c][k]) for c in CONDITIONS for k in ("wa", "ua", "macro_f1")]
+        lines.append(f"| {corpus} | {scores['both']['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: float) -> str:
+    return "–" if value != value else f"{value:.3f}"

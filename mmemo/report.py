@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from mmemo.builders import data_name
 from mmemo.config import Config
 from mmemo.data.dataset import padding_ratio
-from mmemo.metrics import CONDITION_NAMES, CONDITIONS, format_table
+from mmemo.metrics import CONDITION_NAMES, CONDITIONS, format_by_corpus, format_table
 from mmemo.model import count_parameters
 
 if TYPE_CHECKING:
@@ -28,8 +28,10 @@ def write_report(
     valid: dict,
     test: dict | None,
     calibration: dict,
+    by_corpus: dict | None = None,
 ) -> None:
-    """report.md, confusion_matrix.png and training_curves.png in the run folder."""
+    """report.md, confusion_matrix.png and training_curves.png in the run folder; `by_corpus` ({split: {corpus:
+    scores}}, from `mmemo.evaluate.score_by_corpus`) adds a per-corpus table per split when several were pooled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,6 +50,11 @@ def write_report(
         "",
         format_table(final, f"## {split.capitalize()}") if test else "",
         "",
+        *[
+            format_by_corpus(scores, f"## {name.capitalize()} by corpus") + "\n"
+            for name, scores in (by_corpus or {}).items()
+            if scores
+        ],
         f"Calibration (temperature scaling on validation, text+audio): T = "
         f"{calibration['temperature']:.3f}, expected calibration error {calibration['ece_before']:.3f} → "
         f"{calibration['ece_after']:.3f}."
@@ -114,3 +121,10 @@ def print_calibration(calibration: dict) -> None:
         f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
         + (f"  WARNING: {calibration['warning']}" if calibration.get("warning") else "")
     )
+
+
+def print_by_corpus(by_corpus: dict) -> None:
+    """The final split's per-corpus table (test, else valid) on the terminal, when several corpora were pooled."""
+    split = "test" if by_corpus.get("test") else "valid"
+    if by_corpus.get(split):
+        tqdm.write(format_by_corpus(by_corpus[split], f"{split} by corpus:"))

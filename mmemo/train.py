@@ -46,12 +46,12 @@ from mmemo.config import Config
 from mmemo.data.augment import build_augmenter
 from mmemo.data.dataset import split_batch
 from mmemo.distributed import barrier, init_distributed, no_sync, resolve_device, wrap_model
-from mmemo.evaluate import collect_logits, evaluate, score
+from mmemo.evaluate import collect_logits, evaluate, score, score_by_corpus
 from mmemo.inference import EmotionRecognizer, move_batch
 from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, cross_entropy
 from mmemo.model_card import ModelCard
-from mmemo.report import print_calibration, print_header, save_run_config, write_report
+from mmemo.report import print_by_corpus, print_calibration, print_header, save_run_config, write_report
 
 
 @dataclass
@@ -209,14 +209,16 @@ def train(cfg: Config, resume: bool = False) -> dict:
     run.model.load_state_dict(best.model.state_dict())
     # Every rank holds the whole validation split, so all fit the same temperature. One pass gives the logits for
     # both calibration and the validation scores (the temperature changes no argmax).
+    num_labels = len(run.recognizer.labels)
     valid_logits = collect_logits(run.model, run.loaders["valid"], run.device)
-    calibration = calibrate(run.recognizer, *valid_logits["both"])
-    valid = score(valid_logits, len(run.recognizer.labels))
-    test = (
-        evaluate(run.model, run.loaders["test"], run.device, len(run.recognizer.labels))
-        if "test" in run.loaders
-        else None
-    )
+    calibration = calibrate(run.recognizer, valid_logits["both"].logits, valid_logits["both"].labels)
+    valid = score(valid_logits, num_labels)
+    by_corpus = {"valid": score_by_corpus(valid_logits, run.loaders["valid"].dataset.rows, num_labels)}
+    test = None
+    if "test" in run.loaders:
+        test_logits = collect_logits(run.model, run.loaders["test"], run.device)
+        test = score(test_logits, num_labels)
+        by_corpus["test"] = score_by_corpus(test_logits, run.loaders["test"].dataset.rows, num_labels)
     if run.main:
         # config.json gains the temperature, README.md the test scores and calibration
         card = ModelCard.from_loaders(
@@ -224,7 +226,18 @@ def train(cfg: Config, resume: bool = False) -> dict:
         )
         run.recognizer.save_pretrained(model_dir, card=card)
         print_calibration(calibration)
-        write_report(run.out_dir, cfg, run.recognizer.labels, state.history, state.best_epoch, valid, test, calibration)
+        print_by_corpus(by_corpus)
+        write_report(
+            run.out_dir,
+            cfg,
+            run.recognizer.labels,
+            state.history,
+            state.best_epoch,
+            valid,
+            test,
+            calibration,
+            by_corpus,
+        )
     barrier(run.world_size)
     return {
         "out_dir": run.out_dir,
@@ -232,6 +245,8 @@ def train(cfg: Config, resume: bool = False) -> dict:
         "best_epoch": state.best_epoch,
         "valid": valid,
         "test": test,
+        "valid_by_corpus": by_corpus["valid"],
+        "test_by_corpus": by_corpus.get("test", {}),
         "skipped": state.skipped,
         "calibration": calibration,
     }

@@ -55,10 +55,11 @@ def test_temperature_is_fitted_saved_loaded_and_applied(trained_run, rec, rows, 
         dataset, batch_sampler=BucketBatchSampler(dataset.durations(), 16, shuffle=False), collate_fn=rec.collator
     )
     by_condition = collect_logits(rec.model, loader, rec.device)
-    logits, labels = by_condition["both"]
+    logits, labels, ids = by_condition["both"]
+    assert sorted(ids) == sorted(r["id"] for r in valid)
     assert logits.shape == (len(valid), 4)
     assert sorted(labels.tolist()) == sorted(label_to_id[r["label"]] for r in valid)
-    text_logits, _ = by_condition["text"]
+    text_logits = by_condition["text"].logits
     assert text_logits.shape == logits.shape and not torch.allclose(text_logits, logits)
     nll = torch.nn.functional.cross_entropy
     copy = EmotionRecognizer.from_pretrained(trained_run["model_dir"])
