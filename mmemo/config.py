@@ -185,6 +185,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     overridden = set()
     for item in overrides:
         overridden.add(_apply_override(raw, item))
+    for given, other in (("manifest", "manifests"), ("manifests", "manifest")):
+        if f"data.{given}" in overridden and f"data.{other}" not in overridden:  # the override replaces the file's
+            raw["data"].pop(other, None)
     if overrides:
         cfg = config_from_dict(raw, where=str(path))
     if path.resolve().parent == CONFIG_DIR:
@@ -221,11 +224,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         cfg.origins["data.manifests"] = (
             "from a command-line override, so relative to the working directory" if base == Path.cwd() else file_rule
         )
+    entries = [{"path": entry} if isinstance(entry, str) else entry for entry in cfg.data.manifests]  # a bare path
     cfg.data.manifests = [
         {**entry, "path": str((base / Path(entry["path"]).expanduser()).resolve())}
         if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"]
         else entry
-        for entry in cfg.data.manifests
+        for entry in entries
     ]
     return cfg
 

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from mmemo.config import CONFIG_DIR, Config, config_from_dict, list_presets, load_config
+from mmemo.data.pool import corpora_of
 from mmemo.errors import ConfigError
 
 
@@ -13,6 +14,7 @@ def test_every_preset_loads(name):
     cfg = load_config(name)
     assert isinstance(cfg, Config)
     assert cfg.model.fusion in ("cross_attention", "concat")
+    assert corpora_of(cfg.data) if cfg.data.manifest or cfg.data.manifests else True  # entries and label maps check
 
 
 def test_presets_exist():

@@ -95,6 +95,13 @@ def test_manifests_paths_follow_the_config_path_rule(tmp_path, monkeypatch):
     ]
     overridden = load_config(config, ["data.manifests=[{path: c.jsonl}]"])
     assert corpora_of(overridden.data)[0].path == str(tmp_path / "c.jsonl")
+    # an override of one form replaces the file's other form (a preset with data.manifest, pooled from the command line)
+    assert load_config(config, ["data.manifest=d.jsonl"]).data.manifests == []
+    pooled = load_config("emodb_cv", ["data.manifests=[a.jsonl, b.jsonl]"]).data
+    assert pooled.manifest == "" and [c.path for c in corpora_of(pooled)] == [
+        str(tmp_path / "a.jsonl"),
+        str(tmp_path / "b.jsonl"),
+    ]
 
 
 def _sampler(groups, shares, seed=0, durations=None):
