@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,6 +99,13 @@ def print_header(run: Run) -> None:
         f"({count_parameters(run.model, trainable_only=True) / 1e6:.2f}M trainable), device {run.device}, "
         f"padding ratio {pad:.2f}, modality dropout {run.cfg.train.modality_dropout}"
     )
+    counts = Counter((r.get("corpus") or "", name) for name, loader in run.loaders.items() for r in loader.dataset.rows)
+    corpora = sorted({corpus for corpus, _ in counts})
+    if len(corpora) > 1:
+        listing = "; ".join(
+            f"{corpus} " + " ".join(f"{name} {counts[corpus, name]}" for name in run.loaders) for corpus in corpora
+        )
+        tqdm.write(f"corpora ({run.cfg.data.corpus_sampling} sampling): {listing}")
 
 
 def save_run_config(out_dir: Path, cfg: Config, model_config, resume: bool) -> None:
