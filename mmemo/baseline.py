@@ -3,6 +3,7 @@
     results = run_baseline("data/emodb.jsonl")                    # the manifest's `fold` column, like `mmemo cv`
     results = run_baseline("data/emodb.jsonl", speaker_norm=True) # per-speaker z-scored functionals
     results = run_baseline("data/iemocap.jsonl", split="test")    # train on train+valid, score test
+    results = run_baseline(rows=cv_rows(cfg), folds="corpus")     # a config's pooled corpora, leave one out
     labels, probs = out_of_fold_probabilities(rows, folds="speaker") # each row scored by the other folds' model
 
 What the field reports next to a neural model: if it cannot beat this, it has not learned much. Per condition:
@@ -16,9 +17,12 @@ to 5000 iterations: deterministic. As in `mmemo.train`'s evaluation, a row witho
 text+audio and audio-only, a row without audio only in text+audio and text-only; a condition trains on the
 training rows that have its modality.
 
-Folds are `mmemo.cv`'s (`assign_folds`, `fold_splits`): fold f is tested once; the model trains on every other
-row (cv's train and valid folds together: nothing here needs early stopping). `split="test"` instead trains on
-the manifest's train and valid rows and scores its test rows.
+Folds are `mmemo.cv`'s (`fold_plan`): fold f is tested once; the model trains on every other row (cv's train
+and valid folds together: nothing here needs early stopping). With `folds="corpus"` (leave one corpus out) that
+is every row of the other corpora. `split="test"` instead trains on the manifest's train and valid rows and
+scores its test rows. Pooled rows (`rows=`, e.g. `mmemo.cv.cv_rows` of a config with `data.manifests`) carry
+their corpus; when a fold's test rows span several corpora its run also has `test_by_corpus`, and the results
+`corpus_means` / `corpus_std`, as in `cross_validate`.
 
 `speaker_norm=True` z-scores each clip's functionals with its own speaker's `SpeakerProfile` before the global
 scaler, enrolled from ALL of that speaker's clips in the manifest, test clips included, labels never used. It is
@@ -45,7 +49,7 @@ from sklearn.pipeline import make_union
 from sklearn.preprocessing import StandardScaler
 
 from mmemo.acoustic import FEATURE_NAMES, enrol_speakers
-from mmemo.cv import _summary, assign_folds, fold_order, fold_splits
+from mmemo.cv import _summary, assign_folds, corpus_summary, fold_order, fold_plan
 from mmemo.data.manifest import label_set, read_manifest
 from mmemo.errors import ConfigError, DataError
 from mmemo.metrics import CONDITIONS, classification_metrics
@@ -57,54 +61,60 @@ MODEL = f"functionals/TF-IDF + StandardScaler + LogisticRegression(C={C}, class_
 
 
 def run_baseline(
-    manifest: str | os.PathLike,
+    manifest: str | os.PathLike | None = None,
     folds: str | int | None = None,
     split: str | None = None,
     speaker_norm: bool = False,
     cache_dir: str | os.PathLike | None = None,
     n_jobs: int = 2,
+    rows: list[dict] | None = None,
 ) -> dict:
     """Score the classical baseline on every cross-validation fold, or on the manifest's test split.
 
     Args:
-        manifest: the manifest to score.
+        manifest: the manifest to score (or give `rows`).
         folds: see `mmemo.cv.assign_folds` (None: the `fold` column when every row has one, else speakers).
         split: "test" to train on the manifest's train+valid rows and score its test rows instead of folds.
         speaker_norm: z-score functionals per speaker first (transductive; see the module docstring).
         cache_dir: an `AudioCache` folder for decoded clips and their functionals (None: no cache).
         n_jobs: processes extracting functionals.
+        rows: manifest rows to score instead of `manifest`'s, e.g. several corpora pooled (`mmemo.cv.cv_rows`).
 
     Returns:
-        `mmemo.cv.cross_validate`'s dict (runs, fold_means, mean, std, confusion, ...) with seeds [0], plus
-        "model", "speaker_norm" and "seconds" (wall time, extraction included).
+        `mmemo.cv.cross_validate`'s dict (runs, fold_means, mean, std, confusion, per corpus ...) with seeds
+        [0], plus "model", "speaker_norm" and "seconds" (wall time, extraction included).
 
     Raises:
-        ConfigError: both `folds` and `split` given, or `split` is not "test".
-        DataError: see `assign_folds`; an audio file cannot be decoded; a split or fold has no training rows.
+        ConfigError: both or neither of `manifest` and `rows`, both `folds` and `split` given, or `split` is
+            not "test".
+        DataError: see `mmemo.cv.fold_plan`; an audio file cannot be decoded; a split or fold has no training rows.
     """
     started = time.perf_counter()
+    if (manifest is None) == (rows is None):
+        raise ConfigError("give the baseline a manifest or rows, one of them")
     if split is not None and folds is not None:
         raise ConfigError("give --folds or --split, not both")
     if split not in (None, "test"):
         raise ConfigError(f"--split must be 'test' (train on train+valid, score test), got {split!r}")
-    rows = read_manifest(manifest)
+    rows = read_manifest(manifest) if rows is None else rows
     labels = label_set(rows)
+    plans = fold_plan(rows, folds) if split is None else [("test", "valid", rows)]  # fold errors before decoding
     audio = extract_functionals(rows, cache_dir=cache_dir, n_jobs=n_jobs)
     if speaker_norm:
         audio = normalise_per_speaker(rows, audio)
 
-    if split is None:
-        fold_of = assign_folds(rows, folds)
-        order = fold_order(fold_of.values())
-        plans = [(fold, order[(i + 1) % len(order)], fold_splits(rows, fold_of, fold)) for i, fold in enumerate(order)]
-    else:
-        order = ["test"]
-        plans = [("test", "valid", rows)]
     runs = [_score_fold(fold, valid_fold, fold_rows, audio, labels) for fold, valid_fold, fold_rows in plans]
+    order = [run["fold"] for run in runs]
+    if split is None and str(folds) == "corpus":  # record the held-out corpus, as cross_validate does
+        for run in runs:
+            del run["test_speakers"]
+            run["held_out_corpus"] = run["fold"]
+    corpora = sorted({r.get("corpus") or "" for r in rows})
 
     mean, std = _summary([r["test"] for r in runs])
     return {
-        "manifest": str(manifest),
+        "manifest": str(manifest) if manifest is not None else "",
+        "corpora": corpora if len(corpora) > 1 else [],
         "folds_by": "split" if split else str(folds),
         "folds": order,
         "seeds": [0],
@@ -114,6 +124,7 @@ def run_baseline(
         "mean": mean,
         "std": std,
         "confusion": {c: np.sum([r["confusion"][c] for r in runs], axis=0).tolist() for c in CONDITIONS},
+        **corpus_summary(runs),
         "model": MODEL,
         "speaker_norm": speaker_norm,
         "seconds": round(time.perf_counter() - started, 2),
@@ -158,16 +169,22 @@ def _score_fold(fold: str, valid_fold: str, rows: list[dict], audio: dict, label
         raise DataError(f"fold {fold}: {len(train)} training and {len(test)} test rows; both must be non-empty")
     speakers = {s: {r["speaker"] for r in rows if r["split"] == s} for s in ("train", "valid", "test")}
     index = {label: i for i, label in enumerate(labels)}
-    scores = {}
+    test_corpora = sorted({r.get("corpus") or "" for r in test})
+    scores, by_corpus = {}, {name: {} for name in test_corpora}
     for condition in CONDITIONS:
         has = _has(condition, audio)
         fit_rows, score_rows = [r for r in train if has(r)], [r for r in test if has(r)]
-        y_true = [index[r["label"]] for r in score_rows]
-        if not fit_rows or not score_rows:
-            scores[condition] = classification_metrics([], [], len(labels))
-            continue
-        features, model = _fit(condition, audio, fit_rows, index)
-        scores[condition] = classification_metrics(y_true, model.predict(features.transform(score_rows)), len(labels))
+        if fit_rows and score_rows:
+            features, model = _fit(condition, audio, fit_rows, index)
+            y_true, y_pred = [index[r["label"]] for r in score_rows], model.predict(features.transform(score_rows))
+        else:
+            score_rows, y_true, y_pred = [], [], []
+        scores[condition] = classification_metrics(y_true, y_pred, len(labels))
+        for name in test_corpora:
+            mine = [i for i, r in enumerate(score_rows) if (r.get("corpus") or "") == name]
+            by_corpus[name][condition] = classification_metrics(
+                [y_true[i] for i in mine], [y_pred[i] for i in mine], len(labels)
+            )
     return {
         "fold": fold,
         "seed": 0,
@@ -177,9 +194,20 @@ def _score_fold(fold: str, valid_fold: str, rows: list[dict], audio: dict, label
         "n": {s: sum(r["split"] == s for r in rows) for s in ("train", "valid", "test")},
         "best_epoch": None,
         "run_dir": None,
-        "test": {c: {k: v for k, v in m.items() if k != "confusion"} for c, m in scores.items()},
+        "test": _headline(scores),
         "confusion": {c: m["confusion"] for c, m in scores.items()},
+        # as in cross_validate: per corpus when the rows are pooled (one test corpus: its scores are the test's)
+        **({"test_by_corpus": {n: _headline(m) for n, m in by_corpus.items()}} if _pooled(rows) else {}),
     }
+
+
+def _headline(scores: dict) -> dict:
+    """{condition: metrics} without the confusion matrix (what results keep per run)."""
+    return {c: {k: v for k, v in m.items() if k != "confusion"} for c, m in scores.items()}
+
+
+def _pooled(rows: list[dict]) -> bool:
+    return len({r.get("corpus") or "" for r in rows}) > 1
 
 
 def out_of_fold_probabilities(

@@ -255,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--folds",
         default=None,
-        help="baseline folds: fold, speaker or K, as in `mmemo cv` (default: the fold column when every row has one, "
-        "else speaker)",
+        help="baseline folds: fold, speaker, K or corpus, as in `mmemo cv` (default: the fold column when every row "
+        "has one, else speaker)",
     )
     p.add_argument(
         "--modality",
@@ -288,9 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_option(p)
     p.set_defaults(func=cmd_data_audit)
 
-    p = sub.add_parser("cv", help="cross-validate: one run per fold (and seed), fold table and mean ± std")
+    p = sub.add_parser(
+        "cv",
+        help="cross-validate: one run per fold (and seed), fold table and mean ± std",
+        description="Train and test one model per fold and seed. Without MANIFEST the config's data is used: "
+        "data.manifest, or the corpora of data.manifests pooled through their label maps. With several corpora a "
+        "per-corpus table follows the fold table; --folds corpus leaves one corpus out (cross-corpus).",
+    )
     p.add_argument("config", help="a YAML file or a preset name in configs/")
-    p.add_argument("manifest")
+    p.add_argument(
+        "manifest", nargs="?", default=None, help="the manifest to cross-validate (default: the config's data)"
+    )
     p.add_argument(
         "overrides",
         nargs="*",
@@ -299,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--folds",
         default=None,
-        help="fold (the manifest's fold column; the default when every row "
-        "has one), speaker (leave one speaker out) or K (K groups of sorted speakers)",
+        help="fold (the manifest's fold column; the default when every row has one), speaker (leave one speaker "
+        "out), K (K groups of sorted speakers) or corpus (leave one corpus out: test on it, train and validate "
+        "on the others)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed per fold (default 0)")
     p.add_argument("--out-dir", default=None, help="the cross-validation folder (default train.output_dir)")
@@ -321,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--folds",
         default=None,
-        help="fold, speaker or K, as in `mmemo cv` (default: the fold column when every row has one, else speaker)",
+        help="fold, speaker, K or corpus (the manifest's corpus column), as in `mmemo cv` (default: the fold "
+        "column when every row has one, else speaker)",
     )
     p.add_argument("--split", default=None, choices=["test"], help="train on train+valid, score test (no folds)")
     p.add_argument("--speaker-norm", action="store_true", help="z-score functionals per speaker (transductive)")
@@ -461,7 +471,9 @@ def cmd_ablate(args) -> None:
     if args.json:
         write_json(args.json, results)
     if args.baseline:
-        _print_baseline(load_config(args.config, args.overrides).data.manifest, split="test")
+        from mmemo.cv import cv_rows
+
+        _print_baseline(rows=cv_rows(load_config(args.config, args.overrides)), split="test")
 
 
 def cmd_predict(args) -> None:
@@ -624,22 +636,21 @@ def cmd_data_audit(args) -> None:
 
 def cmd_cv(args) -> None:
     from mmemo.config import load_config
-    from mmemo.cv import cross_validate, format_confusion, format_fold_table, write_results
+    from mmemo.cv import cross_validate, cv_rows, format_confusion, format_fold_table, write_results
 
-    results = cross_validate(
-        load_config(args.config, args.overrides),
-        args.manifest,
-        folds=args.folds,
-        seeds=tuple(args.seeds),
-        out_dir=args.out_dir,
-    )
+    if args.manifest and "=" in args.manifest and not os.path.exists(args.manifest):
+        # `mmemo cv CONFIG epochs=3`: argparse fills the optional MANIFEST first; a word with "=" is an override
+        args.overrides, args.manifest = [args.manifest, *args.overrides], None
+    cfg = load_config(args.config, args.overrides)
+    results = cross_validate(cfg, args.manifest, folds=args.folds, seeds=tuple(args.seeds), out_dir=args.out_dir)
     print(format_fold_table(results))
+    _print_corpus_table(results)
     print()
     print(format_confusion(results, "both"))
     if args.json:
         write_results(results, args.json)
     if args.baseline:
-        _print_baseline(args.manifest, folds=args.folds)
+        _print_baseline(rows=cv_rows(cfg, args.manifest), folds=args.folds)
 
 
 def cmd_baseline(args) -> None:
@@ -659,7 +670,7 @@ def cmd_baseline(args) -> None:
         write_results(results, args.json)
 
 
-def _print_baseline(manifest, **options) -> dict:
+def _print_baseline(manifest=None, **options) -> dict:
     from mmemo.baseline import run_baseline
     from mmemo.cv import format_fold_table
 
@@ -667,5 +678,15 @@ def _print_baseline(manifest, **options) -> dict:
     norm = ", speaker-normalised functionals" if results["speaker_norm"] else ""
     print(f"\nclassical baseline ({results['model']}{norm}):")
     print(format_fold_table(results))
+    _print_corpus_table(results)
     print(f"baseline time: {results['seconds']:.1f} s (feature extraction included)")
     return results
+
+
+def _print_corpus_table(results: dict) -> None:
+    from mmemo.cv import format_corpus_table
+
+    table = format_corpus_table(results)
+    if table:
+        print("\nper corpus (mean ± std over the runs that tested it):")
+        print(table)

@@ -1,18 +1,29 @@
 """Cross-validation: train one model per fold (and seed) and report each fold and the mean ± std.
 
     results = cross_validate(load_config("quickstart"), "data/emodb.jsonl", folds="fold", seeds=(0, 1, 2))
+    results = cross_validate(load_config("pooled.yaml"), folds="corpus")  # leave one corpus out
 
 Folds come from the manifest's `fold` column (`folds="fold"`), from speakers (`"speaker"`: leave one speaker
-out) or from K speaker groups (`K`: speakers in sorted order cut into K contiguous, near-equal groups, the same
-rule the corpus importers use for `fold`). For fold f the test split is fold f, the validation split (early
-stopping and checkpoint choice) is the next fold in order (f+1, wrapping round), and the rest is training data,
-so with speaker folds all three splits are speaker-disjoint. Each fold gets its own manifest and one run folder
-per seed:
+out), from K speaker groups (`K`: speakers in sorted order cut into K contiguous, near-equal groups, the same
+rule the corpus importers use for `fold`) or from corpora (`"corpus"`: leave one corpus out). For fold f the
+test split is fold f, the validation split (early stopping and checkpoint choice) is the next fold in order
+(f+1, wrapping round), and the rest is training data, so with speaker folds all three splits are
+speaker-disjoint. Leaving a corpus out is the field's cross-corpus test: every row of the held-out corpus is
+test, the other corpora keep their own `valid` rows for validation and train on all the rest (`corpus_splits`).
+
+Without a manifest argument the config's data is cross-validated: `data.manifest`, or the pooled corpora of
+`data.manifests` (each through its label map, see `mmemo.data.pool`). Each fold gets its own manifest(s) and
+one run folder per seed:
 
     OUT/
-      cv_results.json         per run, per fold, mean/std over all runs, summed confusion matrices
+      cv_results.json         per run, per fold, mean/std over all runs, summed confusion matrices, per corpus
       fold-1/manifest.jsonl   the input rows with `split` rewritten for this fold (absolute audio paths)
+      fold-1/<corpus>.jsonl   with data.manifests: each corpus's own rows (labels as in its manifest), split
+                              rewritten; the fold's run lists them in data.manifests with the same label maps
       fold-1/seed-0/          a normal `train` run folder (config, metrics, model, report)
+
+With several corpora each run also records its test scores per corpus, and the results their mean ± std over
+runs (`corpus_means`, `corpus_std`; `format_corpus_table` prints them).
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from tqdm.auto import tqdm
 from mmemo.config import Config
 from mmemo.data.corpora._common import contiguous_folds
 from mmemo.data.manifest import label_set, read_manifest, write_manifest
+from mmemo.data.pool import corpora_of, read_corpora
 from mmemo.errors import ConfigError, DataError
 from mmemo.io import write_json
 from mmemo.metrics import CONDITION_NAMES, CONDITIONS, mean_and_std
@@ -38,19 +50,23 @@ def assign_folds(rows: list[dict], folds: str | int | None = "fold") -> dict[str
     """Map each row id to its cross-validation fold.
 
     Args:
-        rows: manifest rows (from `read_manifest`).
+        rows: manifest rows (from `read_manifest` or `mmemo.data.pool.read_corpora`).
         folds: "fold" (the manifest's `fold` column), "speaker" (one fold per speaker), an int K (speakers
-            sorted, cut into K contiguous groups named "1".."K"; a digit string counts as K), or None ("fold"
-            when every row has one, else "speaker").
+            sorted, cut into K contiguous groups named "1".."K"; a digit string counts as K), "corpus" (one fold
+            per corpus: the rows' `corpus`), or None ("fold" when every row has one, else "speaker").
 
     Returns:
         Row id → fold name.
 
     Raises:
-        DataError: `folds="fold"` but some rows have no `fold`, K < 3 or more than the number of speakers,
-            or fewer than three folds result (test, valid and train each need one).
+        DataError: `folds="fold"` but some rows have no `fold`, `folds="corpus"` but some rows have no `corpus`
+            or there is only one corpus, K < 3 or more than the number of speakers, or fewer than three folds
+            result (test, valid and train each need one; corpus folds need two, validation comes from the
+            training corpora).
     """
     folds = fold_scheme(rows, folds)
+    if folds == "corpus":
+        return _corpus_folds(rows)
     if folds == "fold":
         missing = [r["id"] for r in rows if r["fold"] is None]
         if missing:
@@ -68,11 +84,28 @@ def assign_folds(rows: list[dict], folds: str | int | None = "fold") -> dict[str
         group = contiguous_folds(speakers, folds)
         fold_of = {r["id"]: group[r["speaker"]] for r in rows}
     else:
-        raise ConfigError(f"folds must be 'fold', 'speaker' or a number of speaker groups, got {folds!r}")
+        raise ConfigError(f"folds must be 'fold', 'speaker', 'corpus' or a number of speaker groups, got {folds!r}")
     if len(set(fold_of.values())) < 3:
         raise DataError(
             f"only {len(set(fold_of.values()))} fold(s); cross-validation needs at least 3 "
             "(test, valid and train folds)"
+        )
+    return fold_of
+
+
+def _corpus_folds(rows: list[dict]) -> dict[str, str]:
+    """Row id → its corpus, for leave-one-corpus-out; at least two corpora."""
+    missing = [r["id"] for r in rows if not r.get("corpus")]
+    if missing:
+        raise DataError(
+            f"--folds corpus: {len(missing)} row(s) have no corpus (e.g. {missing[0]!r}); list the corpora in the "
+            "config's data.manifests, or give the manifest a `corpus` column"
+        )
+    fold_of = {r["id"]: r["corpus"] for r in rows}
+    if len(set(fold_of.values())) < 2:
+        raise DataError(
+            f"--folds corpus: every row is from corpus {rows[0]['corpus']!r}; leaving one corpus out needs at "
+            "least 2 (list them in data.manifests, or use --folds fold, speaker or K)"
         )
     return fold_of
 
@@ -98,9 +131,72 @@ def fold_splits(rows: list[dict], fold_of: dict[str, str], test_fold: str) -> li
     return [{**r, "split": split.get(fold_of[r["id"]], "train")} for r in rows]
 
 
+def corpus_splits(rows: list[dict], held_out: str) -> list[dict]:
+    """Copies of `rows` split for leaving corpus `held_out` out: all of its rows test; the other corpora's rows
+    keep `valid` where their own split is valid, and the rest of theirs (train and test) become train.
+
+    Raises:
+        DataError: the training corpora have no valid rows (early stopping and checkpoint choice need some).
+    """
+    out = [
+        {**r, "split": "test" if r["corpus"] == held_out else "valid" if r["split"] == "valid" else "train"}
+        for r in rows
+    ]
+    if not any(r["split"] == "valid" for r in out):
+        training = sorted({r["corpus"] for r in rows} - {held_out})
+        raise DataError(
+            f"--folds corpus, held-out corpus {held_out!r}: the training corpora ({', '.join(training)}) have no "
+            "`valid` rows; leaving a corpus out validates on the other corpora's valid splits, so give at least "
+            "one of them some valid rows"
+        )
+    return out
+
+
+def fold_plan(rows: list[dict], folds: str | int | None) -> list[tuple[str, str, list[dict]]]:
+    """Every fold's test fold, where its validation rows come from, and its rows with `split` rewritten.
+
+    The one definition of the folds that `cross_validate` and `mmemo.baseline.run_baseline` run.
+
+    Args:
+        rows: manifest rows; their `split` is ignored, except by corpus folds (see `corpus_splits`).
+        folds: see `assign_folds`.
+
+    Returns:
+        [(test fold, validation: the next fold's name, or "<corpus>+... valid" for corpus folds, rows)], in
+        `fold_order`.
+
+    Raises:
+        DataError: see `assign_folds` and `corpus_splits`.
+    """
+    fold_of = assign_folds(rows, folds)
+    order = fold_order(fold_of.values())
+    if fold_scheme(rows, folds) != "corpus":
+        return [(fold, order[(i + 1) % len(order)], fold_splits(rows, fold_of, fold)) for i, fold in enumerate(order)]
+    plans = []
+    for corpus in order:
+        fold_rows = corpus_splits(rows, corpus)
+        valid = sorted({r["corpus"] for r in fold_rows if r["split"] == "valid"})
+        plans.append((corpus, "+".join(valid) + " valid", fold_rows))
+    return plans
+
+
+def cv_rows(cfg: Config, manifest: str | os.PathLike | None = None) -> list[dict]:
+    """The rows `cross_validate` folds: `manifest`'s, else the config's `data.manifest`, else its corpora pooled
+    (`read_corpora`: label-mapped, ids and speakers prefixed when there are several).
+
+    Raises:
+        ConfigError: no manifest is given and the config's data is not valid (see `corpora_of`).
+        DataError: a manifest is invalid.
+    """
+    if manifest:
+        return read_manifest(manifest)
+    corpora = corpora_of(cfg.data)  # checks data.manifest / data.manifests first
+    return read_manifest(cfg.data.manifest) if cfg.data.manifest else read_corpora(corpora)
+
+
 def cross_validate(
     cfg: Config,
-    manifest: str | os.PathLike,
+    manifest: str | os.PathLike | None = None,
     folds: str | int | None = "fold",
     seeds: tuple[int, ...] | list[int] = (0,),
     out_dir: str | os.PathLike | None = None,
@@ -108,26 +204,32 @@ def cross_validate(
     """Train and test one model per fold and seed with `mmemo.train.train`.
 
     Args:
-        cfg: the training recipe; `data.manifest`, `train.output_dir` and `train.seed` are set per run, and an
-            empty `model.labels` becomes the manifest's whole label set so every fold scores the same classes.
-        manifest: the manifest to cross-validate (its `split` column is ignored).
+        cfg: the training recipe; its data (`data.manifest` or `data.manifests`), `train.output_dir` and
+            `train.seed` are set per run, and an empty `model.labels` becomes the data's whole (label-mapped)
+            label set so every fold scores the same classes.
+        manifest: the manifest to cross-validate (its `split` column is ignored); None: the config's data, one
+            manifest or the pooled corpora of `data.manifests`.
         folds: see `assign_folds`.
         seeds: one run per seed per fold.
         out_dir: the cross-validation folder (default `cfg.train.output_dir`); it must be empty or missing
             unless `train.overwrite` is true.
 
     Returns:
-        {"manifest", "folds_by", "folds", "seeds", "labels",
-         "runs": [per run: fold, seed, valid_fold, test_speakers, shared_speakers, n, best_epoch, run_dir,
-                  test: {condition: {wa, ua, macro_f1, weighted_f1, n}}, confusion: {condition: matrix}],
+        {"manifest", "corpora", "folds_by", "folds", "seeds", "labels",
+         "runs": [per run: fold, seed, valid_fold, test_speakers (held_out_corpus with corpus folds),
+                  shared_speakers, n, best_epoch, run_dir, test: {condition: {wa, ua, macro_f1, weighted_f1, n}},
+                  confusion: {condition: matrix}, and with several corpora test_by_corpus: {corpus: test}],
          "fold_means": {fold: {condition: metrics averaged over seeds}},
          "mean" and "std": {condition: {metric: value over all runs}},
-         "confusion": {condition: matrix summed over runs (rows gold, columns predicted, in `labels` order)}}.
+         "confusion": {condition: matrix summed over runs (rows gold, columns predicted, in `labels` order)},
+         and when the test rows span several corpora "corpus_means" and "corpus_std":
+         {corpus: {condition: {metric: value over the runs that tested it}}}}.
         The same dict is written to OUT/cv_results.json.
 
     Raises:
-        ConfigError: `out_dir` is not empty and `train.overwrite` is false, or `seeds` is empty.
-        DataError: see `assign_folds`; anything `train` raises about a fold's data.
+        ConfigError: `out_dir` is not empty and `train.overwrite` is false, or `seeds` is empty; the config's
+            data is not valid (see `mmemo.data.pool.corpora_of`).
+        DataError: see `fold_plan`; anything `train` raises about a fold's data.
     """
     from mmemo.train import train  # imports torch and transformers; keep `assign_folds` light
 
@@ -138,15 +240,20 @@ def cross_validate(
         )
     if not seeds:
         raise ConfigError("give at least one seed")
-    rows = read_manifest(manifest)
-    fold_of = assign_folds(rows, folds)
-    order = fold_order(fold_of.values())
+    rows = cv_rows(cfg, manifest)
+    # data.manifests: each fold rewrites every corpus's own manifest, so its run maps and prefixes them as usual
+    corpora = None if manifest or cfg.data.manifest else corpora_of(cfg.data)
+    raw = {c.name: read_manifest(c.path) for c in corpora or ()}
+    plans = fold_plan(rows, folds)
+    by_corpus = fold_scheme(rows, folds) == "corpus"
+    names = sorted({r.get("corpus") or "" for r in rows})
+    pooled = len(names) > 1
+    order = [fold for fold, _, _ in plans]
     labels = list(cfg.model.labels) or label_set(rows)
     model_cfg = dataclasses.replace(cfg.model, labels=labels)
 
     runs = []
-    for i, fold in enumerate(order):
-        fold_rows = fold_splits(rows, fold_of, fold)
+    for i, (fold, valid_fold, fold_rows) in enumerate(plans):
         speakers = {s: {r["speaker"] for r in fold_rows if r["split"] == s} for s in ("train", "valid", "test")}
         shared = sorted(speakers["test"] & (speakers["train"] | speakers["valid"]))
         if shared:
@@ -154,38 +261,43 @@ def cross_validate(
                 f"warning: fold {fold} shares speakers {shared} between test and train/valid; its scores "
                 "are not speaker-independent"
             )
-        fold_manifest = write_manifest(fold_rows, out_dir / f"fold-{fold}" / "manifest.jsonl")
+        data = _write_fold_data(fold_rows, corpora, raw, out_dir / f"fold-{fold}")
+        test_corpora = sorted({r.get("corpus") or "" for r in fold_rows if r["split"] == "test"})
+        tested = f"held-out corpus {fold}" if by_corpus else f"test speakers {', '.join(sorted(speakers['test']))}"
         for seed in seeds:
-            tqdm.write(
-                f"cv fold {fold} ({i + 1}/{len(order)}), seed {seed}: test speakers "
-                f"{', '.join(sorted(speakers['test']))}"
-            )
+            tqdm.write(f"cv fold {fold} ({i + 1}/{len(order)}), seed {seed}: {tested}")
             run_dir = out_dir / f"fold-{fold}" / f"seed-{seed}"
             run_cfg = dataclasses.replace(
                 cfg,
                 model=model_cfg,
-                data=dataclasses.replace(cfg.data, manifest=str(fold_manifest)),
+                data=dataclasses.replace(cfg.data, **data),
                 train=dataclasses.replace(cfg.train, seed=seed, output_dir=str(run_dir)),
             )
             result = train(run_cfg)
-            runs.append(
-                {
-                    "fold": fold,
-                    "seed": seed,
-                    "valid_fold": order[(i + 1) % len(order)],
-                    "test_speakers": sorted(speakers["test"]),
-                    "shared_speakers": shared,
-                    "n": {s: sum(r["split"] == s for r in fold_rows) for s in ("train", "valid", "test")},
-                    "best_epoch": result["best_epoch"],
-                    "run_dir": str(run_dir),
-                    "test": {c: {k: m[k] for k in (*METRICS, "n")} for c, m in result["test"].items()},
-                    "confusion": {c: m["confusion"] for c, m in result["test"].items()},
-                }
-            )
+            run = {
+                "fold": fold,
+                "seed": seed,
+                "valid_fold": valid_fold,
+                **({"held_out_corpus": fold} if by_corpus else {"test_speakers": sorted(speakers["test"])}),
+                "shared_speakers": shared,
+                "n": {s: sum(r["split"] == s for r in fold_rows) for s in ("train", "valid", "test")},
+                "best_epoch": result["best_epoch"],
+                "run_dir": str(run_dir),
+                "test": _scores(result["test"]),
+                "confusion": {c: m["confusion"] for c, m in result["test"].items()},
+            }
+            if pooled:
+                # train reports per corpus only when its test rows span several; one corpus's scores are the test's
+                found = result.get("test_by_corpus") or (
+                    {test_corpora[0]: result["test"]} if len(test_corpora) == 1 else {}
+                )
+                run["test_by_corpus"] = {name: _scores(scores) for name, scores in found.items()}
+            runs.append(run)
 
     mean, std = _summary([r["test"] for r in runs])
     results = {
-        "manifest": str(manifest),
+        "manifest": str(manifest or cfg.data.manifest or ""),
+        "corpora": names if pooled else [],
         "folds_by": str(folds),
         "folds": order,
         "seeds": list(seeds),
@@ -195,10 +307,52 @@ def cross_validate(
         "mean": mean,
         "std": std,
         "confusion": {c: np.sum([r["confusion"][c] for r in runs], axis=0).tolist() for c in CONDITIONS},
+        **corpus_summary(runs),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results(results, out_dir / "cv_results.json")
     return results
+
+
+def _write_fold_data(fold_rows: list[dict], corpora, raw: dict[str, list[dict]], fold_dir: Path) -> dict:
+    """Write one fold's manifest(s); returns the DataConfig fields (`manifest`, `manifests`) that point at them.
+
+    With `corpora` (the config's data.manifests) each corpus's raw rows (`raw`, labels as in its own manifest)
+    are written with the fold's splits, and the entries keep their names, label maps and weights: the fold's run
+    reads them exactly as a normal run does. Rows a label map drops are not in `fold_rows`; they get "train"
+    and are dropped again.
+    """
+    if corpora is None:
+        return {"manifest": str(write_manifest(fold_rows, fold_dir / "manifest.jsonl")), "manifests": []}
+    split_of = {r["id"]: r["split"] for r in fold_rows}
+    prefix = len(corpora) > 1  # read_corpora's ids: "name/id" when pooled
+    entries = []
+    for corpus in corpora:
+        rows = [
+            {**r, "split": split_of.get(f"{corpus.name}/{r['id']}" if prefix else r["id"], "train")}
+            for r in raw[corpus.name]
+        ]
+        path = write_manifest(rows, fold_dir / f"{corpus.name}.jsonl")
+        entry = {"path": str(path), "name": corpus.name, "label_map": dict(corpus.label_map)}
+        entries.append({**entry, "weight": corpus.weight} if corpus.weight != 1.0 else entry)
+    return {"manifest": "", "manifests": entries}
+
+
+def corpus_summary(runs: list[dict]) -> dict:
+    """{"corpus_means", "corpus_std"}: {corpus: {condition: {metric}}} over the runs that tested each corpus
+    (`n` summed), or {} when the runs' test rows are from fewer than two corpora."""
+    names = sorted({name for run in runs for name in run.get("test_by_corpus", {})})
+    if len(names) < 2:
+        return {}
+    means, stds = {}, {}
+    for name in names:
+        means[name], stds[name] = _summary([r["test_by_corpus"][name] for r in runs if name in r["test_by_corpus"]])
+    return {"corpus_means": means, "corpus_std": stds}
+
+
+def _scores(metrics: dict) -> dict:
+    """{condition: metrics} as results keep them: the headline scores and n (no confusion, no per-class)."""
+    return {c: {k: m[k] for k in (*METRICS, "n")} for c, m in metrics.items()}
 
 
 def write_results(results: dict, path: str | os.PathLike) -> Path:
@@ -210,31 +364,47 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
 
 
 def format_fold_table(results: dict) -> str:
-    """A Markdown table: one row per run (fold, seed), then mean and std rows; WA/UA/macro-F1 per condition."""
-    header = ["fold", "seed", "test speakers", "n"]
-    header += [f"{CONDITION_NAMES[c]} {k}" for c in CONDITIONS for k in ("WA", "UA", "F1")]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
+    """A Markdown table: one row per run (fold, seed), then mean and std rows; WA/UA/macro-F1 per condition.
+
+    With corpus folds the first column is the held-out corpus and there is no speaker column: the table is then
+    the per-corpus (cross-corpus) table.
+    """
+    by_corpus = results["folds_by"] == "corpus"
+    lead = ["held-out corpus", "seed", "n"] if by_corpus else ["fold", "seed", "test speakers", "n"]
+    header = lead + [f"{CONDITION_NAMES[c]} {k}" for c in CONDITIONS for k in ("WA", "UA", "F1")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(lead) + "---:|" * (len(header) - len(lead))]
 
     def cells(scores: dict) -> list[str]:
         return [_num(scores[c][k]) for c in CONDITIONS for k in ("wa", "ua", "macro_f1")]
 
     for run in results["runs"]:
+        speakers = [] if by_corpus else [" ".join(run["test_speakers"])]
         lines.append(
             "| "
-            + " | ".join(
-                [
-                    run["fold"],
-                    str(run["seed"]),
-                    " ".join(run["test_speakers"]),
-                    str(run["n"]["test"]),
-                    *cells(run["test"]),
-                ]
-            )
+            + " | ".join([run["fold"], str(run["seed"]), *speakers, str(run["n"]["test"]), *cells(run["test"])])
             + " |"
         )
-    count = len(results["runs"])
-    lines.append("| " + " | ".join(["**mean**", "", f"{count} runs", "", *cells(results["mean"])]) + " |")
-    lines.append("| " + " | ".join(["std", "", "", "", *cells(results["std"])]) + " |")
+    count, blank = len(results["runs"]), [""] * (len(lead) - 3)
+    lines.append("| " + " | ".join(["**mean**", "", f"{count} runs", *blank, *cells(results["mean"])]) + " |")
+    lines.append("| " + " | ".join(["std", "", "", *blank, *cells(results["std"])]) + " |")
+    return "\n".join(lines)
+
+
+def format_corpus_table(results: dict) -> str:
+    """A Markdown table of the test scores per corpus, mean ± std over the runs that tested it; "" when the test
+    rows are from one corpus, or the folds are corpora (then `format_fold_table` already is this table).
+
+    n is the corpus's test rows per seed (text+audio).
+    """
+    means, stds = results.get("corpus_means"), results.get("corpus_std")
+    if not means or results["folds_by"] == "corpus":
+        return ""
+    header = ["corpus", "n"] + [f"{CONDITION_NAMES[c]} {k}" for c in CONDITIONS for k in ("WA", "UA", "F1")]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    seeds = max(len(results["seeds"]), 1)
+    for name, mean in means.items():
+        cells = [f"{_num(mean[c][k])} ± {_num(stds[name][c][k])}" for c in CONDITIONS for k in ("wa", "ua", "macro_f1")]
+        lines.append("| " + " | ".join([name, str(mean["both"]["n"] // seeds), *cells]) + " |")
     return "\n".join(lines)
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from mmemo.baseline import out_of_fold_probabilities, run_baseline
 from mmemo.cli import main
-from mmemo.cv import write_results
-from mmemo.data.manifest import read_manifest
+from mmemo.cv import format_corpus_table, write_results
+from mmemo.data.manifest import read_manifest, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,46 @@ def test_out_of_fold_probabilities_are_the_fold_models_predictions(results, synt
     confusion = np.zeros((len(labels), len(labels)), dtype=int)
     np.add.at(confusion, ([labels.index(r["label"]) for r in rows], probs.argmax(axis=1)), 1)
     assert confusion.tolist() == results["confusion"][condition]
+
+
+@pytest.fixture(scope="module")
+def two_corpora(synth_corpus, tmp_path_factory):
+    """The corpus as two corpora in one manifest's `corpus` column (each with train, valid and test speakers)."""
+    in_a = {"f00", "m01", "f02", "m03", "f08", "f10"}
+    rows = [{**r, "corpus": "A" if r["speaker"] in in_a else "B"} for r in read_manifest(synth_corpus)]
+    return write_manifest(rows, tmp_path_factory.mktemp("pooled") / "pooled.jsonl")
+
+
+def test_cli_leaves_one_corpus_out(two_corpora, cache_dir, capsys, tmp_path):
+    out = tmp_path / "loco.json"
+    args = ["--folds", "corpus", "--cache-dir", str(cache_dir), "--jobs", "1", "--json", str(out)]
+    assert main(["baseline", str(two_corpora), *args]) == 0
+    printed = capsys.readouterr().out
+    assert "| held-out corpus | seed | n |" in printed and "per corpus" not in printed
+    saved = json.loads(out.read_text())
+    rows = read_manifest(two_corpora)
+    assert saved["folds"] == ["A", "B"] and saved["corpora"] == ["A", "B"]
+    for run in saved["runs"]:
+        assert run["held_out_corpus"] == run["fold"] and "test_speakers" not in run
+        assert run["n"]["test"] == sum(r["corpus"] == run["fold"] for r in rows)
+        # trained on the other corpus's every row: its train, valid and test speakers
+        assert run["n"]["train"] + run["n"]["valid"] == sum(r["corpus"] != run["fold"] for r in rows)
+        assert run["test_by_corpus"] == {run["fold"]: run["test"]}
+    assert saved["mean"]["audio"]["ua"] > 0.4  # the held-out corpus's speakers are unseen; arousal still carries
+
+
+def test_pooled_rows_get_a_per_corpus_table_on_speaker_folds(two_corpora, results, cache_dir, capsys):
+    rows = read_manifest(two_corpora)
+    pooled = run_baseline(rows=rows, folds=4, cache_dir=cache_dir, n_jobs=1)
+    # the same folds and models as on the plain manifest: the corpus column only adds the per-corpus scores
+    assert pooled["mean"] == results["mean"]
+    assert set(pooled["corpus_means"]) == {"A", "B"}
+    for run in pooled["runs"]:
+        for condition in ("both", "audio", "text"):
+            parts = run["test_by_corpus"].values()
+            assert sum(p[condition]["n"] for p in parts) == run["test"][condition]["n"]
+            correct = sum(p[condition]["wa"] * p[condition]["n"] for p in parts)
+            assert correct == pytest.approx(run["test"][condition]["wa"] * run["test"][condition]["n"])
+    assert pooled["corpus_means"]["A"]["both"]["n"] == sum(r["corpus"] == "A" for r in rows)
+    table = format_corpus_table(pooled)
+    assert table.splitlines()[2].startswith(f"| A | {pooled['corpus_means']['A']['both']['n']} | ")
