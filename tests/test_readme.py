@@ -95,7 +95,7 @@ OVERRIDES = {
     r"^mmemo (train|cv|ablate) \S*quickstart\b": _flatten("model", TINY_MODEL),
     r"^mmemo (train|cv|ablate) \S*emodb_cv\b": [*_flatten("model", TINY_WHISPER), "data.max_audio_seconds=2.0"],
     r"^mmemo (cv|ablate)\b": ["--seeds", "0"],
-    r"^mmemo cv\b": ["--folds", "3"],  # the fewest speaker groups cv accepts
+    r"^mmemo cv\b(?!.*--folds)": ["--folds", "3"],  # the fewest speaker groups cv accepts
     # functionals computed once and kept where configs/emodb_cv.yaml keeps them (decoding EmoDB costs ~40 s)
     r"^mmemo baseline\b": ["--cache-dir", str(Path(EMODB_CACHE).expanduser())],
     r"^mmemo demo\b": ["--port", "{port}"],
