@@ -40,6 +40,8 @@ def check_settings(cfg: Config, resume: bool) -> None:
             )
     if cfg.train.monitor not in CONDITIONS:
         raise ConfigError(f"train.monitor must be one of {', '.join(CONDITIONS)}, got {cfg.train.monitor!r}")
+    if cfg.train.monitor_average not in ("pooled", "corpus_mean"):
+        raise ConfigError(f"train.monitor_average must be pooled or corpus_mean, got {cfg.train.monitor_average!r}")
     if cfg.data.on_bad_sample not in ("fail", "skip"):
         raise ConfigError(f"data.on_bad_sample must be 'fail' or 'skip', got {cfg.data.on_bad_sample!r}")
     if cfg.train.grad_accum < 1:

@@ -115,6 +115,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     patience: int = 5  # epochs without a better validation UA before stopping; 0 disables early stopping
     monitor: str = "both"  # validation condition (both, text, audio) whose UA picks the best epoch
+    # with several corpora, the monitored UA is over all validation rows ("pooled") or the mean of each corpus's
+    # UA ("corpus_mean": a large corpus does not pick the checkpoint alone)
+    monitor_average: str = "pooled"
     bf16: bool = True  # autocast on CUDA; ignored on CPU
     grad_accum: int = 1  # micro-batches per optimizer step
     gradient_checkpointing: bool = False  # recompute encoder activations in backward: less memory, ~30% slower

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -101,6 +102,15 @@ def score_by_corpus(logits_by_condition: dict[str, ConditionLogits], rows: list[
             subset[c] = ConditionLogits(logits[keep], labels[keep], [ids[i] for i in keep])
         by_corpus[name] = score(subset, num_labels)
     return by_corpus
+
+
+def monitored_ua(scores: dict, by_corpus: dict, condition: str, average: str = "pooled") -> float:
+    """The validation UA that picks the best epoch: `condition`'s UA over all rows ("pooled"), or the mean of its
+    per-corpus UAs ("corpus_mean", when `by_corpus` has several; corpora without rows for the condition left out)."""
+    uas = [s[condition]["ua"] for s in by_corpus.values() if s[condition]["n"]]
+    if average == "corpus_mean" and uas:
+        return float(np.mean(uas))
+    return scores[condition]["ua"]
 
 
 def evaluate(model, loader: DataLoader, device: torch.device, num_labels: int) -> dict:

@@ -136,3 +136,14 @@ def print_by_corpus(by_corpus: dict) -> None:
     split = "test" if by_corpus.get("test") else "valid"
     if by_corpus.get(split):
         tqdm.write(format_by_corpus(by_corpus[split], f"{split} by corpus:"))
+
+
+def print_epoch(epoch: int, loss: float, valid: dict, by_corpus: dict, monitor: str, improved: bool) -> None:
+    """One line per epoch: training loss, validation UA per condition (and per corpus when pooled), * when best."""
+    corpora = "".join(f" {name} {scores[monitor]['ua']:.3f}" for name, scores in by_corpus.items())
+    tqdm.write(
+        f"epoch {epoch}: loss {loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
+        f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}"
+        + (f"  ({monitor} by corpus:{corpora})" if by_corpus else "")
+        + ("  *" if improved else "")
+    )

@@ -46,12 +46,19 @@ from mmemo.config import Config
 from mmemo.data.augment import build_augmenter
 from mmemo.data.dataset import split_batch
 from mmemo.distributed import barrier, init_distributed, no_sync, resolve_device, wrap_model
-from mmemo.evaluate import collect_logits, evaluate, score, score_by_corpus
+from mmemo.evaluate import collect_logits, monitored_ua, score, score_by_corpus
 from mmemo.inference import EmotionRecognizer, move_batch
 from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, cross_entropy
 from mmemo.model_card import ModelCard
-from mmemo.report import print_by_corpus, print_calibration, print_header, save_run_config, write_report
+from mmemo.report import (
+    print_by_corpus,
+    print_calibration,
+    print_epoch,
+    print_header,
+    save_run_config,
+    write_report,
+)
 
 
 @dataclass
@@ -276,7 +283,9 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
     Every rank evaluates the whole validation split with the same weights, so all reach the same decisions.
     """
     cfg = run.cfg
-    valid = evaluate(run.model, run.loaders["valid"], run.device, len(run.recognizer.labels))
+    logits = collect_logits(run.model, run.loaders["valid"], run.device)
+    valid = score(logits, len(run.recognizer.labels))
+    by_corpus = score_by_corpus(logits, run.loaders["valid"].dataset.rows, len(run.recognizer.labels))
     record = {
         "epoch": state.epoch + 1,
         "train_loss": train_loss,
@@ -284,17 +293,15 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
         "lr": run.scheduler.get_last_lr()[-1],
         "skipped": state.skipped,
         **{f"valid_{c}_{k}": valid[c][k] for c in valid for k in ("ua", "wa", "macro_f1")},
+        **{f"valid_{name}_{c}_ua": scores[c]["ua"] for name, scores in by_corpus.items() for c in scores},
     }
     state.history.append(record)
-    score = valid[cfg.train.monitor]["ua"]
-    improved = score > state.best_ua
+    monitored = monitored_ua(valid, by_corpus, cfg.train.monitor, cfg.train.monitor_average)
+    improved = monitored > state.best_ua
     if run.main:
-        tqdm.write(
-            f"epoch {state.epoch + 1}: loss {train_loss:.4f}  valid UA both {valid['both']['ua']:.3f} "
-            f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}{'  *' if improved else ''}"
-        )
+        print_epoch(state.epoch + 1, train_loss, valid, by_corpus, cfg.train.monitor, improved)
     if improved:
-        state.best_ua, state.best_epoch, state.stale = score, state.epoch + 1, 0
+        state.best_ua, state.best_epoch, state.stale = monitored, state.epoch + 1, 0
         if run.main:
             run.recognizer.save_pretrained(
                 run.out_dir / "model", card=ModelCard.from_loaders(run.loaders, data_name(run.cfg))

@@ -15,7 +15,7 @@ from mmemo.data.dataset import BucketBatchSampler, padding_ratio
 from mmemo.data.manifest import read_manifest, write_manifest
 from mmemo.data.pool import Corpus, corpora_of, corpus_shares, read_corpora, relabel
 from mmemo.errors import ConfigError, DataError
-from mmemo.evaluate import ConditionLogits, score_by_corpus
+from mmemo.evaluate import ConditionLogits, monitored_ua, score_by_corpus
 
 
 def _row(i, label, speaker="s1", split="train"):
@@ -158,6 +158,16 @@ def test_score_by_corpus_scores_each_corpus_on_its_own_rows():
     assert score_by_corpus({"both": both}, [{**r, "corpus": "a"} for r in rows], 2) == {}
 
 
+def test_the_monitored_ua_can_be_the_mean_over_corpora():
+    def ua(value, n=10):
+        return {"both": {"ua": value, "n": n}}
+
+    pooled, by_corpus = ua(0.9), {"big": ua(0.95), "small": ua(0.55), "textless": ua(float("nan"), n=0)}
+    assert monitored_ua(pooled, by_corpus, "both") == 0.9
+    assert monitored_ua(pooled, by_corpus, "both", "corpus_mean") == pytest.approx(0.75)
+    assert monitored_ua(pooled, {}, "both", "corpus_mean") == 0.9  # one corpus: the pooled UA
+
+
 @pytest.fixture(scope="module")
 def two_corpora(synth_corpus, tmp_path_factory):
     """The synthetic corpus cut into two corpora (alternate rows); corpus b spells "angry" as "anger"."""
@@ -187,7 +197,7 @@ def test_pooled_training_saves_the_maps_and_reports_per_corpus(two_corpora, tmp_
     from mmemo.train import train
 
     a, b, rows = two_corpora
-    raw = tiny_config_dict("", tmp_path / "run", epochs=1)
+    raw = tiny_config_dict("", tmp_path / "run", epochs=3, monitor_average="corpus_mean")
     raw["data"] = {
         "manifests": [{"path": str(a)}, {"path": str(b), "label_map": {"anger": "angry"}}],
         "corpus_sampling": "equal",
@@ -202,6 +212,9 @@ def test_pooled_training_saves_the_maps_and_reports_per_corpus(two_corpora, tmp_
     by_corpus = result["test_by_corpus"]
     assert sorted(by_corpus) == ["a", "b"]
     assert by_corpus["a"]["both"]["n"] + by_corpus["b"]["both"]["n"] == len(test_rows) == result["test"]["both"]["n"]
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    corpus_mean = [(h["valid_a_both_ua"] + h["valid_b_both_ua"]) / 2 for h in history]
+    assert result["best_epoch"] == 1 + corpus_mean.index(max(corpus_mean))  # picked by the mean of the corpora
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Test by corpus" in report and "| b |" in report
     saved = json.loads((result["model_dir"] / "config.json").read_text())
