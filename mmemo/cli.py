@@ -496,14 +496,10 @@ def cmd_predict(args) -> None:
 
 
 def cmd_enrol(args) -> None:
-    from pathlib import Path
-
-    from mmemo.errors import MmemoError
     from mmemo.inference import EmotionRecognizer
+    from mmemo.io import check_output
 
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise MmemoError(f"{output} already exists; pass --overwrite to replace it, or choose another -o")
+    output = check_output(args.output, overwrite=args.overwrite, what="speaker profile")
     recognizer = EmotionRecognizer.from_pretrained(args.model_dir)
     profile = recognizer.enrol_speaker(args.audio)
     profile.save(output)
@@ -555,13 +551,10 @@ def cmd_bench_predict(args) -> None:
 
 
 def cmd_bench_train(args) -> None:
-    import torch
-
     from mmemo.bench.train import bench_train, format_results, write_results
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = bench_train(
-        device,
+        args.device or "auto",
         args.size,
         steps=args.steps,
         warmup=args.warmup,
@@ -605,16 +598,17 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_data_audit(args) -> None:
-    from mmemo.data.audit import AUDIT_SUFFIXES, audit_manifest, check_output, format_summary, write_audit, write_clean
+    from mmemo.data.audit import AUDIT_SUFFIXES, audit_manifest, format_summary, write_audit, write_clean
     from mmemo.errors import ConfigError
+    from mmemo.io import check_output
 
     if args.threshold is not None and not args.write_clean:
         raise ConfigError("--threshold chooses the rows --write-clean drops; give --write-clean OUT too")
     # refuse bad outputs before the scoring, which can take minutes
     if args.output:
-        check_output(args.manifest, args.output, args.overwrite, suffixes=AUDIT_SUFFIXES)
+        check_output(args.output, args.manifest, overwrite=args.overwrite, suffixes=AUDIT_SUFFIXES, what="audit")
     if args.write_clean:
-        check_output(args.manifest, args.write_clean, args.overwrite)
+        check_output(args.write_clean, args.manifest, overwrite=args.overwrite, what="clean manifest")
     report = audit_manifest(
         args.manifest,
         model_dir=args.model,

@@ -36,8 +36,9 @@ from safetensors.torch import load_file, save_model
 from mmemo.config import ModelConfig, build_section
 from mmemo.data.audio import load_audio, prepare_waveform
 from mmemo.data.dataset import Collator, clip_seconds
+from mmemo.distributed import resolve_device
 from mmemo.errors import ConfigError, DataError, MmemoError, ModelLoadError
-from mmemo.io import atomic_folder, atomic_write
+from mmemo.io import atomic_folder, atomic_write, check_output
 from mmemo.model import EmotionModel, encoders_from_configs
 from mmemo.model_card import ModelCard, describe_encoder, render_model_card
 
@@ -184,11 +185,11 @@ class EmotionRecognizer:
 
         Raises:
             ModelLoadError: a required file is missing, or the folder comes from an incompatible version.
-            MmemoError: the device does not exist on this computer.
+            ConfigError: an unknown device, or one this computer does not have (`resolve_device`).
         """
         from transformers import AutoFeatureExtractor, AutoTokenizer
 
-        device = resolve_device(device, int8)
+        device = resolve_device(device, int8=int8, setting="--device")
         if threads:
             torch.set_num_threads(threads)
         folder = _local_folder(path)
@@ -664,17 +665,12 @@ def predict_to_file(
         the model's set, or the prediction failed)}.
 
     Raises:
-        DataError: bad output suffix, output exists without `overwrite`, or an unusable source.
+        DataError: bad output suffix, output is `source` (even with `overwrite`) or exists without `overwrite`,
+            or an unusable source.
     """
     from tqdm.auto import tqdm
 
-    output = Path(output)
-    if output.suffix.lower() not in (".csv", ".jsonl"):
-        raise DataError(f"output {output} must end in .csv or .jsonl")
-    if output.exists() and not overwrite:
-        raise DataError(f"output {output} already exists; pass --overwrite to replace it")
-    if output.exists() and Path(source).exists() and output.resolve() == Path(source).resolve():
-        raise DataError(f"output {output} is the input itself; write the predictions to another file")
+    output = check_output(output, source, overwrite=overwrite, suffixes=(".csv", ".jsonl"), what="predictions")
     rows = batch_inputs(source, split)
     rate = recognizer.config.sampling_rate
     order = sorted(range(len(rows)), key=lambda i: clip_seconds(rows[i]))
@@ -761,23 +757,6 @@ def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = Fal
         return value
 
     return move(batch)
-
-
-def resolve_device(device: str | torch.device, int8: bool = False) -> torch.device:
-    """ "auto" → a GPU when there is one (the CPU for `int8`), else the CPU; anything else checked as given.
-
-    Raises:
-        MmemoError: an unknown device name, or a CUDA device on a computer without one.
-    """
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() and not int8 else "cpu"
-    try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        raise MmemoError(f"unknown device {str(device)!r} ({e}); use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MmemoError(f"device {device} was asked for but this computer has no CUDA GPU; use --device cpu")
-    return device
 
 
 def format_prediction(prediction: Prediction, details: bool = False, width: int = 30) -> str:

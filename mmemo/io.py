@@ -1,9 +1,11 @@
-"""Atomic writes: a file or folder appears whole under its final name, or not at all.
+"""Safe writes: a file or folder appears whole under its final name, or not at all, and never over the input.
 
 Readers (a resumed run, DataLoader workers sharing the audio cache, a user opening the results) never see a
 half-written file, and a run killed mid-write leaves the previous version in place. Everything is written
 under a temporary name in the same folder (so the final rename stays on one filesystem) and renamed into
-place with `os.replace`.
+place with `os.replace`. `check_output` is the one guard every writer of a user-named file calls first: it
+refuses the input itself (even with --overwrite: a user's data is never replaced by what was derived from it), an
+existing file without --overwrite, and a wrong suffix.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from mmemo.errors import DataError
 
 
 @contextlib.contextmanager
@@ -76,3 +80,51 @@ def write_json(path: str | os.PathLike, data) -> Path:
     with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return Path(path)
+
+
+def check_output(
+    output: str | os.PathLike,
+    source: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    suffixes: tuple[str, ...] = (),
+    what: str = "output",
+) -> Path:
+    """Refuse an output file that would lose data or could not be read back; call it before the slow work.
+
+    Checks, in this order: the suffix, that `output` is not a folder, that it is not `source` (refused even with
+    `overwrite`), and that it does not exist unless `overwrite`.
+
+    Args:
+        output: the file to be written.
+        source: the input it is derived from (a manifest, a folder of audio); None when there is none.
+        overwrite: replace an existing `output` (never `source`).
+        suffixes: the allowed suffixes, lower case with the dot (".csv", ".jsonl"); empty allows any.
+        what: the output named in messages ("clean manifest", "predictions").
+
+    Returns:
+        `output` as a Path.
+
+    Raises:
+        DataError: naming the path and what to do (choose another path, or pass --overwrite).
+    """
+    output = Path(output)
+    if suffixes and output.suffix.lower() not in suffixes:
+        raise DataError(f"{what} {output} must end in {' or '.join(suffixes)}; choose another path")
+    if output.is_dir():
+        raise DataError(f"{what} {output} is a folder; give a file path")
+    if source is not None and _same_file(output, Path(source)):
+        raise DataError(f"refusing to write the {what} over the input {source}; choose another path")
+    if output.exists() and not overwrite:
+        raise DataError(
+            f"{what} {output} already exists; pass --overwrite (overwrite=True) to replace it, or choose another path"
+        )
+    return output
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: links and hard links included when both exist, else by resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()

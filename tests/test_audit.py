@@ -110,7 +110,7 @@ def test_summary_and_files(report, planted, tmp_path):
 def test_write_clean_drops_suspects_and_never_touches_the_input(report, planted, tmp_path):
     manifest, _ = planted
     before = manifest.read_bytes()
-    with pytest.raises(DataError, match="refusing to write over the audited manifest"):
+    with pytest.raises(DataError, match="refusing to write the clean manifest over the input"):
         write_clean(report, manifest, overwrite=True)
     out, dropped = write_clean(report, tmp_path / "clean.jsonl")
     assert dropped == len(report.suspects)
@@ -138,7 +138,7 @@ def test_cli_writes_the_ranking_and_a_clean_manifest(planted, cache_dir, tmp_pat
     assert len(read_manifest(clean)) == 240 - sum(r["suspect"] for r in ranked)
     # refusals come before the scoring and leave everything as it was
     assert main(["data", "audit", str(manifest), "--write-clean", str(manifest)]) == 2
-    assert "refusing to write over the audited manifest" in capsys.readouterr().err
+    assert "refusing to write the clean manifest over the input" in capsys.readouterr().err
     assert main(["data", "audit", str(manifest), "-o", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["data", "audit", str(manifest), "--threshold", "0.1"]) == 2

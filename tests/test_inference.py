@@ -452,6 +452,7 @@ def test_predict_batch_refuses_to_write_over_its_input(rec, rows, tmp_path):
 
     manifest = write_manifest(rows[:2], tmp_path / "in.jsonl")
     before = manifest.read_bytes()
-    with pytest.raises(DataError, match="is the input itself"):
-        predict_to_file(rec, manifest, manifest, overwrite=True)
+    for overwrite in (False, True):  # without --overwrite too: advising --overwrite here would be wrong
+        with pytest.raises(DataError, match="refusing to write the predictions over the input"):
+            predict_to_file(rec, manifest, manifest, overwrite=overwrite)
     assert manifest.read_bytes() == before

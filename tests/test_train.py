@@ -108,3 +108,24 @@ def test_state_step_counts_optimizer_steps_and_checkpoints_follow_them(synth_cor
     assert run.scheduler.last_epoch == state.step  # the schedule counts the same steps
     last_mid_epoch = 2 * ((math.ceil(batches / 2) - 1) // 2)  # mid-epoch checkpoints only, every 2 steps
     assert latest_checkpoint(run.out_dir / "checkpoints").name == f"step-{last_mid_epoch:07d}"
+
+
+def test_resolve_device_names_the_setting_and_checks_cuda():
+    from mmemo.distributed import resolve_device
+    from mmemo.errors import ConfigError
+
+    assert resolve_device("auto", int8=True) == torch.device("cpu")  # int8 layers run on the CPU only
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(torch.device("cpu"), setting="--device") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown device 'tpu9' in train.device"):
+        resolve_device("tpu9")
+    with pytest.raises(ConfigError, match="unknown device 'tpu9' in --device"):
+        resolve_device("tpu9", setting="--device")
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            ConfigError, match="train.device=cuda:0 but this computer has no CUDA GPU.*train.device=cpu"
+        ):
+            resolve_device("cuda", local_rank=0)  # torchrun's rule picks cuda:LOCAL_RANK, which is not there
+    else:
+        with pytest.raises(ConfigError, match="numbered from 0"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")

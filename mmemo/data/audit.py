@@ -35,7 +35,7 @@ import numpy as np
 
 from mmemo.data.manifest import read_manifest, write_manifest
 from mmemo.errors import ConfigError, DataError
-from mmemo.io import atomic_write
+from mmemo.io import atomic_write, check_output
 
 RANK_BY = ("self_confidence", "margin")
 AUDIT_SUFFIXES = (".csv", ".jsonl")
@@ -259,7 +259,7 @@ def write_audit(report: AuditReport, output: str | os.PathLike, overwrite: bool 
     Raises:
         DataError: another suffix, `output` is the audited manifest, or it exists and `overwrite` is false.
     """
-    output = check_output(report.manifest, output, overwrite, suffixes=AUDIT_SUFFIXES)
+    output = check_output(output, report.manifest, overwrite=overwrite, suffixes=AUDIT_SUFFIXES, what="audit")
     with atomic_write(output, "w", encoding="utf-8", newline="") as f:
         if output.suffix.lower() == ".jsonl":
             for record in report.ranked:
@@ -290,7 +290,7 @@ def write_clean(
     Raises:
         DataError: `output` is the audited manifest, exists without `overwrite`, or every row would be dropped.
     """
-    output = check_output(report.manifest, output, overwrite)
+    output = check_output(output, report.manifest, overwrite=overwrite, what="clean manifest")
     if threshold is None:
         dropped = {r["id"] for r in report.suspects}
     elif report.rank_by == "self_confidence":
@@ -340,26 +340,3 @@ def format_summary(report: AuditReport, top: int = 10) -> str:
             f"{r['predicted_prob']:.3f} | {r['margin']:+.3f} | {'yes' if r['suspect'] else ''} |"
         )
     return "\n".join(lines)
-
-
-def check_output(
-    manifest: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] = ()
-) -> Path:
-    """Refuse an output that is the audited manifest, exists without `overwrite`, or lacks one of `suffixes`.
-
-    `write_audit` and `write_clean` call it; the CLI calls it before scoring too, so a refusal costs nothing.
-
-    Returns:
-        `output` as a Path.
-
-    Raises:
-        DataError: naming the output and what to do.
-    """
-    output = Path(output)
-    if suffixes and output.suffix.lower() not in suffixes:
-        raise DataError(f"output {output} must end in {' or '.join(suffixes)}")
-    if output.resolve() == Path(manifest).resolve():
-        raise DataError(f"refusing to write over the audited manifest {manifest}; choose another path")
-    if output.exists() and not overwrite:
-        raise DataError(f"{output} already exists; pass --overwrite to replace it")
-    return output

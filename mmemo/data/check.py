@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from mmemo.data.audio import load_audio
 from mmemo.data.manifest import REQUIRED, SPLITS, jsonl_objects, validate_row, write_manifest
 from mmemo.errors import DataError
+from mmemo.io import check_output
 
 
 @dataclass(frozen=True)
@@ -174,11 +175,7 @@ def write_clean(report: CheckReport, output: str | os.PathLike, overwrite: bool 
         DataError: `output` is the checked manifest, `output` exists and `overwrite` is false, the manifest has
             errors no row removal fixes (speaker leakage: re-split it by speaker instead), or no row passed.
     """
-    output = Path(output)
-    if output.resolve() == report.path.resolve():
-        raise DataError(f"refusing to write the clean manifest over the input {report.path}; choose another path")
-    if output.exists() and not overwrite:
-        raise DataError(f"{output} already exists; pass --overwrite to replace it")
+    output = check_output(output, report.path, overwrite=overwrite, what="clean manifest")
     if report.manifest_errors:
         raise DataError("not writing a clean manifest: " + "; ".join(str(p) for p in report.manifest_errors))
     if not report.good_rows:

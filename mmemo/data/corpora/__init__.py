@@ -24,6 +24,7 @@ from mmemo.data.corpora import acted, generic, iemocap, meld
 from mmemo.data.corpora._common import Option
 from mmemo.data.manifest import write_manifest
 from mmemo.errors import DataError
+from mmemo.io import check_output
 
 IMPORTERS: dict[str, Callable[..., list[dict]]] = {
     "iemocap": iemocap.import_iemocap,
@@ -81,9 +82,7 @@ def prepare(
         raise DataError(f"{name}: unknown option(s) {', '.join(unknown)}; its options are: {known}")
     kwargs = {key: _coerce(name, key, value, spec[key]) for key, value in options.items() if value is not None}
     if output is not None:
-        output = Path(output)
-        if output.exists() and not overwrite:
-            raise DataError(f"{output} already exists; pass overwrite=True (--overwrite) or choose another path")
+        output = check_output(output, overwrite=overwrite, what="manifest")
         if name == "meld" and not kwargs.get("text_only") and "audio_dir" not in kwargs:
             kwargs["audio_dir"] = str(output.parent / "meld_audio")
     rows = IMPORTERS[name](Path(root), **kwargs)
