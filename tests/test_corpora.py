@@ -461,7 +461,7 @@ def test_generic_csv_with_and_without_split_column(tmp_path: Path):
 def test_prepare_writes_a_readable_manifest_and_refuses_to_overwrite(tess: Path, tmp_path: Path):
     output = tmp_path / "out" / "tess.jsonl"
     rows = prepare("TESS", tess, output=output, split_by="word")
-    assert read_manifest(output) == [dict(r, start=None, end=None) for r in rows]
+    assert read_manifest(output) == [dict(r, start=None, end=None, corpus=None) for r in rows]
     with pytest.raises(DataError, match="already exists"):
         prepare("tess", tess, output=output)
     assert len(prepare("tess", tess, output=output, overwrite=True)) == 60
