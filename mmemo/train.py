@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -102,7 +103,8 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     rank, world_size = init_distributed(cfg.train.device)
     seed_everything(cfg.train.seed)
     set_threads(cfg)
-    device = resolve_device(cfg.train.device, rank if world_size > 1 else None)
+    local_rank = int(os.environ.get("LOCAL_RANK", rank)) if world_size > 1 else None  # the GPU on this node
+    device = resolve_device(cfg.train.device, local_rank=local_rank)
     out_dir = Path(cfg.train.output_dir)
 
     splits = load_splits(cfg)
