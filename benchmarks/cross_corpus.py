@@ -21,11 +21,12 @@ scores the classical baseline (plain and speaker-normalised) on the same leave-o
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
 from pathlib import Path
+
+from emodb_args import emodb_parser, root_and_overrides
 
 from mmemo.config import load_config
 from mmemo.cv import cross_validate, format_fold_table, write_results
@@ -33,7 +34,6 @@ from mmemo.data.corpora import prepare
 from mmemo.data.manifest import write_manifest
 from mmemo.metrics import format_by_corpus
 
-REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = {
     "gender": (("emodb_male", {"03", "10", "11", "12", "15"}), ("emodb_female", {"08", "09", "13", "14", "16"})),
     "mixed": (("emodb_a", {"03", "09", "12", "13", "15"}), ("emodb_b", {"08", "10", "11", "14", "16"})),
@@ -63,28 +63,15 @@ def write_corpora(rows: list[dict], partition: str, folder: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "args",
-        nargs="*",
-        metavar="[EMODB_ROOT] [key=value ...]",
-        help="the EmoDB release folder (default ../shared/data/emodb) and config overrides such as train.epochs=10",
-    )
-    parser.add_argument("--config", default="emodb_cv", help="a YAML file or preset (default emodb_cv)")
+    parser = emodb_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--partition", nargs="+", default=list(PARTITIONS), choices=list(PARTITIONS))
     parser.add_argument("--out-dir", default="runs/cross_corpus")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--baseline", action="store_true", help="also score the classical baseline on the same folds")
-    parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    overrides = [a for a in args.args if "=" in a]
-    roots = [a for a in args.args if "=" not in a] or [str(REPO.parent / "shared" / "data" / "emodb")]
-    if len(roots) > 1:
-        parser.error(f"one EMODB_ROOT, got {roots}")
+    root, overrides = root_and_overrides(parser, args)
 
     out_dir = Path(args.out_dir)
     cfg = load_config(args.config, ["train.overwrite=true", *overrides])
-    rows = prepare("emodb", roots[0], output=out_dir / "emodb.jsonl", overwrite=True)
+    rows = prepare("emodb", root, output=out_dir / "emodb.jsonl", overwrite=True)
     summary = {}
     for partition in args.partition:
         folder = out_dir / partition

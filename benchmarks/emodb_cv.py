@@ -15,29 +15,20 @@ TF-IDF + logistic regression, plain and speaker-normalised) on the same folds an
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
+
+from emodb_args import emodb_parser, root_and_overrides
 
 from mmemo.ablate import VARIANTS, variant_config
 from mmemo.config import load_config
 from mmemo.cv import cross_validate, format_confusion, format_fold_table, write_results
 from mmemo.data.corpora import prepare
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "args",
-        nargs="*",
-        metavar="[EMODB_ROOT] [key=value ...]",
-        help="the EmoDB release folder (holds wav/; default ../shared/data/emodb) and config "
-        "overrides such as train.epochs=10",
-    )
-    parser.add_argument("--config", default="emodb_cv", help="a YAML file or preset (default emodb_cv)")
+    parser = emodb_parser(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--variant",
         default="joint_md",
@@ -45,21 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         help="which `mmemo ablate` variant to train (default joint_md: the config as given)",
     )
     parser.add_argument("--out-dir", default=None, help="default runs/emodb_cv, or runs/emodb_cv_VARIANT")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--baseline", action="store_true", help="also score the classical baseline on the same folds")
-    parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    overrides = [a for a in args.args if "=" in a]
-    roots = [a for a in args.args if "=" not in a] or [str(REPO.parent / "shared" / "data" / "emodb")]
-    if len(roots) > 1:
-        parser.error(f"one EMODB_ROOT, got {roots}")
+    root, overrides = root_and_overrides(parser, args)
 
     out_dir = Path(args.out_dir or ("runs/emodb_cv" if args.variant == "joint_md" else f"runs/emodb_cv_{args.variant}"))
     cfg = load_config(args.config, ["train.overwrite=true", *overrides])
     if args.variant != "joint_md":
         cfg = variant_config(cfg, args.variant, cfg.train.seed, out_dir)
     manifest = out_dir.parent / f"{out_dir.name}_manifest.jsonl"
-    rows = prepare("emodb", roots[0], output=manifest, overwrite=True)
+    rows = prepare("emodb", root, output=manifest, overwrite=True)
     print(f"EmoDB: {len(rows)} rows, {len({r['speaker'] for r in rows})} speakers -> {manifest}", flush=True)
 
     start = time.time()
