@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from mmemo.metrics import CONDITION_NAMES, format_table
+from mmemo.metrics import CONDITION_NAMES, format_by_corpus, format_table
 
 CARD_SCORES = ("n", "wa", "ua", "macro_f1", "weighted_f1")  # the columns of `format_table`
 TAGS = ("mmemo", "emotion-recognition", "speech-emotion-recognition", "multimodal", "audio-classification")
@@ -32,6 +32,7 @@ class ModelCard:
         speakers: distinct speakers per split.
         label_counts: rows per label per split.
         test: scores per condition ("both", "text", "audio") from `mmemo.metrics.classification_metrics`.
+        test_by_corpus: the same per corpus, when the test rows came from several (`mmemo.evaluate.score_by_corpus`).
         test_split: the split `test` was measured on ("test", or "valid" when there was no test split).
         calibration: {"temperature", "ece_before", "ece_after"} from `mmemo.calibration.calibrate`.
         language: ISO 639-1 code(s) of the transcripts and speech, when known.
@@ -44,6 +45,7 @@ class ModelCard:
     speakers: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     test: dict[str, dict] | None = None
+    test_by_corpus: dict[str, dict] = field(default_factory=dict)
     test_split: str = "test"
     calibration: dict | None = None
     language: str | list[str] | None = None
@@ -57,11 +59,19 @@ class ModelCard:
         test: dict | None = None,
         test_split: str = "test",
         calibration: dict | None = None,
+        test_by_corpus: dict | None = None,
     ) -> ModelCard:
         """A training run's card: the data summary of its loaders' rows, and the final scores once known."""
         splits = {name: loader.dataset.rows for name, loader in loaders.items()}
         name = Path(manifest).name if manifest else None  # not the user's absolute path: the card may be published
-        return cls.from_splits(splits, manifest=name, test=test, test_split=test_split, calibration=calibration)
+        return cls.from_splits(
+            splits,
+            manifest=name,
+            test=test,
+            test_split=test_split,
+            calibration=calibration,
+            test_by_corpus=test_by_corpus or {},
+        )
 
     @classmethod
     def from_splits(cls, splits: dict[str, list[dict]], manifest: str | None = None, **fields) -> ModelCard:
@@ -86,7 +96,8 @@ class ModelCard:
         """JSON-ready fields; test scores keep only what the README shows (no confusion matrices, no per-class)."""
         data = dataclasses.asdict(self)
         if self.test:
-            data["test"] = {c: {k: m[k] for k in CARD_SCORES if k in m} for c, m in self.test.items()}
+            data["test"] = _card_scores(self.test)
+        data["test_by_corpus"] = {name: _card_scores(scores) for name, scores in self.test_by_corpus.items()}
         return data
 
     @classmethod
@@ -94,6 +105,10 @@ class ModelCard:
         """The inverse of `to_dict`; unknown keys (from a newer mmemo) are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _card_scores(scores: dict[str, dict]) -> dict[str, dict]:
+    return {c: {k: m[k] for k in CARD_SCORES if k in m} for c, m in scores.items()}
 
 
 def render_model_card(recognizer, card: ModelCard) -> str:
@@ -151,6 +166,8 @@ def render_model_card(recognizer, card: ModelCard) -> str:
             f"On the {card.test_split} split; WA is accuracy, UA balanced accuracy (mean per-class recall). "
             f"{', '.join(CONDITION_NAMES.values())} are the same checkpoint given both inputs or one.",
         ]
+        if card.test_by_corpus:
+            lines += ["", format_by_corpus(card.test_by_corpus, f"Per corpus ({card.test_split} split):")]
     else:
         lines.append("No test scores were recorded for this folder (see the training run's report.md, if any).")
     if card.calibration:
@@ -170,7 +187,9 @@ def render_model_card(recognizer, card: ModelCard) -> str:
         "",
         "## Limitations",
         "",
-        f"- Trained on {total} labelled clips of one corpus" if total else "- Trained on one labelled corpus",
+        f"- Trained on {total} labelled clips of {f'{len(card.corpora)} corpora' if card.corpora else 'one corpus'}"
+        if total
+        else "- Trained on one labelled corpus",
         "  (see Training data); scores on other speakers, languages, microphones or recording conditions will be",
         "  lower, possibly much lower.",
         *(

@@ -230,8 +230,9 @@ def train(cfg: Config, resume: bool = False) -> dict:
         by_corpus["test"] = score_by_corpus(test_logits, run.loaders["test"].dataset.rows, num_labels)
     if run.main:
         # config.json gains the temperature, README.md the test scores and calibration
+        final = "test" if test else "valid"
         card = ModelCard.from_loaders(
-            run.loaders, data_name(run.cfg), test or valid, "test" if test else "valid", calibration
+            run.loaders, data_name(run.cfg), test or valid, final, calibration, by_corpus.get(final)
         )
         run.recognizer.save_pretrained(model_dir, card=card)
         print_calibration(calibration)

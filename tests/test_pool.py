@@ -219,7 +219,8 @@ def test_pooled_training_saves_the_maps_and_reports_per_corpus(two_corpora, tmp_
     assert "## Test by corpus" in report and "| b |" in report
     saved = json.loads((result["model_dir"] / "config.json").read_text())
     assert saved["model"]["label_maps"] == {"b": {"anger": "angry"}}
-    assert "`anger` → `angry`" in (result["model_dir"] / "README.md").read_text()
+    card = (result["model_dir"] / "README.md").read_text()
+    assert "`anger` → `angry`" in card and "Per corpus (test split)" in card and "clips of 2 corpora" in card
 
     rec = EmotionRecognizer.from_pretrained(result["model_dir"])
     assert rec.labels == ["angry", "happy", "neutral", "sad"]  # the shared label set
