@@ -473,7 +473,8 @@ def cmd_ablate(args) -> None:
     if args.baseline:
         from mmemo.cv import cv_rows
 
-        _print_baseline(rows=cv_rows(load_config(args.config, args.overrides)), split="test")
+        cfg = load_config(args.config, args.overrides)
+        _print_baseline(rows=cv_rows(cfg), split="test", cache_dir=cfg.data.cache_dir or None)
 
 
 def cmd_predict(args) -> None:
@@ -644,7 +645,7 @@ def cmd_cv(args) -> None:
     if args.json:
         write_results(results, args.json)
     if args.baseline:
-        _print_baseline(rows=cv_rows(cfg, args.manifest), folds=args.folds)
+        _print_baseline(rows=cv_rows(cfg, args.manifest), folds=args.folds, cache_dir=cfg.data.cache_dir or None)
 
 
 def cmd_baseline(args) -> None:
