@@ -259,21 +259,23 @@ def set_threads(cfg: Config) -> None:
 
 
 def check_labels(splits: dict[str, list[dict]], labels: list[str], where: str) -> None:
-    """Every split's labels must be in the model's label set; the error names each corpus and its labels."""
+    """Every split's labels must be in the model's label set; with several corpora the error names each corpus's."""
     for name, split_rows in splits.items():
         unknown: dict[str, set] = {}
         for row in split_rows:
             if row["label"] not in labels:
                 unknown.setdefault(row.get("corpus") or "", set()).add(row["label"])
-        if unknown:
-            found = sorted(set().union(*unknown.values()))
-            pooled = [f"{sorted(labels)} in corpus {corpus!r}" for corpus, labels in sorted(unknown.items()) if corpus]
-            raise DataError(
-                f"{where}: {name} split has labels {found} that are not in the label set {labels}"
-                + (f" ({'; '.join(pooled)})" if len(pooled) > 1 or pooled and where.startswith("corpora") else "")
-                + "; rename or drop them with the corpus's label_map in data.manifests (e.g. label_map: "
-                "{excited: happy, bored: null}), fix the rows, or set model.labels"
-            )
+        if not unknown:
+            continue
+        found = sorted(set().union(*unknown.values()))
+        by_corpus = ""
+        if len({row.get("corpus") for row in split_rows}) > 1:
+            by_corpus = " (" + "; ".join(f"{sorted(v)} in corpus {k!r}" for k, v in sorted(unknown.items())) + ")"
+        raise DataError(
+            f"{where}: {name} split has labels {found} that are not in the label set {labels}{by_corpus}; rename or "
+            "drop them with the corpus's label_map in data.manifests (e.g. label_map: {excited: happy, bored: null}), "
+            "fix the rows, or set model.labels"
+        )
 
 
 def use_deterministic_algorithms() -> None:
