@@ -52,8 +52,8 @@ def corpora_of(data) -> list[Corpus]:
     Raises:
         ConfigError: neither or both of `manifest` and `manifests` are set, an entry is not a mapping, lacks
             `path`, has an unknown key, a label map that is not label -> label-or-null, a weight that is not a
-            positive number, or two entries share a name; or `corpus_sampling` is unknown or `weighted` is
-            asked without weights (and weights are given without it).
+            positive number, or two entries share a name; `corpus_sampling` is unknown, or weights are given
+            without `corpus_sampling: weighted` (they would be ignored).
     """
     if data.manifest and data.manifests:
         raise ConfigError("set data.manifest (one corpus) or data.manifests (several), not both")
@@ -83,7 +83,7 @@ def corpora_of(data) -> list[Corpus]:
 def _parse_entry(entry, where: str) -> Corpus:
     """One `data.manifests` entry checked; `where` ("data.manifests[1]") names it in errors."""
     if isinstance(entry, (str, os.PathLike)):
-        entry = {"path": entry}
+        entry = {"path": os.fspath(entry)}
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a mapping like {{path: data/x.jsonl, label_map: {{...}}}}, got {entry!r}")
     for key in entry:
