@@ -87,11 +87,13 @@ def label_maps(cfg: Config) -> dict[str, dict]:
 def build_recognizer(
     model_cfg, splits: dict[str, list[dict]], device: torch.device, label_maps: dict | None = None
 ) -> EmotionRecognizer:
-    """A fresh recognizer: label set (config or training labels), label maps (config or `label_maps`, the
-    corpora's), tokenizer, feature extractor and model."""
+    """A fresh recognizer: label set (config or training labels), label maps (`label_maps`, the corpora's),
+    tokenizer, feature extractor and model."""
     model_cfg = copy.deepcopy(model_cfg)
     model_cfg.labels = list(model_cfg.labels) or label_set(splits["train"])
-    model_cfg.label_maps = dict(model_cfg.label_maps) or dict(label_maps or {})
+    # Always the maps the data was read with: a `model.label_maps` in the config (a run's saved config.yaml run
+    # again with other maps or one manifest) would claim maps this training never applied.
+    model_cfg.label_maps = dict(label_maps or {})
     tokenizer = load_tokenizer(model_cfg, [r["text"] for r in splits["train"]])
     feature_extractor = load_feature_extractor(model_cfg)
     text_model, audio_model = build_encoders(model_cfg, vocab_size=len(tokenizer))

@@ -73,6 +73,7 @@ class ModelConfig:
     trust_remote_code: bool = False
     labels: list = field(default_factory=list)  # filled from the training data when empty
     # {corpus: {label: shared label or null}}: the label maps of the run's data.manifests, kept with the model
+    # (training sets it from data.manifests; a value given here is replaced)
     label_maps: dict = field(default_factory=dict)
 
 

@@ -192,4 +192,7 @@ def _read_rows(source: str | os.PathLike, recognizer: EmotionRecognizer, corpus:
             f"--corpus {corpus!r}: the model has no label map by that name; it has "
             + (", ".join(sorted(maps)) if maps else "none (it was not trained on data.manifests with label maps)")
         )
-    return relabel(rows, Corpus(str(source), corpus, maps[corpus]))
+    # The saved map covers the whole training corpus; a manifest of part of it (one session, the test speakers)
+    # may lack some of its labels, which is no typo here: apply the entries its rows carry.
+    present = {row["label"] for row in rows}
+    return relabel(rows, Corpus(str(source), corpus, {k: v for k, v in maps[corpus].items() if k in present}))

@@ -235,3 +235,48 @@ def test_pooled_training_saves_the_maps_and_reports_per_corpus(two_corpora, tmp_
     assert own["both"]["ua"] == pytest.approx(by_corpus["b"]["both"]["ua"])
     with pytest.raises(ConfigError, match="no label map by that name; it has b"):
         evaluate_manifest(result["model_dir"], a, corpus="a", progress=False)
+
+
+def test_the_same_file_listed_twice_is_refused(tmp_path):
+    path = write_manifest([_row(0, "happy")], tmp_path / "a.jsonl")
+    for second in ({"path": str(path), "name": "again"}, {"path": str(tmp_path / "." / "a.jsonl")}):
+        with pytest.raises(ConfigError, match=r"data.manifests\[0\] and data.manifests\[1\] are the same file"):
+            corpora_of(DataConfig(manifests=[{"path": str(path)}, second]))
+
+
+def test_a_map_key_without_a_close_label_still_ends_its_sentence():
+    with pytest.raises(ConfigError, match=r"no row has that label\. Its labels are: happy, sad"):
+        relabel(_rows(["happy", "sad"]), Corpus("x.jsonl", "x", {"bored": None}))
+
+
+def test_repeated_clips_are_spread_over_batches():
+    # A corpus repeated 5x under equal sampling: its copies share one duration, and sorted side by side they filled
+    # batches with the same clip (38 % of the slots); each copy's own jitter spreads them.
+    rng = torch.Generator().manual_seed(1)
+    durations = (1.0 + 7.0 * torch.rand(3300, generator=rng)).tolist()
+    groups = [0] * 3000 + [1] * 300
+    sampler = BucketBatchSampler(durations, 16, shuffle=True, seed=0, groups=groups, shares=[0.5, 0.5])
+    batches = sampler.batches()
+    assert Counter(groups[i] for b in batches for i in b) == {0: 1650, 1: 1650}
+    repeats = sum(len(b) - len(set(b)) for b in batches)
+    assert repeats < 0.15 * 3300
+    assert padding_ratio(batches, durations) < 1.1
+
+
+def test_a_model_keeps_the_maps_its_data_was_read_with_and_scores_part_of_a_corpus(tmp_path):
+    from mmemo.builders import build_recognizer, label_maps
+    from mmemo.evaluate import evaluate_manifest
+
+    raw = tiny_config_dict("", tmp_path / "run")
+    raw["model"]["label_maps"] = {"b": {"anger": "angry", "calm": "neutral"}}  # a saved run config's, now stale
+    raw["data"] = {"manifests": [{"path": "a.jsonl"}, {"path": "b.jsonl", "label_map": {"anger": "angry"}}]}
+    cfg = config_from_dict(raw)
+    cfg.model.labels = ["angry", "happy"]
+    train = [_row(i, label) for i, label in enumerate(["angry", "happy"] * 4)]
+    recognizer = build_recognizer(cfg.model, {"train": train}, torch.device("cpu"), label_maps(cfg))
+    assert recognizer.config.label_maps == {"b": {"anger": "angry"}}
+    recognizer.save_pretrained(tmp_path / "model")
+    # corpus b's test speakers only: no "calm", no "anger" rows; the saved map still applies to what is there
+    part = write_manifest([_row(0, "happy", split="test"), _row(1, "happy", split="test")], tmp_path / "b_test.jsonl")
+    scores = evaluate_manifest(tmp_path / "model", part, corpus="b", device="cpu", progress=False)
+    assert scores["both"]["n"] == 2

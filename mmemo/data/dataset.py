@@ -351,8 +351,14 @@ class BucketBatchSampler(Sampler):
     def batches(self) -> list[list[int]]:
         rng = random.Random(self.seed * 100_003 + self.epoch)
         jitter = [rng.uniform(0.0, 0.3) if self.shuffle else 0.0 for _ in self.durations]
-        drawn = self.draw(rng) if self.shares is not None else range(len(self.durations))
-        order = sorted(drawn, key=lambda i: self.durations[i] + jitter[i])
+        if self.shares is None:
+            order = sorted(range(len(self.durations)), key=lambda i: self.durations[i] + jitter[i])
+        else:
+            # Each drawn copy gets its own jitter: the copies of a repeated clip have one duration, and with one
+            # jitter they would sort side by side into the same batch (the same clip, crop and augmentation twice).
+            drawn = self.draw(rng)
+            keys = [self.durations[i] + (rng.uniform(0.0, 0.3) if self.shuffle else 0.0) for i in drawn]
+            order = [drawn[k] for k in sorted(range(len(drawn)), key=keys.__getitem__)]
         batches, current, longest = [], [], 0.0
         for i in order:
             longest_if_added = max(longest, self.durations[i])

@@ -52,7 +52,7 @@ def corpora_of(data) -> list[Corpus]:
     Raises:
         ConfigError: neither or both of `manifest` and `manifests` are set, an entry is not a mapping, lacks
             `path`, has an unknown key, a label map that is not label -> label-or-null, a weight that is not a
-            positive number, or two entries share a name; `corpus_sampling` is unknown, or weights are given
+            positive number, or two entries share a name or a file; `corpus_sampling` is unknown, or weights are given
             without `corpus_sampling: weighted` (they would be ignored).
     """
     if data.manifest and data.manifests:
@@ -67,6 +67,15 @@ def corpora_of(data) -> list[Corpus]:
             "(or list several corpora in data.manifests)"
         )
     corpora = [_parse_entry(entry, f"data.manifests[{i}]") for i, entry in enumerate(data.manifests)]
+    # Before the names: one file under two names would put the same clips in training and test, as two speakers.
+    first: dict[Path, int] = {}
+    for i, c in enumerate(corpora):
+        j = first.setdefault(Path(c.path).resolve(), i)
+        if j != i:
+            raise ConfigError(
+                f"data.manifests[{j}] and data.manifests[{i}] are the same file {c.path}; list each manifest once "
+                "(to give a corpus more of each epoch, set its `weight` with data.corpus_sampling: weighted)"
+            )
     names = Counter(c.name for c in corpora)
     twice = sorted(n for n, k in names.items() if k > 1)
     if twice:
@@ -144,7 +153,7 @@ def relabel(rows: list[dict], corpus: Corpus, prefix: bool = False) -> list[dict
             close = difflib.get_close_matches(key, present, n=1)
             raise ConfigError(
                 f"corpus {corpus.name!r} ({corpus.path}): its label_map maps {key!r}, but no row has that label"
-                + (f"; did you mean {close[0]!r}?" if close else "")
+                + (f"; did you mean {close[0]!r}?" if close else ".")
                 + f" Its labels are: {', '.join(sorted(present))}"
             )
     out = []
