@@ -9,6 +9,7 @@ The ONNX runtime keeps its own torch-free copy.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -182,7 +183,17 @@ def _read_rows(source: str | os.PathLike, recognizer: EmotionRecognizer, corpus:
     if Path(source).suffix.lower() in (".yaml", ".yml"):
         if corpus:
             raise ConfigError("--corpus maps a manifest's labels; a config's data.manifests bring their own maps")
-        return read_corpora(corpora_of(load_config(source).data))
+        corpora = corpora_of(load_config(source).data)
+        saved = recognizer.config.label_maps
+        # A model trained on pooled corpora knows its maps; scoring a corpus through other ones changes which rows
+        # count and what they are called, so say so (a model without maps was not pooled: any map is the user's).
+        differ = [c.name for c in corpora if saved and saved.get(c.name, {}) != c.label_map]
+        if differ:
+            warnings.warn(
+                f"{source}: the label maps of {', '.join(differ)} differ from the ones the model was trained with "
+                f"({saved}); the scores use the config's. Give the training config to score as trained"
+            )
+        return read_corpora(corpora)
     rows = read_manifest(source)
     if corpus is None:
         return rows
@@ -191,6 +202,7 @@ def _read_rows(source: str | os.PathLike, recognizer: EmotionRecognizer, corpus:
         raise ConfigError(
             f"--corpus {corpus!r}: the model has no label map by that name; it has "
             + (", ".join(sorted(maps)) if maps else "none (it was not trained on data.manifests with label maps)")
+            + "; a corpus whose labels were not mapped in training needs no --corpus"
         )
     # The saved map covers the whole training corpus; a manifest of part of it (one session, the test speakers)
     # may lack some of its labels, which is no typo here: apply the entries its rows carry.

@@ -280,3 +280,16 @@ def test_a_model_keeps_the_maps_its_data_was_read_with_and_scores_part_of_a_corp
     part = write_manifest([_row(0, "happy", split="test"), _row(1, "happy", split="test")], tmp_path / "b_test.jsonl")
     scores = evaluate_manifest(tmp_path / "model", part, corpus="b", device="cpu", progress=False)
     assert scores["both"]["n"] == 2
+    with pytest.raises(ConfigError, match="it has b; a corpus whose labels were not mapped in training needs no"):
+        evaluate_manifest(tmp_path / "model", part, corpus="a", device="cpu", progress=False)
+
+    # a pooled config whose maps are not the model's: scored through the config's, with a warning naming the corpus
+    a = write_manifest([_row(0, "happy", split="test"), _row(1, "angry", split="test")], tmp_path / "a.jsonl")
+    b = write_manifest([_row(0, "happy", split="test"), _row(1, "anger", split="test")], tmp_path / "b.jsonl")
+    config = tmp_path / "other_maps.yaml"
+    config.write_text(
+        yaml.safe_dump({"data": {"manifests": [{"path": str(a)}, {"path": str(b), "label_map": {"anger": None}}]}})
+    )
+    with pytest.warns(UserWarning, match=r"label maps of b differ from the ones the model was trained with"):
+        scores = evaluate_manifest(tmp_path / "model", config, device="cpu", progress=False)
+    assert scores["by_corpus"]["b"]["both"]["n"] == 1
