@@ -50,7 +50,8 @@ from sklearn.preprocessing import StandardScaler
 
 from mmemo.acoustic import FEATURE_NAMES, enrol_speakers
 from mmemo.cv import _summary, assign_folds, corpus_summary, fold_order, fold_plan
-from mmemo.data.manifest import label_set, read_manifest
+from mmemo.data.manifest import label_set
+from mmemo.data.pool import Corpus, corpus_names, read_corpora
 from mmemo.errors import ConfigError, DataError
 from mmemo.metrics import CONDITIONS, classification_metrics
 
@@ -96,7 +97,7 @@ def run_baseline(
         raise ConfigError("give --folds or --split, not both")
     if split not in (None, "test"):
         raise ConfigError(f"--split must be 'test' (train on train+valid, score test), got {split!r}")
-    rows = read_manifest(manifest) if rows is None else rows
+    rows = read_corpora([Corpus(os.fspath(manifest), "")]) if rows is None else rows  # speakers kept per corpus
     labels = label_set(rows)
     plans = fold_plan(rows, folds) if split is None else [("test", "valid", rows)]  # fold errors before decoding
     audio = extract_functionals(rows, cache_dir=cache_dir, n_jobs=n_jobs)
@@ -109,7 +110,7 @@ def run_baseline(
         for run in runs:
             del run["test_speakers"]
             run["held_out_corpus"] = run["fold"]
-    corpora = sorted({r.get("corpus") or "" for r in rows})
+    corpora = corpus_names(rows)
 
     mean, std = _summary([r["test"] for r in runs])
     return {
@@ -169,7 +170,7 @@ def _score_fold(fold: str, valid_fold: str, rows: list[dict], audio: dict, label
         raise DataError(f"fold {fold}: {len(train)} training and {len(test)} test rows; both must be non-empty")
     speakers = {s: {r["speaker"] for r in rows if r["split"] == s} for s in ("train", "valid", "test")}
     index = {label: i for i, label in enumerate(labels)}
-    test_corpora = sorted({r.get("corpus") or "" for r in test})
+    test_corpora = corpus_names(test)
     scores, by_corpus = {}, {name: {} for name in test_corpora}
     for condition in CONDITIONS:
         has = _has(condition, audio)
@@ -207,7 +208,7 @@ def _headline(scores: dict) -> dict:
 
 
 def _pooled(rows: list[dict]) -> bool:
-    return len({r.get("corpus") or "" for r in rows}) > 1
+    return len(corpus_names(rows)) > 1
 
 
 def out_of_fold_probabilities(

@@ -33,9 +33,10 @@ def check_settings(cfg: Config, resume: bool) -> None:
     """Reject settings that would fail later (or overwrite a run) before any data is read."""
     for corpus in corpora_of(cfg.data):
         if not Path(corpus.path).is_file():
-            key = "data.manifest" if cfg.data.manifest else f"data.manifests (corpus {corpus.name!r}):"
+            key = "data.manifest" if cfg.data.manifest else "data.manifests"
+            which = f" (corpus {corpus.name!r}):" if corpus.name else ""
             raise DataError(
-                f"{key} {Path(corpus.path).resolve()} does not exist ({cfg.path_origin(key.split(' ')[0])}); "
+                f"{key}{which} {Path(corpus.path).resolve()} does not exist ({cfg.path_origin(key)}); "
                 "fix the path, or make the manifest with `mmemo synth` or `mmemo prepare`"
             )
     if cfg.train.monitor not in CONDITIONS:

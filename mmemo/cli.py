@@ -308,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--folds",
         default=None,
         help="fold (the manifest's fold column; the default when every row has one), speaker (leave one speaker "
-        "out), K (K groups of sorted speakers) or corpus (leave one corpus out: test on it, train and validate "
-        "on the others)",
+        "out), K (K groups of sorted speakers: with pooled corpora a group mostly holds one corpus) or corpus "
+        "(leave one corpus out: test on it, train and validate on the others)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed per fold (default 0)")
     p.add_argument("--out-dir", default=None, help="the cross-validation folder (default train.output_dir)")

@@ -117,7 +117,8 @@ class TrainConfig:
     patience: int = 5  # epochs without a better validation UA before stopping; 0 disables early stopping
     monitor: str = "both"  # validation condition (both, text, audio) whose UA picks the best epoch
     # with several corpora, the monitored UA is over all validation rows ("pooled") or the mean of each corpus's
-    # UA ("corpus_mean": a large corpus does not pick the checkpoint alone)
+    # UA ("corpus_mean": a large corpus does not pick the checkpoint alone; a corpus without validation rows for
+    # the monitored condition has no say)
     monitor_average: str = "pooled"
     bf16: bool = True  # autocast on CUDA; ignored on CPU
     grad_accum: int = 1  # micro-batches per optimizer step

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from mmemo.config import Config
 from mmemo.data.corpora._common import contiguous_folds
 from mmemo.data.manifest import label_set, read_manifest, write_manifest
-from mmemo.data.pool import corpora_of, read_corpora
+from mmemo.data.pool import Corpus, corpora_of, corpus_names, read_corpora
 from mmemo.errors import ConfigError, DataError
 from mmemo.io import write_json
 from mmemo.metrics import CONDITION_NAMES, CONDITIONS, mean_and_std
@@ -188,10 +188,7 @@ def cv_rows(cfg: Config, manifest: str | os.PathLike | None = None) -> list[dict
         ConfigError: no manifest is given and the config's data is not valid (see `corpora_of`).
         DataError: a manifest is invalid.
     """
-    if manifest:
-        return read_manifest(manifest)
-    corpora = corpora_of(cfg.data)  # checks data.manifest / data.manifests first
-    return read_manifest(cfg.data.manifest) if cfg.data.manifest else read_corpora(corpora)
+    return read_corpora([Corpus(os.fspath(manifest), "")] if manifest else corpora_of(cfg.data))
 
 
 def cross_validate(
@@ -246,7 +243,7 @@ def cross_validate(
     raw = {c.name: read_manifest(c.path) for c in corpora or ()}
     plans = fold_plan(rows, folds)
     by_corpus = fold_scheme(rows, folds) == "corpus"
-    names = sorted({r.get("corpus") or "" for r in rows})
+    names = corpus_names(rows)
     pooled = len(names) > 1
     order = [fold for fold, _, _ in plans]
     labels = list(cfg.model.labels) or label_set(rows)
@@ -262,7 +259,7 @@ def cross_validate(
                 "are not speaker-independent"
             )
         data = _write_fold_data(fold_rows, corpora, raw, out_dir / f"fold-{fold}")
-        test_corpora = sorted({r.get("corpus") or "" for r in fold_rows if r["split"] == "test"})
+        test_corpora = corpus_names([r for r in fold_rows if r["split"] == "test"])
         tested = f"held-out corpus {fold}" if by_corpus else f"test speakers {', '.join(sorted(speakers['test']))}"
         for seed in seeds:
             tqdm.write(f"cv fold {fold} ({i + 1}/{len(order)}), seed {seed}: {tested}")

@@ -194,9 +194,9 @@ def _read_rows(source: str | os.PathLike, recognizer: EmotionRecognizer, corpus:
                 f"({saved}); the scores use the config's. Give the training config to score as trained"
             )
         return read_corpora(corpora)
-    rows = read_manifest(source)
     if corpus is None:
-        return rows
+        return read_corpora([Corpus(os.fspath(source), "")])  # a `corpus` column keeps its corpora's speakers apart
+    rows = read_manifest(source)
     maps = recognizer.config.label_maps
     if corpus not in maps:
         raise ConfigError(

@@ -63,6 +63,21 @@ def test_pooled_ids_and_speakers_are_prefixed_by_corpus(tmp_path):
     assert [r["id"] for r in read_corpora([Corpus(str(a), "a")])] == ["u0", "u1"]
 
 
+def test_a_manifest_corpus_column_keeps_its_corpora_and_their_speakers_apart(tmp_path):
+    rows = [{**_row(0, "happy", "1"), "corpus": "A"}, {**_row(1, "sad", "1"), "corpus": "B"}, _row(2, "sad", "2")]
+    path = write_manifest(rows, tmp_path / "mixed.jsonl")
+    lone = read_corpora(corpora_of(DataConfig(manifest=str(path))))
+    assert [(r["id"], r["corpus"], r["speaker"]) for r in lone] == [
+        ("u0", "A", "A/1"),  # speaker "1" of A and of B are two people
+        ("u1", "B", "B/1"),
+        ("u2", "mixed", "mixed/2"),  # a row without a corpus takes the file's name
+    ]
+    assert read_corpora([Corpus(str(path), "")]) == lone  # idempotent: already-prefixed speakers stay
+    with pytest.warns(UserWarning, match=r"corpus 'm' .*`corpus` column \(A, B\) is replaced"):
+        named = read_corpora([Corpus(str(path), "m")])
+    assert {r["corpus"] for r in named} == {"m"} and {r["speaker"] for r in named} == {"1", "2"}
+
+
 @pytest.mark.parametrize(
     "data, message",
     [

@@ -8,9 +8,11 @@
 
 A label map renames a corpus's labels into the shared label set (`excited: happy`); `null` drops that label's
 rows; labels it does not list stay as they are. A key that no row of the corpus carries is an error, so a typo
-cannot silently keep a label. Every row keeps its corpus's name in `corpus` (a single `data.manifest` is one
-corpus, named after its `corpus` column or its file). With several corpora ids and speakers become
-"corpus/id" and "corpus/speaker": two corpora's speaker "1" are two people, and per-speaker statistics, speaker
+cannot silently keep a label. Every row keeps its corpus's name in `corpus`: in `data.manifests` the entry's
+`name` (a `corpus` column in that file is replaced, with a warning); for a lone `data.manifest` the rows' own
+`corpus` column, or the file's name where a row has none. With several entries ids and speakers become
+"corpus/id" and "corpus/speaker"; a lone manifest whose `corpus` column names several corpora gets its speakers
+prefixed the same way. Either way two corpora's speaker "1" are two people: per-speaker statistics, speaker
 folds and the id checks must not merge them. The maps travel with the model (`model.label_maps`), so
 `mmemo evaluate --corpus NAME` can score a corpus's own manifest in the shared label set.
 
@@ -60,7 +62,7 @@ def corpora_of(data) -> list[Corpus]:
     if data.corpus_sampling not in SAMPLING:
         raise ConfigError(f"data.corpus_sampling must be one of {', '.join(SAMPLING)}, got {data.corpus_sampling!r}")
     if data.manifest:
-        return [Corpus(data.manifest, Path(data.manifest).stem)]
+        return [Corpus(data.manifest, "")]  # unnamed: its rows' `corpus` column names them (see `relabel`)
     if not data.manifests:
         raise ConfigError(
             "data.manifest is empty; set it in the config or pass data.manifest=PATH "
@@ -133,7 +135,20 @@ def read_corpora(corpora: list[Corpus]) -> list[dict]:
     rows = []
     for corpus in corpora:
         rows += relabel(read_manifest(corpus.path), corpus, prefix=pooled)
-    return rows
+    return rows if pooled else separate_speakers(rows)
+
+
+def separate_speakers(rows: list[dict]) -> list[dict]:
+    """Rows of one manifest whose `corpus` column names several corpora, with speakers written "corpus/speaker"
+    (two corpora's speaker "1" are two people); unchanged when it names one, or a speaker already carries it."""
+    if len(corpus_names(rows)) < 2:
+        return rows
+    return [
+        row
+        if row["speaker"].startswith(f"{row['corpus']}/")
+        else {**row, "speaker": f"{row['corpus']}/{row['speaker']}"}
+        for row in rows
+    ]
 
 
 def relabel(rows: list[dict], corpus: Corpus, prefix: bool = False) -> list[dict]:
@@ -141,7 +156,8 @@ def relabel(rows: list[dict], corpus: Corpus, prefix: bool = False) -> list[dict
 
     Args:
         rows: the corpus's manifest rows (`read_manifest`).
-        corpus: the corpus they come from.
+        corpus: the corpus they come from; an unnamed one (a lone `data.manifest`) keeps each row's own `corpus`
+            column, or takes its file's name.
         prefix: write ids and speakers as "corpus/id" and "corpus/speaker" (several corpora in one run).
 
     Raises:
@@ -156,14 +172,21 @@ def relabel(rows: list[dict], corpus: Corpus, prefix: bool = False) -> list[dict
                 + (f"; did you mean {close[0]!r}?" if close else ".")
                 + f" Its labels are: {', '.join(sorted(present))}"
             )
+    own = sorted({row["corpus"] for row in rows if row.get("corpus")} - {corpus.name})
+    if corpus.name and own:
+        warnings.warn(
+            f"corpus {corpus.name!r} ({corpus.path}): its rows' `corpus` column ({', '.join(own)}) is replaced by "
+            "the data.manifests entry's name; to keep those corpora apart, give each its own manifest and entry"
+        )
     out = []
     for row in rows:
         label = corpus.label_map.get(row["label"], row["label"])
         if label is None:
             continue
-        row = {**row, "label": label, "corpus": corpus.name if prefix else row.get("corpus") or corpus.name}
+        name = corpus.name or row.get("corpus") or Path(corpus.path).stem
+        row = {**row, "label": label, "corpus": name}
         if prefix:
-            row["id"], row["speaker"] = f"{corpus.name}/{row['id']}", f"{corpus.name}/{row['speaker']}"
+            row["id"], row["speaker"] = f"{name}/{row['id']}", f"{name}/{row['speaker']}"
         out.append(row)
     if not out:
         raise DataError(f"corpus {corpus.name!r} ({corpus.path}): its label_map drops every row")
