@@ -226,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_importer_options(p)
     p.set_defaults(func=cmd_prepare)
 
-    data = sub.add_parser("data", help="manifest tools: `mmemo data check MANIFEST`, `mmemo data audit MANIFEST`")
+    data = sub.add_parser(
+        "data", help="manifest tools: `mmemo data check MANIFEST`, `mmemo data audit MANIFEST|CONFIG.yaml`"
+    )
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     p = data_sub.add_parser(
         "check", help="decode every row; list bad rows, leakage and summary tables (exit 1 on errors)"
@@ -246,9 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         "class's threshold (the mean probability of the class over the rows labelled with it) and another class's "
         "probability is above its own. --baseline (the default) scores each row with the classical baseline "
         "trained on the other folds; --model scores with a trained model, which is NOT out of fold for the rows it "
-        "trained on (they look cleaner than they are). The input manifest is never written.",
+        "trained on (they look cleaner than they are). The input manifest is never written. A YAML config instead "
+        "of a manifest audits the pool of its data.manifests, through their label maps, with a per-corpus summary "
+        "(--folds corpus leaves one corpus out; --write-clean needs one corpus's own manifest).",
     )
-    p.add_argument("manifest")
+    p.add_argument("manifest", metavar="MANIFEST|CONFIG.yaml", help="a manifest, or a config whose corpora to pool")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--model", default=None, metavar="DIR", help="score with this trained model (not out of fold)")
     source.add_argument("--baseline", action="store_true", help="score with the out-of-fold baseline (the default)")
@@ -272,7 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         "probability minus the given label's, highest first",
     )
     p.add_argument("-o", "--output", default=None, help="write every scored row, ranked, to this .csv or .jsonl")
-    p.add_argument("--write-clean", metavar="OUT", default=None, help="write the manifest without the suspects to OUT")
+    p.add_argument(
+        "--write-clean",
+        metavar="OUT",
+        default=None,
+        help="write the manifest without the suspects to OUT (not a config)",
+    )
     p.add_argument(
         "--threshold",
         type=float,
@@ -599,7 +608,14 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_data_audit(args) -> None:
-    from mmemo.data.audit import AUDIT_SUFFIXES, audit_manifest, format_summary, write_audit, write_clean
+    from mmemo.data.audit import (
+        AUDIT_SUFFIXES,
+        audit_manifest,
+        check_clean_output,
+        format_summary,
+        write_audit,
+        write_clean,
+    )
     from mmemo.errors import ConfigError
     from mmemo.io import check_output
 
@@ -609,7 +625,7 @@ def cmd_data_audit(args) -> None:
     if args.output:
         check_output(args.output, args.manifest, overwrite=args.overwrite, suffixes=AUDIT_SUFFIXES, what="audit")
     if args.write_clean:
-        check_output(args.write_clean, args.manifest, overwrite=args.overwrite, what="clean manifest")
+        check_clean_output(args.manifest, args.write_clean, overwrite=args.overwrite)
     report = audit_manifest(
         args.manifest,
         model_dir=args.model,

@@ -5,14 +5,23 @@ from __future__ import annotations
 import csv
 import json
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
+import yaml
 
 from mmemo.cli import main
-from mmemo.data.audit import audit_manifest, format_summary, rank_label_issues, write_audit, write_clean
+from mmemo.data.audit import (
+    audit_manifest,
+    check_clean_output,
+    format_summary,
+    rank_label_issues,
+    write_audit,
+    write_clean,
+)
 from mmemo.data.manifest import label_set, read_manifest, write_manifest
-from mmemo.errors import DataError
+from mmemo.errors import ConfigError, DataError
 
 N_FLIPS = 12  # 5 % of the 240-row corpus
 
@@ -157,3 +166,92 @@ def test_model_audit_says_it_is_not_out_of_fold(trained_run, synth_corpus, tmp_p
     assert report.ranked[0]["label_prob"] == pytest.approx(direct.probabilities[row["label"]], abs=1e-4)
     assert main(["data", "audit", str(synth_corpus), "--model", model_dir, "--folds", "4"]) == 2
     assert "apply to the baseline" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pooled(synth_corpus, tmp_path_factory):
+    """Two corpora from the synthetic one, split by speaker, in one config: corpus "b" calls neutral "calm" (mapped
+    back by its label_map) and has N_FLIPS planted flips (10 % of its rows). Returns (config, flipped pooled ids)."""
+    rows = read_manifest(synth_corpus)
+    speakers = sorted({r["speaker"] for r in rows})
+    a = [r for r in rows if r["speaker"] in speakers[::2]]
+    b = [
+        {**r, "label": "calm" if r["label"] == "neutral" else r["label"]}
+        for r in rows
+        if r["speaker"] in speakers[1::2]
+    ]
+    labels = label_set(b)
+    rng = random.Random(0)
+    flipped = set()
+    for i in rng.sample(range(len(b)), N_FLIPS):
+        b[i]["label"] = rng.choice([label for label in labels if label != b[i]["label"]])
+        flipped.add(f"b/{b[i]['id']}")
+    folder = tmp_path_factory.mktemp("pool")
+    entries = [
+        {"path": str(write_manifest(a, folder / "a.jsonl"))},
+        {"path": str(write_manifest(b, folder / "b.jsonl")), "label_map": {"calm": "neutral"}},
+    ]
+    config = folder / "pool.yaml"
+    config.write_text(yaml.safe_dump({"data": {"manifests": entries}}), encoding="utf-8")
+    return config, flipped
+
+
+@pytest.fixture(scope="module")
+def pooled_report(pooled, cache_dir):
+    return audit_manifest(pooled[0], cache_dir=cache_dir, n_jobs=1)
+
+
+def test_a_pooled_config_is_audited_through_its_label_maps(pooled_report, pooled):
+    config, flipped = pooled
+    report = pooled_report
+    assert report.corpora == ("a", "b") and report.labels == ("angry", "happy", "neutral", "sad")
+    assert "out of fold by speaker" in report.source and len(report.ranked) == 240 and not report.unscored
+    by_id = {r["id"]: r for r in report.ranked}
+    raw_b = {r["id"]: r["label"] for r in read_manifest(config.parent / "b.jsonl")}
+    # every row keeps its corpus, ids are "corpus/id", and b's "calm" is read as the pool's "neutral"
+    assert {r["corpus"] for r in report.ranked if r["id"].startswith("a/")} == {"a"}
+    assert all(by_id[f"b/{i}"]["corpus"] == "b" for i in raw_b)
+    assert [by_id[f"b/{i}"]["label"] for i, label in raw_b.items() if label == "calm"] == ["neutral"] * sum(
+        label == "calm" for label in raw_b.values()
+    )
+    ranks = sorted(by_id[i]["rank"] for i in flipped)
+    assert sum(rank <= 36 for rank in ranks) >= 6  # top 15 %; a random ranking puts about 2 of the 12 there
+    # the corpus with the flips has the higher suspect rate
+    rate = {name: np.mean([r["suspect"] for r in report.ranked if r["corpus"] == name]) for name in ("a", "b")}
+    assert rate["b"] > rate["a"]
+
+
+def test_the_summary_has_a_per_corpus_section(pooled_report, report, tmp_path):
+    summary = format_summary(pooled_report)
+    section = summary.split("## Per corpus")[1].split("\n## ")[0]
+    for name in ("a", "b"):
+        records = [r for r in pooled_report.ranked if r["corpus"] == name]
+        suspects = sum(r["suspect"] for r in records)
+        assert f"| {name} | {len(records)} | {suspects} | {suspects / len(records):.1%} |" in section
+    top_b = Counter((r["label"], r["predicted"]) for r in pooled_report.suspects if r["corpus"] == "b").most_common(1)
+    (given, predicted), k = top_b[0]
+    assert f"{given} → {predicted} {k}/" in section
+    assert "## Per corpus" not in format_summary(report)  # one manifest, one corpus: no section
+    out = write_audit(pooled_report, tmp_path / "pool.csv")
+    written = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert [r["corpus"] for r in written] == [r["corpus"] for r in pooled_report.ranked]
+
+
+def test_cli_audits_a_config_leaving_one_corpus_out_and_refuses_to_clean_it(pooled, cache_dir, tmp_path, capsys):
+    config, _ = pooled
+    out = tmp_path / "pool.jsonl"
+    args = ["--folds", "corpus", "--cache-dir", str(cache_dir), "--jobs", "1", "-o", str(out)]
+    status = main(["data", "audit", str(config), *args])
+    printed = capsys.readouterr().out
+    assert status == 0 and "out of fold by corpus" in printed and "## Per corpus" in printed
+    ranked = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert Counter(r["corpus"] for r in ranked) == {"a": 120, "b": 120}
+    before = {p: p.read_bytes() for p in config.parent.iterdir()}
+    # which manifest a clean copy would replace is ambiguous: refused before any scoring
+    assert main(["data", "audit", str(config), "--write-clean", str(tmp_path / "clean.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "ambiguous" in err and "on each corpus's own manifest" in err
+    assert not (tmp_path / "clean.jsonl").exists()
+    with pytest.raises(ConfigError, match="pooling several manifests"):
+        check_clean_output(config, tmp_path / "clean.jsonl")
+    assert {p: p.read_bytes() for p in config.parent.iterdir()} == before

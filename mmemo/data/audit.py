@@ -2,6 +2,7 @@
 
     report = audit_manifest("data/emodb.jsonl")                            # the baseline, out of fold
     report = audit_manifest("data/emodb.jsonl", model_dir="runs/x/model")  # a trained model: NOT out of fold
+    report = audit_manifest("pooled.yaml", folds="corpus")  # data.manifests pooled through their label maps
     print(format_summary(report))
     write_audit(report, "audit.csv")                # every scored row, most suspect first
     write_clean(report, "data/emodb.clean.jsonl")   # the manifest without the suspects
@@ -20,6 +21,11 @@ t_j = the mean of p_j(x) over the rows labelled j (how sure the model is about c
 labelled y is a *suspect* when p_y(x) < t_y and some other class k has p_k(x) >= t_k. Rows are ranked by
 self-confidence p_y(x), lowest first (the default), or by the margin max_{k != y} p_k(x) - p_y(x), highest
 first. The ranking covers every scored row; `suspect` is a separate flag.
+
+A YAML config audits the pool of its `data.manifests` (`mmemo.data.pool.read_corpora`): labels mapped into the
+shared set, ids and speakers "corpus/...", and the baseline trained across corpora, so a corpus whose label
+means something else than the pool's (its "neutral" heard as "sad") shows up in the summary's per-corpus
+section. Every record carries its `corpus`.
 """
 
 from __future__ import annotations
@@ -33,12 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mmemo.config import load_config
 from mmemo.data.manifest import read_manifest, write_manifest
+from mmemo.data.pool import Corpus, corpora_of, corpus_names, read_corpora, warn_partial_labels
 from mmemo.errors import ConfigError, DataError
 from mmemo.io import atomic_write, check_output
 
 RANK_BY = ("self_confidence", "margin")
 AUDIT_SUFFIXES = (".csv", ".jsonl")
+CONFIG_SUFFIXES = (".yaml", ".yml")
+# `corpus` is always written (a lone manifest's is its `corpus` column or its file's name), last so the other
+# columns keep their places: one schema for every audit, so a script reading audits needs no case for pools.
 COLUMNS = (
     "rank",
     "id",
@@ -51,6 +62,7 @@ COLUMNS = (
     "out_of_fold",
     "audio",
     "text",
+    "corpus",
 )
 
 
@@ -59,7 +71,7 @@ class AuditReport:
     """What `audit_manifest` found.
 
     Attributes:
-        manifest: the audited manifest.
+        manifest: the audited manifest, or the YAML config whose `data.manifests` were pooled.
         source: what produced the probabilities ("baseline: ..." or "model: DIR").
         out_of_fold: True when no row was scored by a model trained on it (the baseline), False for a model.
         rank_by: "self_confidence" or "margin".
@@ -67,7 +79,9 @@ class AuditReport:
         thresholds: per-class threshold t_j (NaN for a class no scored row is labelled with).
         ranked: one record per scored row (the keys of `COLUMNS`), most suspect first.
         unscored: ids of rows without probabilities (no usable input, or a label the model does not know).
-        rows: the manifest's rows as read (audio paths absolute), in file order, for `write_clean`.
+        rows: a manifest's rows as read (audio paths absolute), in file order, for `write_clean`; for a config
+            the pooled rows (labels mapped, ids "corpus/id").
+        corpora: the corpus names of the scored rows, sorted (one for a manifest that names one corpus).
     """
 
     manifest: Path
@@ -79,11 +93,17 @@ class AuditReport:
     ranked: tuple[dict, ...]
     unscored: tuple[str, ...]
     rows: tuple[dict, ...]
+    corpora: tuple[str, ...] = ()
 
     @property
     def suspects(self) -> list[dict]:
         """The ranked records flagged as suspects, in rank order."""
         return [r for r in self.ranked if r["suspect"]]
+
+
+def is_config(source: str | os.PathLike) -> bool:
+    """True when `source` names a YAML config (.yaml/.yml) rather than a manifest."""
+    return Path(source).suffix.lower() in CONFIG_SUFFIXES
 
 
 def audit_manifest(
@@ -97,13 +117,14 @@ def audit_manifest(
     device: str = "auto",
     batch_size: int = 16,
 ) -> AuditReport:
-    """Score every row of a manifest and rank the rows whose label looks wrong.
+    """Score every row of a manifest, or of a config's pooled corpora, and rank the rows whose label looks wrong.
 
     Args:
-        manifest: the manifest to audit (read only, never written).
+        manifest: the manifest to audit, or a YAML config (.yaml/.yml) whose `data.manifests` (or
+            `data.manifest`) are read through their label maps as in training. Read only, never written.
         model_dir: a trained mmemo model folder; None uses the classical baseline out of fold.
         folds: baseline only: see `mmemo.cv.assign_folds` (None: the `fold` column when every row has one,
-            else one fold per speaker).
+            else one fold per speaker; "corpus": leave one corpus out, for a pool).
         rank_by: "self_confidence" (given label's probability, lowest first) or "margin" (best other class's
             probability minus the given label's, highest first).
         condition: baseline only: "both" (text+audio features), "audio" or "text".
@@ -116,30 +137,31 @@ def audit_manifest(
         An `AuditReport`.
 
     Raises:
-        ConfigError: unknown `rank_by`, or `folds`/`condition` given with `model_dir`.
+        ConfigError: unknown `rank_by`, or `folds`/`condition` given with `model_dir`; as `load_config`,
+            `corpora_of` and `read_corpora` for a config.
         DataError: as `read_manifest`, `mmemo.baseline.out_of_fold_probabilities` or `load_audio`; no row could
             be scored.
     """
     if rank_by not in RANK_BY:
         raise ConfigError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
-    rows = read_manifest(manifest)
+    rows, scored_rows = _read_source(manifest)
     if model_dir is None:
         from mmemo.baseline import MODEL, out_of_fold_probabilities
         from mmemo.cv import fold_scheme
 
-        folds_by = fold_scheme(rows, folds)
+        folds_by = fold_scheme(scored_rows, folds)
         labels, probabilities = out_of_fold_probabilities(
-            rows, folds=folds_by, condition=condition, cache_dir=cache_dir, n_jobs=n_jobs
+            scored_rows, folds=folds_by, condition=condition, cache_dir=cache_dir, n_jobs=n_jobs
         )
         source = f"baseline ({condition}): {MODEL}, out of fold by {folds_by}"
         out_of_fold = True
     else:
         if folds is not None or condition != "both":
             raise ConfigError("--folds and --modality apply to the baseline; drop them with --model")
-        labels, probabilities = model_probabilities(rows, model_dir, device=device, batch_size=batch_size)
+        labels, probabilities = model_probabilities(scored_rows, model_dir, device=device, batch_size=batch_size)
         source = f"model: {model_dir}"
         out_of_fold = False
-    ranked, thresholds, unscored = rank_label_issues(rows, labels, probabilities, rank_by=rank_by)
+    ranked, thresholds, unscored = rank_label_issues(scored_rows, labels, probabilities, rank_by=rank_by)
     if not ranked:
         raise DataError(f"{manifest}: no row could be scored (rows need audio or text, and a label the model knows)")
     for record in ranked:
@@ -154,7 +176,22 @@ def audit_manifest(
         ranked=tuple(ranked),
         unscored=tuple(unscored),
         rows=tuple(rows),
+        corpora=tuple(corpus_names(scored_rows)),
     )
+
+
+def _read_source(source: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """(the rows `write_clean` keeps, the rows to score) of a manifest or a config.
+
+    A manifest's rows are scored with its speakers kept apart per corpus when its `corpus` column names several
+    (as `mmemo baseline` and `mmemo cv` read it); the clean manifest keeps them as written. A config's rows are
+    its pooled corpora, both times.
+    """
+    if is_config(source):
+        rows = read_corpora(corpora_of(load_config(source).data))
+        warn_partial_labels(rows)  # a label only one corpus has: often a missing map, and a sure "suspect" there
+        return rows, rows
+    return read_manifest(source), read_corpora([Corpus(os.fspath(source), "")])
 
 
 def rank_label_issues(
@@ -163,7 +200,7 @@ def rank_label_issues(
     """Confident-learning thresholds, suspect flags and a ranking of rows from their class probabilities.
 
     Args:
-        rows: manifest rows (`id`, `label`, `audio`, `text` are used).
+        rows: manifest rows (`id`, `label`, `audio`, `text` and, when present, `corpus` are used).
         labels: the class names, in `probabilities`' column order.
         probabilities: (len(rows), len(labels)); a row of NaN is not scored.
         rank_by: "self_confidence" or "margin" (see the module docstring).
@@ -208,6 +245,7 @@ def rank_label_issues(
                 "suspect": bool(suspect[k]),
                 "audio": row["audio"],
                 "text": row["text"],
+                "corpus": row.get("corpus") or "",
             }
         )
     return ranked, {label: float(t) for label, t in zip(labels, thresholds)}, unscored
@@ -271,13 +309,32 @@ def write_audit(report: AuditReport, output: str | os.PathLike, overwrite: bool 
     return output
 
 
+def check_clean_output(source: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse a `--write-clean` target before the scoring: a config source, the audited manifest, an existing file.
+
+    A config pools several manifests, so which file a clean copy replaces is ambiguous; audit each corpus's own
+    manifest to write a clean one (its suspects are those of that corpus alone, its labels its own).
+
+    Raises:
+        ConfigError: `source` is a YAML config.
+        DataError: as `mmemo.io.check_output`.
+    """
+    if is_config(source):
+        raise ConfigError(
+            f"--write-clean: {source} is a config pooling several manifests, so which one to clean is ambiguous; "
+            "audit the pool without --write-clean to see its suspects, then run `mmemo data audit MANIFEST "
+            "--write-clean OUT` on each corpus's own manifest (data.manifests[i].path)"
+        )
+    return check_output(output, source, overwrite=overwrite, what="clean manifest")
+
+
 def write_clean(
     report: AuditReport, output: str | os.PathLike, threshold: float | None = None, overwrite: bool = False
 ) -> tuple[Path, int]:
     """Write the audited manifest without its suspect rows (`mmemo.data.manifest.write_manifest`).
 
     Args:
-        report: the audit.
+        report: the audit of a manifest (not of a config: see `check_clean_output`).
         output: the new manifest (JSONL, or CSV for .csv); never the audited one.
         threshold: drop the rows whose score is beyond it instead of the flagged suspects: with
             rank_by="self_confidence" the rows whose given-label probability is below it, with "margin" the rows
@@ -288,9 +345,10 @@ def write_clean(
         (the path written, the number of rows dropped).
 
     Raises:
+        ConfigError: the report audited a config.
         DataError: `output` is the audited manifest, exists without `overwrite`, or every row would be dropped.
     """
-    output = check_output(output, report.manifest, overwrite=overwrite, what="clean manifest")
+    output = check_clean_output(report.manifest, output, overwrite=overwrite)
     if threshold is None:
         dropped = {r["id"] for r in report.suspects}
     elif report.rank_by == "self_confidence":
@@ -303,8 +361,10 @@ def write_clean(
     return write_manifest(kept, output), len(dropped)
 
 
-def format_summary(report: AuditReport, top: int = 10) -> str:
-    """The audit for the terminal: suspect count, per-class thresholds, given → predicted pairs, the top rows."""
+def format_summary(report: AuditReport, top: int = 10, pairs_per_corpus: int = 3) -> str:
+    """The audit for the terminal: suspect count, per-class thresholds, given → predicted pairs, per corpus when
+    the rows come from several (rows, suspects, suspect rate, their `pairs_per_corpus` commonest pairs), the top
+    rows."""
     n, suspects = len(report.ranked), report.suspects
     lines = [f"# audit of {report.manifest}: {n} rows scored, {len(suspects)} suspect(s) ({len(suspects) / n:.1%})"]
     lines.append(f"probabilities: {report.source}")
@@ -328,6 +388,8 @@ def format_summary(report: AuditReport, top: int = 10) -> str:
     lines += ["| given \\ predicted | " + " | ".join(report.labels) + " |", "|---|" + "---:|" * len(report.labels)]
     for g in report.labels:
         lines.append(f"| {g} | " + " | ".join(str(pairs[g, p] or "·") for p in report.labels) + " |")
+    if len(report.corpora) > 1:
+        lines += ["", *_corpus_section(report, pairs_per_corpus)]
     what = "lowest given-label probability" if report.rank_by == "self_confidence" else "highest margin"
     lines += ["", f"## Top {min(top, n)} rows ({what} first)", ""]
     lines += [
@@ -340,3 +402,22 @@ def format_summary(report: AuditReport, top: int = 10) -> str:
             f"{r['predicted_prob']:.3f} | {r['margin']:+.3f} | {'yes' if r['suspect'] else ''} |"
         )
     return "\n".join(lines)
+
+
+def _corpus_section(report: AuditReport, pairs_per_corpus: int) -> list[str]:
+    """Summary lines: per corpus its rows, suspects, suspect rate and commonest given → predicted suspect pairs.
+
+    A pair reads "neutral → sad 8/30": 8 of the corpus's 30 rows labelled neutral are suspects the pool hears as
+    sad, which is how a label that means something else in one corpus shows up.
+    """
+    lines = ["## Per corpus: suspects and their commonest given → predicted pairs (suspects / rows with that label)"]
+    lines += ["", "| corpus | rows | suspects | rate | top pairs |", "|---|---:|---:|---:|---|"]
+    for name in report.corpora:
+        ranked = [r for r in report.ranked if r["corpus"] == name]
+        suspects = [r for r in ranked if r["suspect"]]
+        by_label = Counter(r["label"] for r in ranked)
+        pairs = Counter((r["label"], r["predicted"]) for r in suspects).most_common(pairs_per_corpus)
+        shown = ", ".join(f"{g} → {p} {k}/{by_label[g]}" for (g, p), k in pairs) or "–"
+        rate = len(suspects) / len(ranked) if ranked else 0.0
+        lines.append(f"| {name} | {len(ranked)} | {len(suspects)} | {rate:.1%} | {shown} |")
+    return lines
