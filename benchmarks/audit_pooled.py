@@ -1,10 +1,10 @@
 """Does the pooled audit (`mmemo data audit CONFIG.yaml`) point at the corpus with the label errors? EmoDB as two.
 
-    python benchmarks/audit_pooled.py [MANIFEST] [--flip male|female] [--rate 0.1] [--seed 0] [--top 0.15]
+    python benchmarks/audit_pooled.py [EMODB_ROOT] [--flip male|female] [--rate 0.1] [--seed 0] [--top 0.15]
                                       [--cache-dir ~/.cache/mmemo/audio] [--json out.json]
 
-MANIFEST is an EmoDB manifest (`mmemo prepare emodb`; default ../exp/emodb.jsonl next to the repository). Its
-speakers are split into two pseudo-corpora, male (03 10 11 12 15) and female (08 09 13 14 16), pooled by a
+EMODB_ROOT is the EmoDB release (default ../shared/data/emodb next to the repository), imported as
+`mmemo prepare emodb` does. Its speakers are split into two pseudo-corpora, male (03 10 11 12 15) and female (08 09 13 14 16), pooled by a
 config with two `data.manifests`; a fraction `--rate` of ONE corpus's rows (`--flip`, chosen with `--seed`)
 gets another label (`audit_planted.plant_flips`). The pool is audited with the out-of-fold baseline
 (`audit_manifest`, the code the CLI runs) under three fold schemes: the `fold` column (the default: EmoDB's
@@ -26,7 +26,8 @@ import yaml
 from audit_planted import plant_flips, score
 
 from mmemo.data.audit import audit_manifest
-from mmemo.data.manifest import read_manifest, write_manifest
+from mmemo.data.corpora import prepare
+from mmemo.data.manifest import write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 SPEAKERS = {"male": ("03", "10", "11", "12", "15"), "female": ("08", "09", "13", "14", "16")}
@@ -55,7 +56,7 @@ def write_pool(rows: list[dict], folder: Path, tag: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("manifest", nargs="?", default=str(REPO.parent / "exp" / "emodb.jsonl"))
+    parser.add_argument("root", nargs="?", default=str(REPO.parent / "shared" / "data" / "emodb"))
     parser.add_argument("--flip", default="male", choices=sorted(SPEAKERS), help="the corpus whose labels flip")
     parser.add_argument("--rate", type=float, default=0.1, help="fraction of that corpus's rows flipped")
     parser.add_argument("--seed", type=int, default=0)
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    rows = read_manifest(args.manifest)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = prepare("emodb", args.root, output=Path(tmp) / "emodb.jsonl")
     flip_rows = [r for r in rows if r["speaker"] in SPEAKERS[args.flip]]
     flipped_part, flipped = plant_flips(flip_rows, args.rate, args.seed)
     flipped_rows = [r for r in rows if r["speaker"] not in SPEAKERS[args.flip]] + flipped_part
