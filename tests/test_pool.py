@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -129,13 +130,14 @@ def test_equal_sampling_gives_each_corpus_the_same_share_of_an_epoch():
     sampler = _sampler(groups, [0.5, 0.5])
     drawn = [i for batch in sampler.batches() for i in batch]
     assert len(drawn) == 360  # the epoch keeps the training split's size
-    assert Counter(groups[i] for i in drawn) == {0: 180, 1: 180}
-    small = Counter(i for i in drawn if groups[i] == 1)
+    assert Counter(groups[i % 360] for i in drawn) == {0: 180, 1: 180}
+    assert len(set(drawn)) == 360  # a repeated clip's copies are distinct indices (own crop and augmentation)
+    small = Counter(i % 360 for i in drawn if groups[i % 360] == 1)
     assert set(small.values()) == {3}  # the small corpus is repeated whole: 3 passes
-    large = [i for i in drawn if groups[i] == 0]
-    assert len(set(large)) == 180  # the large one is subsampled without repeats...
+    large = [i for i in drawn if groups[i % 360] == 0]
+    assert len(set(large)) == 180 and max(large) < 360  # the large one is subsampled without repeats...
     sampler.set_epoch(1)
-    assert {i for b in sampler.batches() for i in b if groups[i] == 0} != set(large)  # ...afresh each epoch
+    assert {i for b in sampler.batches() for i in b if groups[i % 360] == 0} != set(large)  # ...afresh each epoch
 
 
 def test_weighted_sampling_follows_the_weights_and_batches_stay_bucketed():
@@ -145,7 +147,7 @@ def test_weighted_sampling_follows_the_weights_and_batches_stay_bucketed():
     assert shares == [0.75, 0.25]
     durations = [1.0 + (i * 37 % 100) / 25 for i in range(400)]
     sampler = _sampler(groups, shares, durations=durations)
-    counts = Counter(groups[i] for b in sampler.batches() for i in b)
+    counts = Counter(groups[i % 400] for b in sampler.batches() for i in b)
     assert counts == {0: 300, 1: 100}
     natural = BucketBatchSampler(durations, 8, shuffle=True, seed=0)
     assert padding_ratio(sampler.batches(), durations) < 1.15
@@ -272,10 +274,30 @@ def test_repeated_clips_are_spread_over_batches():
     groups = [0] * 3000 + [1] * 300
     sampler = BucketBatchSampler(durations, 16, shuffle=True, seed=0, groups=groups, shares=[0.5, 0.5])
     batches = sampler.batches()
-    assert Counter(groups[i] for b in batches for i in b) == {0: 1650, 1: 1650}
-    repeats = sum(len(b) - len(set(b)) for b in batches)
+    assert Counter(groups[i % 3300] for b in batches for i in b) == {0: 1650, 1: 1650}
+    repeats = sum(len(b) - len({i % 3300 for i in b}) for b in batches)  # copies of one clip in one batch
     assert repeats < 0.15 * 3300
     assert padding_ratio(batches, durations) < 1.1
+
+
+def test_each_copy_of_an_oversampled_clip_gets_its_own_crop_and_augmentation(tmp_path):
+    import soundfile as sf
+
+    from mmemo.data.augment import build_augmenter
+    from mmemo.data.dataset import EmotionDataset
+
+    rate = 16000
+    wave = np.sin(np.linspace(0, 2000, 4 * rate)).astype(np.float32) * np.linspace(0.1, 1.0, 4 * rate, dtype=np.float32)
+    sf.write(tmp_path / "long.wav", wave, rate)
+    rows = [{**_row(i, "happy"), "audio": str(tmp_path / "long.wav")} for i in range(2)]
+    dataset = EmotionDataset(
+        rows, {"happy": 0}, rate, max_seconds=1.0, train=True, augment=build_augmenter({"gain_db": [-6, 6]})
+    )
+    first, copy = dataset[1], dataset[1 + len(rows)]  # clip 1 and its first extra copy (BucketBatchSampler.draw)
+    assert first["id"] == copy["id"] == "u1" and len(first["audio"]) == len(copy["audio"]) == rate
+    assert not np.allclose(first["audio"], copy["audio"])
+    again = dataset[1 + len(rows)]
+    assert np.array_equal(copy["audio"], again["audio"])  # deterministic per index, as a resume needs
 
 
 def test_a_model_keeps_the_maps_its_data_was_read_with_and_scores_part_of_a_corpus(tmp_path):

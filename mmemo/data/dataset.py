@@ -42,7 +42,8 @@ class EmotionDataset(Dataset):
     decoded once into an `AudioCache` there and memory-mapped afterwards (see mmemo/data/cache.py). With
     `augment`, training clips are augmented after the crop (the cache keeps the clean clip), seeded by seed,
     epoch and index like the crop; the item then carries its generator as `augment_rng` for the collator's
-    spectrogram masks.
+    spectrogram masks. An index past the last row is a further copy of row `index % len(rows)` (what an
+    oversampling `BucketBatchSampler` draws): the same row with its own crop and augmentation.
     """
 
     def __init__(
@@ -81,7 +82,8 @@ class EmotionDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict | None:
-        row = self.rows[index]
+        row_index = index % len(self.rows)  # index itself seeds the crop and augmentation: copies differ
+        row = self.rows[row_index]
         audio, extra = None, {}
         if row["audio"]:
             try:
@@ -112,8 +114,8 @@ class EmotionDataset(Dataset):
             **extra,
         }
         if self.functionals is not None:  # of the whole clip, not the crop: utterance-level statistics
-            item["functionals"] = self.functionals[index]
-            item["reference"] = None if self.references is None else self.references[index]
+            item["functionals"] = self.functionals[row_index]
+            item["reference"] = None if self.references is None else self.references[row_index]
         return item
 
     def _clip_functionals(self) -> np.ndarray:
@@ -317,7 +319,8 @@ class BucketBatchSampler(Sampler):
     With `groups` (each clip's corpus index) and `shares` (each corpus's share of an epoch) an epoch first draws
     its clips: `round(share × len(durations))` from each corpus, every clip of a corpus as often as that
     allows and a fresh random subset for the rest, so a small corpus repeats and a large one is subsampled.
-    The draw is then bucketed as above. (A repeated clip gets the same crop and augmentation both times.)
+    The draw is then bucketed as above. The k-th extra copy of clip i is yielded as index i + k × len(durations),
+    which `EmotionDataset` reads as the same row with its own crop and augmentation.
     """
 
     def __init__(
@@ -357,11 +360,11 @@ class BucketBatchSampler(Sampler):
             # Each drawn copy gets its own jitter: the copies of a repeated clip have one duration, and with one
             # jitter they would sort side by side into the same batch (the same clip, crop and augmentation twice).
             drawn = self.draw(rng)
-            keys = [self.durations[i] + (rng.uniform(0.0, 0.3) if self.shuffle else 0.0) for i in drawn]
+            keys = [self.seconds(i) + (rng.uniform(0.0, 0.3) if self.shuffle else 0.0) for i in drawn]
             order = [drawn[k] for k in sorted(range(len(drawn)), key=keys.__getitem__)]
         batches, current, longest = [], [], 0.0
         for i in order:
-            longest_if_added = max(longest, self.durations[i])
+            longest_if_added = max(longest, self.seconds(i))
             too_long = (
                 self.max_batch_seconds > 0
                 and current
@@ -369,7 +372,7 @@ class BucketBatchSampler(Sampler):
             )
             if current and (len(current) >= self.batch_size and self.max_batch_seconds <= 0 or too_long):
                 batches.append(current)
-                current, longest_if_added = [], self.durations[i]
+                current, longest_if_added = [], self.seconds(i)
             current.append(i)
             longest = longest_if_added
         if current:
@@ -395,8 +398,13 @@ class BucketBatchSampler(Sampler):
         drawn = []
         for g, clips in sorted(members.items()):
             passes, rest = divmod(counts[g], len(clips))
-            drawn += clips * passes + rng.sample(clips, rest)
+            drawn += [i + copy * total for copy in range(passes) for i in clips]
+            drawn += [i + passes * total for i in rng.sample(clips, rest)]
         return drawn
+
+    def seconds(self, index: int) -> float:
+        """The duration of the clip an index names (a copy's index past the end names clip `index % len`)."""
+        return self.durations[index % len(self.durations)]
 
     def __iter__(self):
         return iter(self.batches()[self.start :])
@@ -407,6 +415,7 @@ class BucketBatchSampler(Sampler):
 
 def padding_ratio(batches: list[list[int]], durations: list[float]) -> float:
     """Padded audio seconds over real audio seconds for a list of batches (1.0 = no padding)."""
-    real = sum(durations[i] for b in batches for i in b)
-    padded = sum(max(durations[i] for i in b) * len(b) for b in batches)
+    n = len(durations)  # an index past the end is a further copy of clip index % n (corpus oversampling)
+    real = sum(durations[i % n] for b in batches for i in b)
+    padded = sum(max(durations[i % n] for i in b) * len(b) for b in batches)
     return padded / real if real else 1.0
