@@ -51,7 +51,7 @@ from sklearn.preprocessing import StandardScaler
 from mmemo.acoustic import FEATURE_NAMES, enrol_speakers
 from mmemo.cv import _summary, assign_folds, corpus_summary, fold_order, fold_plan
 from mmemo.data.manifest import label_set
-from mmemo.data.pool import Corpus, corpus_names, read_corpora
+from mmemo.data.pool import corpus_names, read_lone_manifest
 from mmemo.errors import ConfigError, DataError
 from mmemo.metrics import CONDITIONS, classification_metrics
 
@@ -97,7 +97,7 @@ def run_baseline(
         raise ConfigError("give --folds or --split, not both")
     if split not in (None, "test"):
         raise ConfigError(f"--split must be 'test' (train on train+valid, score test), got {split!r}")
-    rows = read_corpora([Corpus(os.fspath(manifest), "")]) if rows is None else rows  # speakers kept per corpus
+    rows = read_lone_manifest(manifest) if rows is None else rows  # speakers kept per corpus
     labels = label_set(rows)
     plans = fold_plan(rows, folds) if split is None else [("test", "valid", rows)]  # fold errors before decoding
     audio = extract_functionals(rows, cache_dir=cache_dir, n_jobs=n_jobs)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from mmemo.config import Config
 from mmemo.data.corpora._common import contiguous_folds
 from mmemo.data.manifest import label_set, read_manifest, write_manifest
-from mmemo.data.pool import Corpus, corpora_of, corpus_names, read_corpora
+from mmemo.data.pool import corpora_of, corpus_names, read_corpora, read_lone_manifest
 from mmemo.errors import ConfigError, DataError
 from mmemo.io import write_json
 from mmemo.metrics import CONDITION_NAMES, CONDITIONS, mean_and_std
@@ -188,7 +188,7 @@ def cv_rows(cfg: Config, manifest: str | os.PathLike | None = None) -> list[dict
         ConfigError: no manifest is given and the config's data is not valid (see `corpora_of`).
         DataError: a manifest is invalid.
     """
-    return read_corpora([Corpus(os.fspath(manifest), "")] if manifest else corpora_of(cfg.data))
+    return read_lone_manifest(manifest) if manifest else read_corpora(corpora_of(cfg.data))
 
 
 def cross_validate(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 from mmemo.builders import make_loader
 from mmemo.config import Config, DataConfig, load_config
 from mmemo.data.manifest import read_manifest
-from mmemo.data.pool import Corpus, corpora_of, read_corpora, relabel
+from mmemo.data.pool import Corpus, corpora_of, is_config, read_corpora, read_lone_manifest, relabel
 from mmemo.errors import ConfigError, DataError
 from mmemo.inference import EmotionRecognizer, move_batch
 from mmemo.metrics import CONDITIONS, classification_metrics
@@ -180,7 +179,7 @@ def evaluate_manifest(
 
 def _read_rows(source: str | os.PathLike, recognizer: EmotionRecognizer, corpus: str | None) -> list[dict]:
     """A manifest's rows (through the model's saved label map of `corpus`), or a YAML config's pooled corpora."""
-    if Path(source).suffix.lower() in (".yaml", ".yml"):
+    if is_config(source):
         if corpus:
             raise ConfigError("--corpus maps a manifest's labels; a config's data.manifests bring their own maps")
         corpora = corpora_of(load_config(source).data)
@@ -195,7 +194,7 @@ def _read_rows(source: str | os.PathLike, recognizer: EmotionRecognizer, corpus:
             )
         return read_corpora(corpora)
     if corpus is None:
-        return read_corpora([Corpus(os.fspath(source), "")])  # a `corpus` column keeps its corpora's speakers apart
+        return read_lone_manifest(source)
     rows = read_manifest(source)
     maps = recognizer.config.label_maps
     if corpus not in maps:

@@ -41,13 +41,12 @@ import numpy as np
 
 from mmemo.config import load_config
 from mmemo.data.manifest import read_manifest, write_manifest
-from mmemo.data.pool import Corpus, corpora_of, corpus_names, read_corpora, warn_partial_labels
+from mmemo.data.pool import corpora_of, corpus_names, is_config, read_corpora, read_lone_manifest, warn_partial_labels
 from mmemo.errors import ConfigError, DataError
 from mmemo.io import atomic_write, check_output
 
 RANK_BY = ("self_confidence", "margin")
 AUDIT_SUFFIXES = (".csv", ".jsonl")
-CONFIG_SUFFIXES = (".yaml", ".yml")
 # `corpus` is always written (a lone manifest's is its `corpus` column or its file's name), last so the other
 # columns keep their places: one schema for every audit, so a script reading audits needs no case for pools.
 COLUMNS = (
@@ -99,11 +98,6 @@ class AuditReport:
     def suspects(self) -> list[dict]:
         """The ranked records flagged as suspects, in rank order."""
         return [r for r in self.ranked if r["suspect"]]
-
-
-def is_config(source: str | os.PathLike) -> bool:
-    """True when `source` names a YAML config (.yaml/.yml) rather than a manifest."""
-    return Path(source).suffix.lower() in CONFIG_SUFFIXES
 
 
 def audit_manifest(
@@ -191,7 +185,7 @@ def _read_source(source: str | os.PathLike) -> tuple[list[dict], list[dict]]:
         rows = read_corpora(corpora_of(load_config(source).data))
         warn_partial_labels(rows)  # a label only one corpus has: often a missing map, and a sure "suspect" there
         return rows, rows
-    return read_manifest(source), read_corpora([Corpus(os.fspath(source), "")])
+    return read_manifest(source), read_lone_manifest(source)
 
 
 def rank_label_issues(

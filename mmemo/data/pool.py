@@ -35,6 +35,7 @@ from mmemo.data.manifest import read_manifest
 from mmemo.errors import ConfigError, DataError
 
 SAMPLING = ("natural", "equal", "weighted")
+CONFIG_SUFFIXES = (".yaml", ".yml")  # a source with one of these is a config whose corpora to read, not a manifest
 ENTRY_KEYS = ("path", "name", "label_map", "weight")
 
 
@@ -136,6 +137,17 @@ def read_corpora(corpora: list[Corpus]) -> list[dict]:
     for corpus in corpora:
         rows += relabel(read_manifest(corpus.path), corpus, prefix=pooled)
     return rows if pooled else separate_speakers(rows)
+
+
+def read_lone_manifest(path: str | os.PathLike) -> list[dict]:
+    """A manifest's rows as training reads a lone `data.manifest`: its `corpus` column names their corpora (its
+    file's name where a row has none), and when it names several their speakers are kept apart."""
+    return read_corpora([Corpus(os.fspath(path), "")])
+
+
+def is_config(source: str | os.PathLike) -> bool:
+    """True when `source` names a YAML config (.yaml/.yml) rather than a manifest."""
+    return Path(source).suffix.lower() in CONFIG_SUFFIXES
 
 
 def separate_speakers(rows: list[dict]) -> list[dict]:
