@@ -41,7 +41,7 @@ from mmemo.data.manifest import label_set, read_manifest, write_manifest
 from mmemo.data.pool import corpora_of, corpus_names, read_corpora, read_lone_manifest
 from mmemo.errors import ConfigError, DataError
 from mmemo.io import write_json
-from mmemo.metrics import CONDITION_NAMES, CONDITIONS, mean_and_std
+from mmemo.metrics import CONDITION_NAMES, CONDITIONS, SCORE_HEADER, markdown_table, mean_and_std, score_cells
 
 METRICS = ("wa", "ua", "macro_f1", "weighted_f1")
 
@@ -368,23 +368,14 @@ def format_fold_table(results: dict) -> str:
     """
     by_corpus = results["folds_by"] == "corpus"
     lead = ["held-out corpus", "seed", "n"] if by_corpus else ["fold", "seed", "test speakers", "n"]
-    header = lead + [f"{CONDITION_NAMES[c]} {k}" for c in CONDITIONS for k in ("WA", "UA", "F1")]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(lead) + "---:|" * (len(header) - len(lead))]
-
-    def cells(scores: dict) -> list[str]:
-        return [_num(scores[c][k]) for c in CONDITIONS for k in ("wa", "ua", "macro_f1")]
-
+    rows = []
     for run in results["runs"]:
         speakers = [] if by_corpus else [" ".join(run["test_speakers"])]
-        lines.append(
-            "| "
-            + " | ".join([run["fold"], str(run["seed"]), *speakers, str(run["n"]["test"]), *cells(run["test"])])
-            + " |"
-        )
+        rows.append([run["fold"], str(run["seed"]), *speakers, str(run["n"]["test"]), *score_cells(run["test"])])
     count, blank = len(results["runs"]), [""] * (len(lead) - 3)
-    lines.append("| " + " | ".join(["**mean**", "", f"{count} runs", *blank, *cells(results["mean"])]) + " |")
-    lines.append("| " + " | ".join(["std", "", "", *blank, *cells(results["std"])]) + " |")
-    return "\n".join(lines)
+    rows.append(["**mean**", "", f"{count} runs", *blank, *score_cells(results["mean"])])
+    rows.append(["std", "", "", *blank, *score_cells(results["std"])])
+    return markdown_table(lead + SCORE_HEADER, rows, text_columns=len(lead))
 
 
 def format_corpus_table(results: dict) -> str:
@@ -396,13 +387,9 @@ def format_corpus_table(results: dict) -> str:
     means, stds = results.get("corpus_means"), results.get("corpus_std")
     if not means or results["folds_by"] == "corpus":
         return ""
-    header = ["corpus", "n"] + [f"{CONDITION_NAMES[c]} {k}" for c in CONDITIONS for k in ("WA", "UA", "F1")]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     seeds = max(len(results["seeds"]), 1)
-    for name, mean in means.items():
-        cells = [f"{_num(mean[c][k])} ± {_num(stds[name][c][k])}" for c in CONDITIONS for k in ("wa", "ua", "macro_f1")]
-        lines.append("| " + " | ".join([name, str(mean["both"]["n"] // seeds), *cells]) + " |")
-    return "\n".join(lines)
+    rows = [[name, str(mean["both"]["n"] // seeds), *score_cells(mean, stds[name])] for name, mean in means.items()]
+    return markdown_table(["corpus", "n", *SCORE_HEADER], rows)
 
 
 def format_confusion(results: dict, condition: str = "both") -> str:
@@ -424,10 +411,6 @@ def _summary(scores: list[dict]) -> tuple[dict, dict]:
         n = int(sum(s[c]["n"] for s in scores))
         means[c], stds[c] = {**mean, "n": n}, {**std, "n": n}
     return means, stds
-
-
-def _num(value) -> str:
-    return "–" if value is None or value != value else f"{value:.3f}"
 
 
 def _nan_to_none(value):

@@ -82,16 +82,34 @@ def format_table(results: dict[str, dict], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def format_by_corpus(by_corpus: dict[str, dict[str, dict]], title: str = "") -> str:
-    """A Markdown table with one row per corpus: n, then WA/UA/macro-F1 under each condition."""
+TABLE_SCORES = (("wa", "WA"), ("ua", "UA"), ("macro_f1", "F1"))  # under each condition in per-run/corpus tables
+SCORE_HEADER = [f"{CONDITION_NAMES[c]} {name}" for c in CONDITIONS for _, name in TABLE_SCORES]
+
+
+def score_cells(scores: dict[str, dict], spread: dict[str, dict] | None = None) -> list[str]:
+    """The cells under `SCORE_HEADER`: WA, UA and macro-F1 of each condition, or "mean ± std" with `spread`."""
+    cells = []
+    for c in CONDITIONS:
+        for key, _ in TABLE_SCORES:
+            cell = format_score(scores[c][key])
+            cells.append(cell if spread is None else f"{cell} ± {format_score(spread[c][key])}")
+    return cells
+
+
+def format_score(value: float | None) -> str:
+    """A score with 3 decimals; "–" for none (NaN or None: a condition without rows)."""
+    return "–" if value is None or value != value else f"{value:.3f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]], text_columns: int = 1, title: str = "") -> str:
+    """A Markdown table; the first `text_columns` columns left-aligned, the others (numbers) right-aligned."""
     lines = [title] if title else []
-    header = ["corpus", "n"] + [f"{CONDITION_NAMES[c]} {k}" for c in CONDITIONS for k in ("WA", "UA", "F1")]
-    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for corpus, scores in by_corpus.items():
-        cells = [_cell(scores[c][k]) for c in CONDITIONS for k in ("wa", "ua", "macro_f1")]
-        lines.append(f"| {corpus} | {scores['both']['n']} | " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * text_columns + "---:|" * (len(header) - text_columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _cell(value: float) -> str:
-    return "–" if value != value else f"{value:.3f}"
+def format_by_corpus(by_corpus: dict[str, dict[str, dict]], title: str = "") -> str:
+    """A Markdown table with one row per corpus: n, then WA/UA/macro-F1 under each condition."""
+    rows = [[corpus, str(scores["both"]["n"]), *score_cells(scores)] for corpus, scores in by_corpus.items()]
+    return markdown_table(["corpus", "n", *SCORE_HEADER], rows, title=title)
