@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from mmemo.data.pool import rows_per_corpus
 from mmemo.metrics import CONDITION_NAMES, format_by_corpus, format_table
 
 CARD_SCORES = ("n", "wa", "ua", "macro_f1", "weighted_f1")  # the columns of `format_table`
@@ -77,10 +78,7 @@ class ModelCard:
     def from_splits(cls, splits: dict[str, list[dict]], manifest: str | None = None, **fields) -> ModelCard:
         """A card whose data summary (rows, speakers, label counts per split) is counted from manifest rows."""
         splits = {name: rows for name, rows in splits.items() if rows}
-        corpora = Counter((r.get("corpus") or "", name) for name, rows in splits.items() for r in rows)
-        by_corpus = {}
-        for (corpus, split), n in sorted(corpora.items()):
-            by_corpus.setdefault(corpus, {})[split] = n
+        by_corpus = rows_per_corpus(splits)
         return cls(
             manifest=manifest,
             corpora=by_corpus if len(by_corpus) > 1 else {},

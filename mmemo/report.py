@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ from tqdm.auto import tqdm
 from mmemo.builders import data_name
 from mmemo.config import Config
 from mmemo.data.dataset import padding_ratio
+from mmemo.data.pool import rows_per_corpus
 from mmemo.metrics import CONDITION_NAMES, CONDITIONS, format_by_corpus, format_table
 from mmemo.model import count_parameters
 
@@ -99,11 +99,11 @@ def print_header(run: Run) -> None:
         f"({count_parameters(run.model, trainable_only=True) / 1e6:.2f}M trainable), device {run.device}, "
         f"padding ratio {pad:.2f}, modality dropout {run.cfg.train.modality_dropout}"
     )
-    counts = Counter((r.get("corpus") or "", name) for name, loader in run.loaders.items() for r in loader.dataset.rows)
-    corpora = sorted({corpus for corpus, _ in counts})
-    if len(corpora) > 1:
+    by_corpus = rows_per_corpus({name: loader.dataset.rows for name, loader in run.loaders.items()})
+    if len(by_corpus) > 1:
         listing = "; ".join(
-            f"{corpus} " + " ".join(f"{name} {counts[corpus, name]}" for name in run.loaders) for corpus in corpora
+            f"{corpus} " + " ".join(f"{name} {counts.get(name, 0)}" for name in run.loaders)
+            for corpus, counts in by_corpus.items()
         )
         tqdm.write(f"corpora ({run.cfg.data.corpus_sampling} sampling): {listing}")
 

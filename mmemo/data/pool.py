@@ -233,6 +233,15 @@ def corpus_shares(rows: list[dict], corpora: list[Corpus], sampling: str) -> tup
     return [index[row["corpus"]] for row in rows], [w / sum(raw) for w in raw]
 
 
+def rows_per_corpus(splits: dict[str, list[dict]]) -> dict[str, dict[str, int]]:
+    """{corpus: {split: rows}} in corpus-name order; a split a corpus has no rows in is left out."""
+    counts = Counter((row.get("corpus") or "", name) for name, rows in splits.items() for row in rows)
+    by_corpus: dict[str, dict[str, int]] = {}
+    for (corpus, split), n in sorted(counts.items()):
+        by_corpus.setdefault(corpus, {})[split] = n
+    return by_corpus
+
+
 def corpus_names(rows: list[dict]) -> list[str]:
     """The sorted corpus names of `rows` (their `corpus` column; rows without one count as "")."""
     return sorted({row.get("corpus") or "" for row in rows})
