@@ -37,9 +37,10 @@ from mmemo.config import ModelConfig, build_section
 from mmemo.data.audio import load_audio, prepare_waveform
 from mmemo.data.dataset import Collator, clip_seconds
 from mmemo.distributed import resolve_device
+from mmemo.encoders import encoders_from_configs
 from mmemo.errors import ConfigError, DataError, MmemoError, ModelLoadError
 from mmemo.io import atomic_folder, atomic_write, check_output
-from mmemo.model import EmotionModel, encoders_from_configs
+from mmemo.model import EmotionModel
 from mmemo.model_card import ModelCard, describe_encoder, render_model_card
 
 FORMAT_VERSION = 1

@@ -6,8 +6,9 @@ import torch
 
 from mmemo.acoustic import FEATURE_NAMES, SpeakerProfile
 from mmemo.config import ModelConfig
+from mmemo.encoders import build_encoders
 from mmemo.errors import DataError
-from mmemo.model import EmotionModel, build_encoders
+from mmemo.model import EmotionModel
 
 TINY = {
     "text_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},

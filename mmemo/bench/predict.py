@@ -123,8 +123,9 @@ def write_results(results: dict, path: str | os.PathLike) -> None:
 def _random_model(size: str, rng: np.random.Generator):
     from mmemo.builders import load_feature_extractor
     from mmemo.data.text import train_wordpiece
+    from mmemo.encoders import build_encoders
     from mmemo.inference import EmotionRecognizer
-    from mmemo.model import EmotionModel, build_encoders
+    from mmemo.model import EmotionModel
 
     cfg = ModelConfig(**copy.deepcopy(SIZES[size]), labels=list(LABELS))
     tokenizer = train_wordpiece(_sentences(rng), vocab_size=30522)

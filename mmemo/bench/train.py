@@ -260,7 +260,8 @@ def count_step_flops(
 
 def build_model(size: str, sdpa: bool = True, freeze_cnn: bool = True, vocab_size: int | None = None):
     """A random-weight EmotionModel of `size` with SDPA or eager attention (set in the encoder configs)."""
-    from mmemo.model import EmotionModel, build_encoders
+    from mmemo.encoders import build_encoders
+    from mmemo.model import EmotionModel
 
     cfg = _model_config(size, sdpa, freeze_cnn, vocab_size)
     text, audio = build_encoders(cfg)
