@@ -517,7 +517,8 @@ def cmd_enrol(args) -> None:
 
 
 def cmd_predict_batch(args) -> None:
-    from mmemo.inference import EmotionRecognizer, predict_to_file
+    from mmemo.batch_predict import predict_to_file
+    from mmemo.inference import EmotionRecognizer
 
     recognizer = EmotionRecognizer.from_pretrained(
         args.model_dir, device=args.device, int8=args.int8, threads=args.threads

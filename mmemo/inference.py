@@ -8,19 +8,17 @@ Loading needs nothing else: no network, no pickle.
 Prediction runs in length-sorted mini-batches; every input is encoded once and fused three ways, so a
 text+audio prediction also reports what the same checkpoint says from the text alone and the audio alone.
 
-Long recordings (longer than `window_seconds`) are split where there is speech: frame energy against a
-threshold adapted to the recording (its loud level minus `SPEECH_TOP_DB`, and at least `NOISE_MARGIN_DB` over
-its noise floor); silences of `MIN_SILENCE_SECONDS` or more are skipped, shorter pauses stay inside speech.
-Each speech region longer than the window is cut into windows overlapping by `overlap_seconds`. Every region
-or window is classified on its own (a `Segment`), and the recording's probabilities are the duration-weighted
-mean of its segments'. A transcript given with a long recording is not time-aligned, so the whole transcript
-is fused with every segment (the model was trained on utterance-level text+audio pairs): the text sets what
-it can tell (e.g. valence) and each segment's voice the rest.
+Long recordings (longer than `window_seconds`) are split where there is speech (`mmemo.segmentation`). Every
+region or window is classified on its own (a `Segment`), and the recording's probabilities are the
+duration-weighted mean of its segments'. A transcript given with a long recording is not time-aligned, so the
+whole transcript is fused with every segment (the model was trained on utterance-level text+audio pairs): the
+text sets what it can tell (e.g. valence) and each segment's voice the rest.
+
+Predicting a whole file of inputs is `mmemo.batch_predict`; the terminal table is the cli's.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -35,13 +33,14 @@ from safetensors.torch import load_file, save_model
 
 from mmemo.config import ModelConfig, build_section
 from mmemo.data.audio import load_audio, prepare_waveform
-from mmemo.data.dataset import Collator, clip_seconds
+from mmemo.data.dataset import Collator
 from mmemo.distributed import resolve_device
 from mmemo.encoders import encoders_from_configs
 from mmemo.errors import ConfigError, DataError, MmemoError, ModelLoadError
-from mmemo.io import atomic_folder, atomic_write, check_output
+from mmemo.io import atomic_folder
 from mmemo.model import EmotionModel
 from mmemo.model_card import ModelCard, describe_encoder, render_model_card
+from mmemo.segmentation import OVERLAP_SECONDS, WINDOW_SECONDS, speech_windows
 
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "preprocessor_config.json")
@@ -49,15 +48,6 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "
 # nothing true about this model, whose labels are the top-level id2label.
 ENCODER_HEAD_KEYS = ("id2label", "label2id", "num_labels")
 REPR_DIGITS = 3  # probabilities in reprs; the objects keep full floats
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-
-WINDOW_SECONDS = 8.0  # the training crop length (data.max_audio_seconds); longer audio is segmented
-OVERLAP_SECONDS = 1.0
-SPEECH_TOP_DB = 35.0  # frames this far below the recording's loud level (95th-percentile frame) are silence
-NOISE_MARGIN_DB = 6.0  # ... and so are frames within this of its noise floor (10th-percentile frame)
-MIN_SILENCE_SECONDS = 0.5  # quieter stretches shorter than this are pauses inside speech
-MIN_SPEECH_SECONDS = 0.2  # louder blips shorter than this are clicks, not speech
-SPEECH_PAD_SECONDS = 0.1  # kept on each side of a speech region (onsets and decays sit under the threshold)
 
 
 @dataclass(frozen=True, repr=False)
@@ -533,218 +523,6 @@ class EmotionRecognizer:
         if sampling_rate is None:
             raise DataError(f"{where}: an array needs sampling_rate=... (e.g. predict(audio=x, sampling_rate=16000))")
         return prepare_waveform(audio, sampling_rate, rate, where=where)
-
-
-def speech_regions(wave: np.ndarray, rate: int) -> list[tuple[int, int]]:
-    """Sample ranges [start, end) that hold speech, in order; [] when nothing stands out from the floor.
-
-    A 25 ms frame is speech when its RMS level is above both the recording's loud level (95th-percentile
-    frame) minus `SPEECH_TOP_DB` and its noise floor (10th-percentile frame) plus `NOISE_MARGIN_DB`, so the
-    threshold follows the recording's gain and background noise. Pauses shorter than `MIN_SILENCE_SECONDS`
-    are bridged, regions shorter than `MIN_SPEECH_SECONDS` dropped, and `SPEECH_PAD_SECONDS` kept on each side.
-    """
-    frame, hop = int(0.025 * rate), int(0.010 * rate)
-    if len(wave) < frame:
-        return [(0, len(wave))]
-    frames = np.lib.stride_tricks.sliding_window_view(wave, frame)[::hop]  # (F, frame)
-    level = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)  # (F,) dB
-    loud, floor = np.percentile(level, [95, 10])
-    voiced = level > max(loud - SPEECH_TOP_DB, floor + NOISE_MARGIN_DB)
-    edges = np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]]))
-    runs = [[s * hop, (e - 1) * hop + frame] for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
-    merged = []
-    for run in runs:
-        if merged and run[0] - merged[-1][1] < MIN_SILENCE_SECONDS * rate:
-            merged[-1][1] = run[1]
-        else:
-            merged.append(run)
-    pad = int(SPEECH_PAD_SECONDS * rate)
-    regions = []
-    for a, b in merged:
-        if b - a < MIN_SPEECH_SECONDS * rate:
-            continue
-        a, b = max(0, a - pad), min(len(wave), b + pad)
-        if regions and a <= regions[-1][1]:
-            regions[-1] = (regions[-1][0], b)
-        else:
-            regions.append((a, b))
-    return regions
-
-
-def speech_windows(
-    wave: np.ndarray, rate: int, window_seconds: float = WINDOW_SECONDS, overlap_seconds: float = OVERLAP_SECONDS
-) -> list[tuple[int, int]]:
-    """The segments a long recording is classified in: its speech regions, each longer one cut into windows.
-
-    Windows are `window_seconds` long and overlap by at least `overlap_seconds` (the last one of a region
-    ends where the region ends). A recording without detectable speech is windowed whole.
-    """
-    size, stride = int(window_seconds * rate), int((window_seconds - overlap_seconds) * rate)
-    windows = []
-    for a, b in speech_regions(wave, rate) or [(0, len(wave))]:
-        if b - a <= size:
-            windows.append((a, b))
-        else:
-            windows += [(s, s + size) for s in [*range(a, b - size, stride), b - size]]
-    return windows
-
-
-def batch_inputs(source: str | os.PathLike, split: str | None = None) -> list[dict]:
-    """Rows ({id, audio, text, label, split, start, end}) from an input file, or one per audio file under a folder.
-
-    An input file (.jsonl/.csv) needs only `audio` and/or `text` per row (see `mmemo.data.manifest.read_inputs`);
-    a full manifest works too. A folder gives one row per audio file, searched recursively.
-
-    Args:
-        source: the input file or folder.
-        split: keep only the rows of this split (needs a `split` column).
-
-    Raises:
-        DataError: the file is invalid, the folder holds no audio files, or `split` selects no row.
-    """
-    from mmemo.data.manifest import read_inputs
-
-    source = Path(source)
-    if not source.is_dir():
-        rows = read_inputs(source)
-    else:
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        if not files:
-            raise DataError(f"{source}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder or below")
-        rows = [
-            {
-                "id": p.relative_to(source).with_suffix("").as_posix(),
-                "audio": str(p),
-                "text": "",
-                "label": "",
-                "split": "",
-                "start": None,
-                "end": None,
-            }
-            for p in files
-        ]
-    if split is None:
-        return rows
-    kept = [row for row in rows if row["split"] == split.lower()]
-    if not kept:
-        present = sorted({row["split"] for row in rows if row["split"]})
-        found = f"its splits are {', '.join(present)}" if present else "it has no split column"
-        raise DataError(f"{source}: no rows of split {split!r} ({found}); drop --split or choose another")
-    return kept
-
-
-def predict_to_file(
-    recognizer: EmotionRecognizer,
-    source: str | os.PathLike,
-    output: str | os.PathLike,
-    batch_size: int = 16,
-    overwrite: bool = False,
-    progress: bool = True,
-    split: str | None = None,
-) -> dict:
-    """Predict every row of an input file (or every audio file under a folder); write one row per input.
-
-    Inputs are sorted by duration (from file headers) so each mini-batch pads little; the output keeps input
-    order. A row whose audio cannot be read gets an empty label and an `error` instead of stopping the run.
-    When the input has a `label` column it is written as `true_label`, and the rows whose label is in the
-    model's label set are scored (accuracy and UA, `mmemo.metrics`).
-
-    Args:
-        recognizer: the model.
-        source: a .jsonl/.csv file whose rows have `audio` and/or `text` (optional `id`, `label`, `split`,
-            `start`, `end`; a manifest works), or a folder of audio files.
-        output: a `.csv` (id, path, [true_label,] label, prob_<label>..., error) or `.jsonl` file, written
-            atomically.
-        batch_size: inputs per forward pass.
-        overwrite: replace an existing output file.
-        progress: show a progress bar.
-        split: predict only the rows of this split.
-
-    Returns:
-        {"output": Path, "rows": number of inputs, "errors": number that failed, "scores": metrics of the
-        labelled rows (`classification_metrics`) or None, "unscored": labelled rows not scored (label outside
-        the model's set, or the prediction failed)}.
-
-    Raises:
-        DataError: bad output suffix, output is `source` (even with `overwrite`) or exists without `overwrite`,
-            or an unusable source.
-    """
-    from tqdm.auto import tqdm
-
-    output = check_output(output, source, overwrite=overwrite, suffixes=(".csv", ".jsonl"), what="predictions")
-    rows = batch_inputs(source, split)
-    rate = recognizer.config.sampling_rate
-    order = sorted(range(len(rows)), key=lambda i: clip_seconds(rows[i]))
-    results = [None] * len(rows)  # a Prediction or an error message per row
-    with tqdm(total=len(rows), unit="input", desc="predict", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            chunk, texts, audios = [], [], []
-            for i in order[start : start + batch_size]:
-                row = rows[i]
-                try:
-                    audio = load_audio(row["audio"], rate, row.get("start"), row.get("end")) if row["audio"] else None
-                except DataError as e:
-                    results[i] = str(e)
-                    continue
-                if audio is None and not row["text"].strip():
-                    results[i] = "row has neither text nor audio"
-                    continue
-                chunk.append(i)
-                texts.append(row["text"])
-                audios.append(audio)
-            if chunk:
-                predictions = recognizer.predict(text=texts, audio=audios, sampling_rate=rate, batch_size=batch_size)
-                for i, prediction in zip(chunk, predictions):
-                    results[i] = prediction
-            bar.update(min(batch_size, len(order) - start))
-    _write_results(output, rows, results, recognizer.labels)
-    scores, unscored = _score(rows, results, recognizer.labels)
-    return {
-        "output": output,
-        "rows": len(rows),
-        "errors": sum(isinstance(r, str) for r in results),
-        "scores": scores,
-        "unscored": unscored,
-    }
-
-
-def _score(rows: list[dict], results: list, labels: list[str]) -> tuple[dict | None, int]:
-    """Metrics over the predicted rows whose `label` is in the model's label set; and how many labelled rows
-    could not be scored."""
-    from mmemo.metrics import classification_metrics
-
-    index = {label: i for i, label in enumerate(labels)}
-    labelled = [(row, result) for row, result in zip(rows, results) if row["label"]]
-    scored = [(row, result) for row, result in labelled if row["label"] in index and isinstance(result, Prediction)]
-    if not scored:
-        return None, len(labelled)
-    y_true = [index[row["label"]] for row, _ in scored]
-    y_pred = [index[result.label] for _, result in scored]
-    return classification_metrics(y_true, y_pred, len(labels)), len(labelled) - len(scored)
-
-
-def _write_results(output: Path, rows: list[dict], results: list, labels: list[str]) -> None:
-    truth = any(row["label"] for row in rows)  # carry the input's labels next to the predictions
-    with atomic_write(output, "w", encoding="utf-8", newline="") as f:
-        if output.suffix.lower() == ".csv":
-            writer = csv.writer(f)
-            given = ["true_label"] if truth else []
-            writer.writerow(["id", "path", *given, "label", *(f"prob_{label}" for label in labels), "error"])
-            for row, result in zip(rows, results):
-                given = [row["label"]] if truth else []
-                if isinstance(result, Prediction):
-                    probs = [f"{result.probabilities[label]:.6f}" for label in labels]
-                    writer.writerow([row["id"], row["audio"], *given, result.label, *probs, ""])
-                else:
-                    writer.writerow([row["id"], row["audio"], *given, "", *[""] * len(labels), result])
-        else:
-            for row, result in zip(rows, results):
-                record = {"id": row["id"], "path": row["audio"]} | ({"true_label": row["label"]} if truth else {})
-                if isinstance(result, Prediction):
-                    record |= {k: v for k, v in result.to_dict().items() if k != "segments" or v}
-                else:
-                    record |= {"label": None, "error": result}
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = False) -> dict:
