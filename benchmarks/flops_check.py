@@ -24,7 +24,7 @@ def count(size: str, freeze_cnn: bool, seconds: float, tokens: int, device: torc
 
     The parts come from the forward pass only: FlopCounterMode's module tracking misattributes backward ops.
     """
-    from mmemo.inference import move_batch
+    from mmemo.data.dataset import move_batch
 
     words = [f"w{i}" for i in range(tokens - 2)]  # + [CLS] and [SEP]
     tokenizer = train_wordpiece([" ".join(words)], 1000)

@@ -19,10 +19,11 @@ from tqdm.auto import tqdm
 
 from mmemo.builders import make_loader
 from mmemo.config import Config, DataConfig, load_config
+from mmemo.data.dataset import move_batch
 from mmemo.data.manifest import read_manifest
 from mmemo.data.pool import Corpus, corpora_of, is_config, read_corpora, read_lone_manifest, relabel
 from mmemo.errors import ConfigError, DataError
-from mmemo.inference import EmotionRecognizer, move_batch
+from mmemo.inference import EmotionRecognizer
 from mmemo.metrics import CONDITIONS, classification_metrics
 
 

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_model
 
 from mmemo.config import ModelConfig, build_section
 from mmemo.data.audio import load_audio, prepare_waveform
-from mmemo.data.dataset import Collator
+from mmemo.data.dataset import Collator, move_batch
 from mmemo.distributed import resolve_device
 from mmemo.encoders import encoders_from_configs
 from mmemo.errors import ConfigError, DataError, MmemoError, ModelLoadError
@@ -523,19 +523,6 @@ class EmotionRecognizer:
         if sampling_rate is None:
             raise DataError(f"{where}: an array needs sampling_rate=... (e.g. predict(audio=x, sampling_rate=16000))")
         return prepare_waveform(audio, sampling_rate, rate, where=where)
-
-
-def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = False) -> dict:
-    """Move every tensor in a (nested) batch dict to `device`."""
-
-    def move(value):
-        if isinstance(value, torch.Tensor):
-            return value.to(device, non_blocking=non_blocking)
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        return value
-
-    return move(batch)
 
 
 _WARNED: set[str] = set()

@@ -31,7 +31,7 @@ def test_all_subsets_loss_is_the_weighted_mean_over_views(synth_corpus, tmp_path
     from conftest import tiny_config_dict
 
     from mmemo.config import config_from_dict
-    from mmemo.inference import move_batch
+    from mmemo.data.dataset import move_batch
     from mmemo.model import cross_entropy
     from mmemo.train import loss_step, setup
 

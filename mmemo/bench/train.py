@@ -460,7 +460,7 @@ def _random_batches(dataset, batch_size: int, collator: Collator, seed: int):
 
 def _step(model, optimizer, batch: dict, device: torch.device, bf16: bool, non_blocking: bool) -> torch.Tensor:
     """One training step; no `.item()`, so nothing waits on the device until the pass ends."""
-    from mmemo.inference import move_batch
+    from mmemo.data.dataset import move_batch
     from mmemo.model import cross_entropy
 
     batch = move_batch(batch, device, non_blocking=non_blocking)

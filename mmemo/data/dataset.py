@@ -307,6 +307,19 @@ def split_batch(batch: dict, part: slice) -> dict:
     return cut(batch)
 
 
+def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = False) -> dict:
+    """Move every tensor in a (nested) batch dict to `device`."""
+
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device, non_blocking=non_blocking)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return move(batch)
+
+
 class BucketBatchSampler(Sampler):
     """Batches of similar-length clips, the batch order shuffled each epoch; deterministic per seed and epoch.
 
