@@ -1,9 +1,7 @@
 """EmotionRecognizer: a trained model with its tokenizer, feature extractor and labels; save, load, predict.
 
-A model folder holds `config.json` (mmemo's model config with the label names, Hugging Face's top-level
-`id2label`/`label2id`, the calibration temperature, the model card's fields and both encoders' Hugging Face
-configs), `model.safetensors`, the tokenizer files, `preprocessor_config.json` and a `README.md` model card.
-Loading needs nothing else: no network, no pickle.
+A model folder (`mmemo.model_folder`) holds config.json, safetensors weights, the tokenizer and feature-extractor
+files and a README.md model card; loading needs nothing else: no network, no pickle.
 
 Prediction runs in length-sorted mini-batches; every input is encoded once and fused three ways, so a
 text+audio prediction also reports what the same checkpoint says from the text alone and the audio alone.
@@ -19,8 +17,6 @@ Predicting a whole file of inputs is `mmemo.batch_predict`; the terminal table i
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import tempfile
 import warnings
@@ -29,24 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_model
 
-from mmemo.config import ModelConfig, build_section
+from mmemo.config import ModelConfig
 from mmemo.data.audio import load_audio, prepare_waveform
 from mmemo.data.dataset import Collator, move_batch
 from mmemo.distributed import resolve_device
 from mmemo.encoders import encoders_from_configs
-from mmemo.errors import ConfigError, DataError, MmemoError, ModelLoadError
-from mmemo.io import atomic_folder
+from mmemo.errors import DataError, MmemoError
 from mmemo.model import EmotionModel
-from mmemo.model_card import ModelCard, describe_encoder, render_model_card
+from mmemo.model_card import ModelCard, describe_encoder
+from mmemo.model_folder import check_replaceable, load_weights, local_folder, read_meta, upload, write
 from mmemo.segmentation import OVERLAP_SECONDS, WINDOW_SECONDS, speech_windows
 
-FORMAT_VERSION = 1
-REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "preprocessor_config.json")
-# The encoders are headless base models: their configs' default two-class label maps (LABEL_0, LABEL_1) say
-# nothing true about this model, whose labels are the top-level id2label.
-ENCODER_HEAD_KEYS = ("id2label", "label2id", "num_labels")
 REPR_DIGITS = 3  # probabilities in reprs; the objects keep full floats
 
 
@@ -183,52 +173,11 @@ class EmotionRecognizer:
         device = resolve_device(device, int8=int8, setting="--device")
         if threads:
             torch.set_num_threads(threads)
-        folder = _local_folder(path)
-        missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-        if missing:
-            raise ModelLoadError(
-                f"model folder {folder} is missing {', '.join(missing)}; "
-                "it should be a folder written by `save_pretrained` (e.g. runs/NAME/model)"
-            )
-        try:
-            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelLoadError(f"{folder}/config.json is not valid JSON ({e}); copy the model folder again") from None
-        version = meta.get("mmemo_format")
-        if version != FORMAT_VERSION:
-            raise ModelLoadError(
-                f"{folder}/config.json has mmemo_format {version!r}; this mmemo reads "
-                f"format {FORMAT_VERSION}. Retrain the model or use the mmemo version that wrote it"
-            )
-        try:
-            config = build_section(ModelConfig, meta["model"], f"{folder}/config.json: model")
-        except (ConfigError, KeyError) as e:
-            raise ModelLoadError(f"{folder}/config.json is not a valid mmemo model config: {e}") from None
-        temperature = meta.get("temperature", 1.0)  # folders written before calibration have none
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ModelLoadError(f"{folder}/config.json: temperature must be a positive number, got {temperature!r}")
+        folder = local_folder(path)
+        meta, config, temperature = read_meta(folder)
         text_model, audio_model = encoders_from_configs(meta["text_config"], meta["audio_config"])
         model = EmotionModel(config, len(config.labels), text_model, audio_model)
-        try:
-            state = load_file(folder / "model.safetensors")
-        except Exception as e:  # safetensors raises SafetensorError for a truncated or corrupt file
-            raise ModelLoadError(
-                f"{folder}/model.safetensors cannot be read ({e}); copy the model folder again"
-            ) from None
-        expected = model.state_dict()
-        wrong = [
-            f"{k} {tuple(v.shape)} (config.json gives {tuple(expected[k].shape)})"
-            for k, v in state.items()
-            if k in expected and v.shape != expected[k].shape
-        ]
-        if wrong:
-            raise ModelLoadError(f"{folder}/model.safetensors does not match config.json: {', '.join(wrong[:3])}")
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ModelLoadError(
-                f"{folder}/model.safetensors does not match config.json "
-                f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-            )
+        load_weights(model, folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         feature_extractor = AutoFeatureExtractor.from_pretrained(folder)
         recognizer = cls(model, tokenizer, feature_extractor, config, temperature).to(device)
@@ -252,29 +201,10 @@ class EmotionRecognizer:
                 "an int8-quantized recognizer cannot be saved; save the fp32 one and load it "
                 "with from_pretrained(..., int8=True)"
             )
-        if Path(path).is_dir() and any(Path(path).iterdir()) and not _is_model_folder(Path(path)):
-            raise MmemoError(
-                f"{path} exists and is not an mmemo model folder; save_pretrained replaces the whole folder, so "
-                "choose a new or empty folder (e.g. runs/NAME/model)"
-            )
+        check_replaceable(path)
         if card is not None:
             self.card = card
-        meta = {
-            "mmemo_format": FORMAT_VERSION,
-            "model": dataclasses.asdict(self.config),
-            "id2label": {str(i): label for i, label in enumerate(self.labels)},  # string keys, as Hugging Face's
-            "label2id": {label: i for i, label in enumerate(self.labels)},
-            "temperature": self.temperature,
-            "card": self.card.to_dict(),
-            "text_config": _encoder_config(self.model.text_encoder),
-            "audio_config": _encoder_config(self.model.audio_encoder),
-        }
-        with atomic_folder(path) as tmp:
-            (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-            (tmp / "README.md").write_text(render_model_card(self, self.card), encoding="utf-8")
-            save_model(self.model, str(tmp / "model.safetensors"))
-            self.tokenizer.save_pretrained(tmp)
-            self.feature_extractor.save_pretrained(tmp)
+        write(path, self)
         return Path(path)
 
     def push_to_hub(
@@ -302,27 +232,15 @@ class EmotionRecognizer:
         Raises:
             MmemoError: the upload failed (offline, no or wrong token, no access); the message says why.
         """
-        from huggingface_hub import HfApi
-
-        api = HfApi(endpoint=endpoint, token=token)
         with tempfile.TemporaryDirectory(prefix="mmemo-push-") as tmp:
             folder = self.save_pretrained(Path(tmp) / "model")
-            try:
-                api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
-                commit = api.upload_folder(
-                    repo_id=repo_id, folder_path=folder, repo_type="model", commit_message=commit_message
-                )
-            except Exception as e:  # network, HTTP and offline-mode errors have no common base class
-                raise MmemoError(
-                    f"cannot upload the model to {repo_id!r} on {api.endpoint} ({type(e).__name__}: {e}); check the "
-                    "network, the repository id, and that your token (hf auth login, or HF_TOKEN) may write to it"
-                ) from None
-        return getattr(commit, "commit_url", str(commit))
+            return upload(folder, repo_id, private, token, commit_message, endpoint)
 
     def quantize(self) -> EmotionRecognizer:
         """Replace every `nn.Linear` with a dynamically quantized int8 one (CPU inference only); returns self.
 
-        The wav2vec2 convolutional front end stays fp32, so audio gains less than text.
+        The audio tower's convolutional front end (wav2vec2's CNN, Whisper's two convolutions) stays fp32, so
+        audio gains less than text.
         """
         if self.device.type != "cpu":
             raise MmemoError(f"int8 quantization runs on the CPU only; the model is on {self.device}")
@@ -534,20 +452,6 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-def _is_model_folder(folder: Path) -> bool:
-    """Whether `folder` holds a model folder written by `save_pretrained` (safe to replace)."""
-    try:
-        return "mmemo_format" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-
-
-def _encoder_config(encoder) -> dict:
-    """An encoder wrapper's Hugging Face config as a dict, without the head keys that would name labels it does
-    not have."""
-    return {k: v for k, v in encoder.hf_config.to_dict().items() if k not in ENCODER_HEAD_KEYS}
-
-
 def _rounded(probabilities: dict[str, float]) -> dict[str, float]:
     return {label: round(p, REPR_DIGITS) for label, p in probabilities.items()}
 
@@ -556,19 +460,3 @@ def _as_list(value) -> list:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _local_folder(path: str | os.PathLike) -> Path:
-    folder = Path(path)
-    if folder.is_dir():
-        return folder
-    if isinstance(path, str) and path.count("/") == 1 and not path.startswith((".", "/")):
-        from huggingface_hub import snapshot_download  # a hub id: users with network access get the download
-
-        try:
-            return Path(snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
-        except Exception as e:
-            raise ModelLoadError(
-                f"cannot load model {path!r}: not a local folder, and the hub download failed ({e})"
-            ) from None
-    raise ModelLoadError(f"model folder {path} does not exist; train one with `mmemo train` (see README)")
