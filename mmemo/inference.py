@@ -29,7 +29,7 @@ import torch
 from mmemo.config import ModelConfig
 from mmemo.data.audio import load_audio, prepare_waveform
 from mmemo.data.dataset import Collator, move_batch
-from mmemo.distributed import resolve_device
+from mmemo.device import resolve_device
 from mmemo.encoders import encoders_from_configs
 from mmemo.errors import DataError, MmemoError
 from mmemo.model import EmotionModel

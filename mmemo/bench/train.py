@@ -50,7 +50,7 @@ from mmemo.config import Config, DataConfig, ModelConfig, TrainConfig
 from mmemo.data.cache import AudioCache
 from mmemo.data.dataset import Collator, EmotionDataset, padding_ratio
 from mmemo.data.manifest import write_manifest
-from mmemo.distributed import resolve_device
+from mmemo.device import resolve_device
 from mmemo.errors import ConfigError
 from mmemo.io import write_json
 
@@ -93,7 +93,7 @@ def bench_train(
     """Time the fast path and the naive baseline on the same generated utterances.
 
     Args:
-        device: "cpu", "cuda", "cuda:N" or "auto" (`mmemo.distributed.resolve_device`).
+        device: "cpu", "cuda", "cuda:N" or "auto" (`mmemo.device.resolve_device`).
         size: "tiny" (quick-start shapes, 1–4 s clips) or "base" (BERT-base + wav2vec2-base, 2–10 s clips).
         steps: each recipe makes one pass over `(steps + warmup) × batch_size` utterances: the naive baseline
             in `steps + warmup` random batches, the fast path in its own bucketed batches.
