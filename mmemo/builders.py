@@ -187,7 +187,7 @@ def make_loader(
 
 def set_acoustic_statistics(model: EmotionModel, train_set) -> None:
     """The training clips' functionals mean and std become the model's reference for unknown speakers."""
-    from mmemo.acoustic import SpeakerProfile
+    from mmemo.data.acoustic import SpeakerProfile
 
     usable = train_set.has_functionals()
     if not len(usable):

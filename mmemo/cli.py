@@ -609,7 +609,7 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_data_audit(args) -> None:
-    from mmemo.data.audit import (
+    from mmemo.audit import (
         AUDIT_SUFFIXES,
         audit_manifest,
         check_clean_output,

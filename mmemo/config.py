@@ -63,7 +63,7 @@ class ModelConfig:
     freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all
     freeze_audio_layers: int = 0
     max_text_tokens: int = 128
-    # Utterance acoustic statistics (mmemo.acoustic: pitch, energy, MFCC, voice quality, pauses) of the whole
+    # Utterance acoustic statistics (mmemo.data.acoustic: pitch, energy, MFCC, voice quality, pauses) of the whole
     # clip, standardised and projected to one extra token at the front of the audio stream.
     acoustic_features: bool = False
     # "global": standardise with the training clips' statistics (saved with the model); "speaker": with each

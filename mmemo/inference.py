@@ -321,7 +321,7 @@ class EmotionRecognizer:
         Save it with `.save("me.json")` and pass it (or the path) as `predict(..., speaker_profile=...)`. Five or
         more clips of ordinary speech give a usable profile; the emotions in them do not need to be known.
         """
-        from mmemo.acoustic import SpeakerProfile, functionals
+        from mmemo.data.acoustic import SpeakerProfile, functionals
 
         self._check_acoustic("a speaker profile")
         clips = _as_list(audio)
@@ -343,7 +343,7 @@ class EmotionRecognizer:
         if speaker_profile is None:
             return None
         self._check_acoustic("a speaker profile")
-        from mmemo.acoustic import SpeakerProfile
+        from mmemo.data.acoustic import SpeakerProfile
 
         if not isinstance(speaker_profile, SpeakerProfile):
             speaker_profile = SpeakerProfile.load(speaker_profile)
@@ -353,7 +353,7 @@ class EmotionRecognizer:
         self, items: list[dict], batch_size: int, window_seconds: float, overlap_seconds: float
     ) -> list[Prediction]:
         """Cut long audio into segments, classify every unit in sorted mini-batches, put predictions together."""
-        from mmemo.acoustic import functionals
+        from mmemo.data.acoustic import functionals
 
         rate = self.config.sampling_rate
         units, spans = [], []  # spans[i]: None for a whole input, else its segments' (start, end) samples

@@ -142,7 +142,7 @@ class EmotionModel(nn.Module):
         self.audio_downsample = cfg.audio_downsample
         self.acoustic_proj = None
         if cfg.acoustic_features:
-            from mmemo.acoustic import FEATURE_NAMES, Z_CLIP
+            from mmemo.data.acoustic import FEATURE_NAMES, Z_CLIP
 
             self.acoustic_clip = Z_CLIP  # as SpeakerProfile.normalise clips
 

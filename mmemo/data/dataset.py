@@ -121,7 +121,7 @@ class EmotionDataset(Dataset):
     def _clip_functionals(self) -> np.ndarray:
         """(N, F) acoustic functionals of every row's whole clip, cached with the audio; zeros without audio, NaN
         for a clip that cannot be decoded (skipped later; left out of every statistic)."""
-        from mmemo.acoustic import FEATURE_NAMES
+        from mmemo.data.acoustic import FEATURE_NAMES
 
         table = np.zeros((len(self.rows), len(FEATURE_NAMES)), dtype=np.float32)
         for i, row in enumerate(self.rows):
@@ -145,7 +145,7 @@ class EmotionDataset(Dataset):
     def _speaker_references(self) -> np.ndarray:
         """(N, 2, F) each row's speaker's functionals mean and std, enrolled from that speaker's rows here
         (labels unused); NaN for rows without a speaker or audio (the model then uses its training statistics)."""
-        from mmemo.acoustic import enrol_speakers
+        from mmemo.data.acoustic import enrol_speakers
 
         references = np.full((len(self.rows), 2, self.functionals.shape[1]), np.nan, dtype=np.float32)
         known = [i for i in self.has_functionals() if self.rows[i].get("speaker")]
@@ -248,7 +248,7 @@ class Collator:
         Items from an EmotionDataset carry their whole clip's functionals; others (inference) get them computed
         from their audio here.
         """
-        from mmemo.acoustic import FEATURE_NAMES, functionals
+        from mmemo.data.acoustic import FEATURE_NAMES, functionals
 
         rate = self.feature_extractor.sampling_rate
         values, references = [], []
