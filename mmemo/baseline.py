@@ -48,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_union
 from sklearn.preprocessing import StandardScaler
 
-from mmemo.cv import _summary, assign_folds, corpus_summary, fold_order, fold_plan
+from mmemo.cv import assign_folds, condition_summary, corpus_summary, fold_order, fold_plan
 from mmemo.data.acoustic import FEATURE_NAMES, enrol_speakers
 from mmemo.data.manifest import label_set
 from mmemo.data.pool import corpus_names, read_lone_manifest
@@ -112,7 +112,7 @@ def run_baseline(
             run["held_out_corpus"] = run["fold"]
     corpora = corpus_names(rows)
 
-    mean, std = _summary([r["test"] for r in runs])
+    mean, std = condition_summary([r["test"] for r in runs])
     return {
         "manifest": str(manifest) if manifest is not None else "",
         "corpora": corpora if len(corpora) > 1 else [],
