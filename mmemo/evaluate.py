@@ -114,15 +114,6 @@ def monitored_ua(scores: dict, by_corpus: dict, condition: str, average: str = "
     return scores[condition]["ua"]
 
 
-def evaluate(model, loader: DataLoader, device: torch.device, num_labels: int) -> dict:
-    """Score a loader under three conditions: text+audio, text-only and audio-only (see `collect_logits`).
-
-    Returns:
-        {"both": metrics, "text": metrics, "audio": metrics}, each from `classification_metrics`.
-    """
-    return score(collect_logits(model, loader, device), num_labels)
-
-
 def evaluate_manifest(
     model_dir: str | os.PathLike,
     manifest: str | os.PathLike,
