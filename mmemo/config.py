@@ -44,7 +44,8 @@ class ModelConfig:
     # A BERT-family checkpoint (hub id or folder); None builds a BertModel from `text_config`.
     text_encoder: str | None = None
     text_config: dict = field(default_factory=dict)
-    # A wav2vec2-family checkpoint (hub id or folder); None builds a Wav2Vec2Model from `audio_config`.
+    # A wav2vec2- or Whisper-family checkpoint (hub id or folder; of Whisper only the encoder is used); None builds
+    # a Wav2Vec2Model from `audio_config`, or a Whisper encoder when it says `model_type: whisper`.
     audio_encoder: str | None = None
     audio_config: dict = field(default_factory=dict)
     # Tokenizer checkpoint; None uses the text encoder's, or trains a WordPiece tokenizer when that is None too.

@@ -244,7 +244,8 @@ class EmotionModel(nn.Module):
 
         Args:
             text: {"input_ids", "attention_mask"} from the tokenizer, or None.
-            audio: {"input_values", "attention_mask"} from the feature extractor, or None.
+            audio: {"input_values" (waveforms) or "input_features" (log-mel, Whisper), "attention_mask"} from the
+                feature extractor (plus "functionals", and optionally "reference", with acoustic features), or None.
             text_present / audio_present: (B,) bools marking which samples really have that modality.
             views: more (text_present, audio_present) pairs to fuse the same encodings with (training on
                 several modality subsets at once: the encoders run once, the fusion head once per view).

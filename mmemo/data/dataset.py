@@ -16,7 +16,8 @@ from mmemo.data.augment import Augmenter
 from mmemo.data.cache import AudioCache, clip_functionals
 from mmemo.errors import DataError
 
-# Wav2vec2's convolutional front end needs at least 400 samples (25 ms) to produce one frame.
+# The shortest audio a tower takes: wav2vec2's convolutional front end needs 400 samples (25 ms) for one frame, a
+# log-mel front end (Whisper's) one 25 ms window.
 MIN_AUDIO_SAMPLES = 400
 # Log-mel feature extractors (Whisper's) step 160 samples (10 ms at 16 kHz) per frame.
 MEL_HOP = 160
