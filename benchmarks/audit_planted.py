@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmemo.data.audit import RANK_BY, audit_manifest
+from mmemo.audit import RANK_BY, audit_manifest
 from mmemo.data.corpora import prepare
 from mmemo.data.manifest import label_set, write_manifest
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 from audit_planted import plant_flips, score
 
-from mmemo.data.audit import audit_manifest
+from mmemo.audit import audit_manifest
 from mmemo.data.corpora import prepare
 from mmemo.data.manifest import write_manifest
 

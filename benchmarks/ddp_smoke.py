@@ -16,9 +16,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from mmemo.bench.train import Collator, _step, build_model
+from mmemo.bench.train import build_model, plain_step
 from mmemo.builders import load_feature_extractor
 from mmemo.config import ModelConfig
+from mmemo.data.dataset import Collator
 from mmemo.data.text import train_wordpiece
 
 
@@ -53,7 +54,7 @@ def main() -> int:
             }
             for i in range(4)
         ]
-        loss = _step(ddp, optimizer, collator(items), device, bf16=cuda, non_blocking=True)
+        loss = plain_step(ddp, optimizer, collator(items), device, bf16=cuda, non_blocking=True)
     flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)

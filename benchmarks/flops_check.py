@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmemo.bench.train import _flop_formulas, _step, build_model
+from mmemo.bench.train import build_model, flop_formulas, plain_step
 from mmemo.builders import load_feature_extractor
 from mmemo.config import ModelConfig
 from mmemo.data.dataset import Collator
@@ -24,7 +24,7 @@ def count(size: str, freeze_cnn: bool, seconds: float, tokens: int, device: torc
 
     The parts come from the forward pass only: FlopCounterMode's module tracking misattributes backward ops.
     """
-    from mmemo.inference import move_batch
+    from mmemo.data.dataset import move_batch
 
     words = [f"w{i}" for i in range(tokens - 2)]  # + [CLS] and [SEP]
     tokenizer = train_wordpiece([" ".join(words)], 1000)
@@ -42,11 +42,11 @@ def count(size: str, freeze_cnn: bool, seconds: float, tokens: int, device: torc
     assert batch["text"]["input_ids"].shape[1] == tokens, batch["text"]["input_ids"].shape
     torch.manual_seed(0)
     model = build_model(size, sdpa=True, freeze_cnn=freeze_cnn).to(device).train()
-    with FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as counter:
-        _step(model, None, batch, device, bf16=False, non_blocking=False)
+    with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
+        plain_step(model, None, batch, device, bf16=False, non_blocking=False)
     train = counter.get_total_flops()
     on_device = move_batch(batch, device)
-    with FlopCounterMode(display=False, depth=None, custom_mapping=_flop_formulas()) as counter:
+    with FlopCounterMode(display=False, depth=None, custom_mapping=flop_formulas()) as counter:
         model(on_device["text"], on_device["audio"], on_device["text_present"], on_device["audio_present"])
     by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     total, text = counter.get_total_flops(), _find(by_module, "text_encoder")

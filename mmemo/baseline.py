@@ -7,7 +7,7 @@
     labels, probs = out_of_fold_probabilities(rows, folds="speaker") # each row scored by the other folds' model
 
 What the field reports next to a neural model: if it cannot beat this, it has not learned much. Per condition:
-- audio-only: `mmemo.acoustic.functionals` of each clip → StandardScaler (fit on the training rows) →
+- audio-only: `mmemo.data.acoustic.functionals` of each clip → StandardScaler (fit on the training rows) →
   LogisticRegression;
 - text-only: TF-IDF of word 1-2-grams and char_wb 2-5-grams → LogisticRegression;
 - text+audio: both blocks side by side in one LogisticRegression (a row without text has an all-zero TF-IDF
@@ -48,8 +48,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_union
 from sklearn.preprocessing import StandardScaler
 
-from mmemo.acoustic import FEATURE_NAMES, enrol_speakers
-from mmemo.cv import _summary, assign_folds, corpus_summary, fold_order, fold_plan
+from mmemo.cv import assign_folds, condition_summary, corpus_summary, fold_order, fold_plan
+from mmemo.data.acoustic import FEATURE_NAMES, enrol_speakers
 from mmemo.data.manifest import label_set
 from mmemo.data.pool import corpus_names, read_lone_manifest
 from mmemo.errors import ConfigError, DataError
@@ -112,7 +112,7 @@ def run_baseline(
             run["held_out_corpus"] = run["fold"]
     corpora = corpus_names(rows)
 
-    mean, std = _summary([r["test"] for r in runs])
+    mean, std = condition_summary([r["test"] for r in runs])
     return {
         "manifest": str(manifest) if manifest is not None else "",
         "corpora": corpora if len(corpora) > 1 else [],

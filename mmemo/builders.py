@@ -23,10 +23,11 @@ from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset
 from mmemo.data.manifest import label_set
 from mmemo.data.pool import corpora_of, corpus_shares, read_corpora, warn_partial_labels
 from mmemo.data.text import train_wordpiece
+from mmemo.encoders import build_encoders
 from mmemo.errors import ConfigError, DataError
 from mmemo.inference import EmotionRecognizer
 from mmemo.metrics import CONDITIONS
-from mmemo.model import EmotionModel, build_encoders
+from mmemo.model import EmotionModel
 
 
 def check_settings(cfg: Config, resume: bool) -> None:
@@ -186,7 +187,7 @@ def make_loader(
 
 def set_acoustic_statistics(model: EmotionModel, train_set) -> None:
     """The training clips' functionals mean and std become the model's reference for unknown speakers."""
-    from mmemo.acoustic import SpeakerProfile
+    from mmemo.data.acoustic import SpeakerProfile
 
     usable = train_set.has_functionals()
     if not len(usable):

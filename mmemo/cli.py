@@ -488,7 +488,7 @@ def cmd_ablate(args) -> None:
 
 def cmd_predict(args) -> None:
     from mmemo.errors import DataError
-    from mmemo.inference import EmotionRecognizer, format_prediction
+    from mmemo.inference import EmotionRecognizer
 
     if not args.text and not args.audio:
         raise DataError("give --text, --audio or both")
@@ -517,7 +517,8 @@ def cmd_enrol(args) -> None:
 
 
 def cmd_predict_batch(args) -> None:
-    from mmemo.inference import EmotionRecognizer, predict_to_file
+    from mmemo.batch_predict import predict_to_file
+    from mmemo.inference import EmotionRecognizer
 
     recognizer = EmotionRecognizer.from_pretrained(
         args.model_dir, device=args.device, int8=args.int8, threads=args.threads
@@ -608,7 +609,7 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_data_audit(args) -> None:
-    from mmemo.data.audit import (
+    from mmemo.audit import (
         AUDIT_SUFFIXES,
         audit_manifest,
         check_clean_output,
@@ -701,3 +702,39 @@ def _print_corpus_table(results: dict) -> None:
     if table:
         print("\nper corpus (mean ± std over the runs that tested it):")
         print(table)
+
+
+def format_prediction(prediction, details: bool = False, width: int = 30) -> str:
+    """A table for people: one row per label with its probability and a bar; the top label first.
+
+    Args:
+        prediction: what `EmotionRecognizer.predict` returned (a `Prediction`).
+        details: add a column per modality (what each input alone says) and, for long audio, the segments.
+        width: characters of the longest (probability 1) bar.
+    """
+    columns = [("+".join(prediction.modalities), prediction.probabilities)]
+    if details and len(prediction.per_modality) > 1:
+        columns += [(f"{m} only", p) for m, p in prediction.per_modality.items()]
+    labels = sorted(prediction.probabilities, key=prediction.probabilities.get, reverse=True)
+    name_width = max(len(label) for label in labels)
+    given = " + ".join(prediction.modalities)
+    lines = [f"{prediction.label}  (from {given})", ""]
+    if len(columns) > 1:
+        lines.append(" " * name_width + "  " + "  ".join(f"{title:>10}" for title, _ in columns))
+    for label in labels:
+        p = prediction.probabilities[label]
+        cells = "  ".join(f"{probs[label]:>10.3f}" for _, probs in columns)
+        lines.append(f"{label:<{name_width}}  {cells}  {_bar(p, width)}".rstrip())
+    if details and prediction.segments:
+        lines += ["", "segments:"]
+        lines += [
+            f"  {s.start:7.2f} - {s.end:.2f} s  {s.label:<{name_width}}  {s.probabilities[s.label]:.3f}"
+            for s in prediction.segments
+        ]
+    return "\n".join(lines)
+
+
+def _bar(p: float, width: int) -> str:
+    """A bar of full blocks with an eighth-block tail, so close probabilities look different."""
+    eighths = round(max(0.0, min(1.0, p)) * width * 8)
+    return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]

@@ -26,6 +26,7 @@ import difflib
 import os
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,8 @@ class ModelConfig:
     # A BERT-family checkpoint (hub id or folder); None builds a BertModel from `text_config`.
     text_encoder: str | None = None
     text_config: dict = field(default_factory=dict)
-    # A wav2vec2-family checkpoint (hub id or folder); None builds a Wav2Vec2Model from `audio_config`.
+    # A wav2vec2- or Whisper-family checkpoint (hub id or folder; of Whisper only the encoder is used); None builds
+    # a Wav2Vec2Model from `audio_config`, or a Whisper encoder when it says `model_type: whisper`.
     audio_encoder: str | None = None
     audio_config: dict = field(default_factory=dict)
     # Tokenizer checkpoint; None uses the text encoder's, or trains a WordPiece tokenizer when that is None too.
@@ -63,7 +65,7 @@ class ModelConfig:
     freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all
     freeze_audio_layers: int = 0
     max_text_tokens: int = 128
-    # Utterance acoustic statistics (mmemo.acoustic: pitch, energy, MFCC, voice quality, pauses) of the whole
+    # Utterance acoustic statistics (mmemo.data.acoustic: pitch, energy, MFCC, voice quality, pauses) of the whole
     # clip, standardised and projected to one extra token at the front of the audio stream.
     acoustic_features: bool = False
     # "global": standardise with the training clips' statistics (saved with the model); "speaker": with each
@@ -87,7 +89,6 @@ class DataConfig:
     manifests: list = field(default_factory=list)
     corpus_sampling: str = "natural"  # natural (every row once an epoch), equal (each corpus alike), weighted
     max_audio_seconds: float = 8.0  # longer training clips are randomly cropped, evaluation clips centre-cropped
-    min_audio_seconds: float = 0.1
     batch_size: int = 16
     max_batch_seconds: float = 0.0  # > 0: batches are filled by total audio seconds instead of batch_size
     num_workers: int = 0
@@ -239,6 +240,11 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return cfg
 
 
+# Keys that were once written into every run's config.yaml and are now ignored: a config that has one still loads,
+# with a warning (once per key), until the next release removes them. {section class: {key: why it went}}.
+RETIRED_KEYS = {DataConfig: {"min_audio_seconds": "it was never read"}}
+_WARNED_RETIRED: set[tuple[type, str]] = set()
+
 PATH_KEYS = (("data", "manifest"), ("data", "cache_dir"))
 """The config paths that resolve against the YAML file's folder (see the module docstring)."""
 
@@ -286,6 +292,9 @@ def _apply_override(raw: dict, item: str) -> str:
     if section not in _SECTIONS:
         raise ConfigError(_unknown(where, section, _SECTIONS))
     fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
+    if name in RETIRED_KEYS.get(_SECTIONS[section], {}) and not inner:  # build_section warns and drops it
+        raw.setdefault(section, {})[name] = value
+        return f"{section}.{name}"
     if name not in fields:
         raise ConfigError(_unknown(where, name, fields))
     try:
@@ -323,10 +332,21 @@ def build_section(cls: type, values: dict, where: str):
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
+        if name in RETIRED_KEYS.get(cls, {}):
+            _warn_retired(cls, name, where)
+            continue
         if name not in fields:
             raise ConfigError(_unknown(where, name, fields))
         kwargs[name] = _check_type(value, hints[name], f"{where}.{name}")
     return cls(**kwargs)
+
+
+def _warn_retired(cls: type, name: str, where: str) -> None:
+    """Warn, once per key and process, that a retired key is ignored."""
+    if (cls, name) not in _WARNED_RETIRED:
+        _WARNED_RETIRED.add((cls, name))
+        why = RETIRED_KEYS[cls][name]
+        warnings.warn(f"{where}.{name} is ignored ({why}) and will be removed in the next release; delete it")
 
 
 def _check_type(value, hint, where: str):

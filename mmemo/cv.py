@@ -291,7 +291,7 @@ def cross_validate(
                 run["test_by_corpus"] = {name: _scores(scores) for name, scores in found.items()}
             runs.append(run)
 
-    mean, std = _summary([r["test"] for r in runs])
+    mean, std = condition_summary([r["test"] for r in runs])
     results = {
         "manifest": str(manifest or cfg.data.manifest or ""),
         "corpora": names if pooled else [],
@@ -300,7 +300,7 @@ def cross_validate(
         "seeds": list(seeds),
         "labels": labels,
         "runs": runs,
-        "fold_means": {f: _summary([r["test"] for r in runs if r["fold"] == f])[0] for f in order},
+        "fold_means": {f: condition_summary([r["test"] for r in runs if r["fold"] == f])[0] for f in order},
         "mean": mean,
         "std": std,
         "confusion": {c: np.sum([r["confusion"][c] for r in runs], axis=0).tolist() for c in CONDITIONS},
@@ -335,6 +335,23 @@ def _write_fold_data(fold_rows: list[dict], corpora, raw: dict[str, list[dict]],
     return {"manifest": "", "manifests": entries}
 
 
+def condition_summary(scores: list[dict]) -> tuple[dict, dict]:
+    """Mean and spread of several runs' scores, per condition (cross-validation's and the baseline's summary).
+
+    Args:
+        scores: one {condition: metrics} per run (`classification_metrics` under each condition).
+
+    Returns:
+        ({condition: {metric: mean over runs}}, the same with standard deviations); `n` is summed in both.
+    """
+    means, stds = {}, {}
+    for c in CONDITIONS:
+        mean, std = mean_and_std([s[c] for s in scores], METRICS)
+        n = int(sum(s[c]["n"] for s in scores))
+        means[c], stds[c] = {**mean, "n": n}, {**std, "n": n}
+    return means, stds
+
+
 def corpus_summary(runs: list[dict]) -> dict:
     """{"corpus_means", "corpus_std"}: {corpus: {condition: {metric}}} over the runs that tested each corpus
     (`n` summed), or {} when the runs' test rows are from fewer than two corpora."""
@@ -343,7 +360,9 @@ def corpus_summary(runs: list[dict]) -> dict:
         return {}
     means, stds = {}, {}
     for name in names:
-        means[name], stds[name] = _summary([r["test_by_corpus"][name] for r in runs if name in r["test_by_corpus"]])
+        means[name], stds[name] = condition_summary(
+            [r["test_by_corpus"][name] for r in runs if name in r["test_by_corpus"]]
+        )
     return {"corpus_means": means, "corpus_std": stds}
 
 
@@ -401,16 +420,6 @@ def format_confusion(results: dict, condition: str = "both") -> str:
     ]
     lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, matrix)]
     return "\n".join(lines)
-
-
-def _summary(scores: list[dict]) -> tuple[dict, dict]:
-    """({condition: {metric: mean over runs}}, the same with standard deviations); `n` is summed in both."""
-    means, stds = {}, {}
-    for c in CONDITIONS:
-        mean, std = mean_and_std([s[c] for s in scores], METRICS)
-        n = int(sum(s[c]["n"] for s in scores))
-        means[c], stds[c] = {**mean, "n": n}, {**std, "n": n}
-    return means, stds
 
 
 def _nan_to_none(value):

@@ -19,10 +19,11 @@ from tqdm.auto import tqdm
 
 from mmemo.builders import make_loader
 from mmemo.config import Config, DataConfig, load_config
+from mmemo.data.dataset import move_batch
 from mmemo.data.manifest import read_manifest
 from mmemo.data.pool import Corpus, corpora_of, is_config, read_corpora, read_lone_manifest, relabel
 from mmemo.errors import ConfigError, DataError
-from mmemo.inference import EmotionRecognizer, move_batch
+from mmemo.inference import EmotionRecognizer
 from mmemo.metrics import CONDITIONS, classification_metrics
 
 
@@ -111,15 +112,6 @@ def monitored_ua(scores: dict, by_corpus: dict, condition: str, average: str = "
     if average == "corpus_mean" and uas:
         return float(np.mean(uas))
     return scores[condition]["ua"]
-
-
-def evaluate(model, loader: DataLoader, device: torch.device, num_labels: int) -> dict:
-    """Score a loader under three conditions: text+audio, text-only and audio-only (see `collect_logits`).
-
-    Returns:
-        {"both": metrics, "text": metrics, "audio": metrics}, each from `classification_metrics`.
-    """
-    return score(collect_logits(model, loader, device), num_labels)
 
 
 def evaluate_manifest(

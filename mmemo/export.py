@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmemo.encoders import is_whisper
 from mmemo.errors import MmemoError
 from mmemo.inference import EmotionRecognizer
-from mmemo.model import is_whisper
 
 try:
     import onnx  # noqa: F401  (torch.onnx.export writes through it)

@@ -1,28 +1,22 @@
 """EmotionRecognizer: a trained model with its tokenizer, feature extractor and labels; save, load, predict.
 
-A model folder holds `config.json` (mmemo's model config with the label names, Hugging Face's top-level
-`id2label`/`label2id`, the calibration temperature, the model card's fields and both encoders' Hugging Face
-configs), `model.safetensors`, the tokenizer files, `preprocessor_config.json` and a `README.md` model card.
-Loading needs nothing else: no network, no pickle.
+A model folder (`mmemo.model_folder`) holds config.json, safetensors weights, the tokenizer and feature-extractor
+files and a README.md model card; loading needs nothing else: no network, no pickle.
 
 Prediction runs in length-sorted mini-batches; every input is encoded once and fused three ways, so a
 text+audio prediction also reports what the same checkpoint says from the text alone and the audio alone.
 
-Long recordings (longer than `window_seconds`) are split where there is speech: frame energy against a
-threshold adapted to the recording (its loud level minus `SPEECH_TOP_DB`, and at least `NOISE_MARGIN_DB` over
-its noise floor); silences of `MIN_SILENCE_SECONDS` or more are skipped, shorter pauses stay inside speech.
-Each speech region longer than the window is cut into windows overlapping by `overlap_seconds`. Every region
-or window is classified on its own (a `Segment`), and the recording's probabilities are the duration-weighted
-mean of its segments'. A transcript given with a long recording is not time-aligned, so the whole transcript
-is fused with every segment (the model was trained on utterance-level text+audio pairs): the text sets what
-it can tell (e.g. valence) and each segment's voice the rest.
+Long recordings (longer than `window_seconds`) are split where there is speech (`mmemo.segmentation`). Every
+region or window is classified on its own (a `Segment`), and the recording's probabilities are the
+duration-weighted mean of its segments'. A transcript given with a long recording is not time-aligned, so the
+whole transcript is fused with every segment (the model was trained on utterance-level text+audio pairs): the
+text sets what it can tell (e.g. valence) and each segment's voice the rest.
+
+Predicting a whole file of inputs is `mmemo.batch_predict`; the terminal table is the cli's.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import json
 import os
 import tempfile
 import warnings
@@ -31,32 +25,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_model
 
-from mmemo.config import ModelConfig, build_section
+from mmemo.config import ModelConfig
 from mmemo.data.audio import load_audio, prepare_waveform
-from mmemo.data.dataset import Collator, clip_seconds
-from mmemo.distributed import resolve_device
-from mmemo.errors import ConfigError, DataError, MmemoError, ModelLoadError
-from mmemo.io import atomic_folder, atomic_write, check_output
-from mmemo.model import EmotionModel, encoders_from_configs
-from mmemo.model_card import ModelCard, describe_encoder, render_model_card
+from mmemo.data.dataset import Collator, move_batch
+from mmemo.device import resolve_device
+from mmemo.encoders import encoders_from_configs
+from mmemo.errors import DataError, MmemoError
+from mmemo.model import EmotionModel
+from mmemo.model_card import ModelCard, describe_encoder
+from mmemo.model_folder import check_replaceable, load_weights, local_folder, read_meta, upload, write
+from mmemo.segmentation import OVERLAP_SECONDS, WINDOW_SECONDS, speech_windows
 
-FORMAT_VERSION = 1
-REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "preprocessor_config.json")
-# The encoders are headless base models: their configs' default two-class label maps (LABEL_0, LABEL_1) say
-# nothing true about this model, whose labels are the top-level id2label.
-ENCODER_HEAD_KEYS = ("id2label", "label2id", "num_labels")
 REPR_DIGITS = 3  # probabilities in reprs; the objects keep full floats
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-
-WINDOW_SECONDS = 8.0  # the training crop length (data.max_audio_seconds); longer audio is segmented
-OVERLAP_SECONDS = 1.0
-SPEECH_TOP_DB = 35.0  # frames this far below the recording's loud level (95th-percentile frame) are silence
-NOISE_MARGIN_DB = 6.0  # ... and so are frames within this of its noise floor (10th-percentile frame)
-MIN_SILENCE_SECONDS = 0.5  # quieter stretches shorter than this are pauses inside speech
-MIN_SPEECH_SECONDS = 0.2  # louder blips shorter than this are clicks, not speech
-SPEECH_PAD_SECONDS = 0.1  # kept on each side of a speech region (onsets and decays sit under the threshold)
 
 
 @dataclass(frozen=True, repr=False)
@@ -192,52 +173,11 @@ class EmotionRecognizer:
         device = resolve_device(device, int8=int8, setting="--device")
         if threads:
             torch.set_num_threads(threads)
-        folder = _local_folder(path)
-        missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-        if missing:
-            raise ModelLoadError(
-                f"model folder {folder} is missing {', '.join(missing)}; "
-                "it should be a folder written by `save_pretrained` (e.g. runs/NAME/model)"
-            )
-        try:
-            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelLoadError(f"{folder}/config.json is not valid JSON ({e}); copy the model folder again") from None
-        version = meta.get("mmemo_format")
-        if version != FORMAT_VERSION:
-            raise ModelLoadError(
-                f"{folder}/config.json has mmemo_format {version!r}; this mmemo reads "
-                f"format {FORMAT_VERSION}. Retrain the model or use the mmemo version that wrote it"
-            )
-        try:
-            config = build_section(ModelConfig, meta["model"], f"{folder}/config.json: model")
-        except (ConfigError, KeyError) as e:
-            raise ModelLoadError(f"{folder}/config.json is not a valid mmemo model config: {e}") from None
-        temperature = meta.get("temperature", 1.0)  # folders written before calibration have none
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ModelLoadError(f"{folder}/config.json: temperature must be a positive number, got {temperature!r}")
+        folder = local_folder(path)
+        meta, config, temperature = read_meta(folder)
         text_model, audio_model = encoders_from_configs(meta["text_config"], meta["audio_config"])
         model = EmotionModel(config, len(config.labels), text_model, audio_model)
-        try:
-            state = load_file(folder / "model.safetensors")
-        except Exception as e:  # safetensors raises SafetensorError for a truncated or corrupt file
-            raise ModelLoadError(
-                f"{folder}/model.safetensors cannot be read ({e}); copy the model folder again"
-            ) from None
-        expected = model.state_dict()
-        wrong = [
-            f"{k} {tuple(v.shape)} (config.json gives {tuple(expected[k].shape)})"
-            for k, v in state.items()
-            if k in expected and v.shape != expected[k].shape
-        ]
-        if wrong:
-            raise ModelLoadError(f"{folder}/model.safetensors does not match config.json: {', '.join(wrong[:3])}")
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ModelLoadError(
-                f"{folder}/model.safetensors does not match config.json "
-                f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-            )
+        load_weights(model, folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         feature_extractor = AutoFeatureExtractor.from_pretrained(folder)
         recognizer = cls(model, tokenizer, feature_extractor, config, temperature).to(device)
@@ -261,29 +201,10 @@ class EmotionRecognizer:
                 "an int8-quantized recognizer cannot be saved; save the fp32 one and load it "
                 "with from_pretrained(..., int8=True)"
             )
-        if Path(path).is_dir() and any(Path(path).iterdir()) and not _is_model_folder(Path(path)):
-            raise MmemoError(
-                f"{path} exists and is not an mmemo model folder; save_pretrained replaces the whole folder, so "
-                "choose a new or empty folder (e.g. runs/NAME/model)"
-            )
+        check_replaceable(path)
         if card is not None:
             self.card = card
-        meta = {
-            "mmemo_format": FORMAT_VERSION,
-            "model": dataclasses.asdict(self.config),
-            "id2label": {str(i): label for i, label in enumerate(self.labels)},  # string keys, as Hugging Face's
-            "label2id": {label: i for i, label in enumerate(self.labels)},
-            "temperature": self.temperature,
-            "card": self.card.to_dict(),
-            "text_config": _encoder_config(self.model.text_encoder),
-            "audio_config": _encoder_config(self.model.audio_encoder),
-        }
-        with atomic_folder(path) as tmp:
-            (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-            (tmp / "README.md").write_text(render_model_card(self, self.card), encoding="utf-8")
-            save_model(self.model, str(tmp / "model.safetensors"))
-            self.tokenizer.save_pretrained(tmp)
-            self.feature_extractor.save_pretrained(tmp)
+        write(path, self)
         return Path(path)
 
     def push_to_hub(
@@ -311,27 +232,15 @@ class EmotionRecognizer:
         Raises:
             MmemoError: the upload failed (offline, no or wrong token, no access); the message says why.
         """
-        from huggingface_hub import HfApi
-
-        api = HfApi(endpoint=endpoint, token=token)
         with tempfile.TemporaryDirectory(prefix="mmemo-push-") as tmp:
             folder = self.save_pretrained(Path(tmp) / "model")
-            try:
-                api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
-                commit = api.upload_folder(
-                    repo_id=repo_id, folder_path=folder, repo_type="model", commit_message=commit_message
-                )
-            except Exception as e:  # network, HTTP and offline-mode errors have no common base class
-                raise MmemoError(
-                    f"cannot upload the model to {repo_id!r} on {api.endpoint} ({type(e).__name__}: {e}); check the "
-                    "network, the repository id, and that your token (hf auth login, or HF_TOKEN) may write to it"
-                ) from None
-        return getattr(commit, "commit_url", str(commit))
+            return upload(folder, repo_id, private, token, commit_message, endpoint)
 
     def quantize(self) -> EmotionRecognizer:
         """Replace every `nn.Linear` with a dynamically quantized int8 one (CPU inference only); returns self.
 
-        The wav2vec2 convolutional front end stays fp32, so audio gains less than text.
+        The audio tower's convolutional front end (wav2vec2's CNN, Whisper's two convolutions) stays fp32, so
+        audio gains less than text.
         """
         if self.device.type != "cpu":
             raise MmemoError(f"int8 quantization runs on the CPU only; the model is on {self.device}")
@@ -412,7 +321,7 @@ class EmotionRecognizer:
         Save it with `.save("me.json")` and pass it (or the path) as `predict(..., speaker_profile=...)`. Five or
         more clips of ordinary speech give a usable profile; the emotions in them do not need to be known.
         """
-        from mmemo.acoustic import SpeakerProfile, functionals
+        from mmemo.data.acoustic import SpeakerProfile, functionals
 
         self._check_acoustic("a speaker profile")
         clips = _as_list(audio)
@@ -434,7 +343,7 @@ class EmotionRecognizer:
         if speaker_profile is None:
             return None
         self._check_acoustic("a speaker profile")
-        from mmemo.acoustic import SpeakerProfile
+        from mmemo.data.acoustic import SpeakerProfile
 
         if not isinstance(speaker_profile, SpeakerProfile):
             speaker_profile = SpeakerProfile.load(speaker_profile)
@@ -444,7 +353,7 @@ class EmotionRecognizer:
         self, items: list[dict], batch_size: int, window_seconds: float, overlap_seconds: float
     ) -> list[Prediction]:
         """Cut long audio into segments, classify every unit in sorted mini-batches, put predictions together."""
-        from mmemo.acoustic import functionals
+        from mmemo.data.acoustic import functionals
 
         rate = self.config.sampling_rate
         units, spans = [], []  # spans[i]: None for a whole input, else its segments' (start, end) samples
@@ -534,267 +443,6 @@ class EmotionRecognizer:
         return prepare_waveform(audio, sampling_rate, rate, where=where)
 
 
-def speech_regions(wave: np.ndarray, rate: int) -> list[tuple[int, int]]:
-    """Sample ranges [start, end) that hold speech, in order; [] when nothing stands out from the floor.
-
-    A 25 ms frame is speech when its RMS level is above both the recording's loud level (95th-percentile
-    frame) minus `SPEECH_TOP_DB` and its noise floor (10th-percentile frame) plus `NOISE_MARGIN_DB`, so the
-    threshold follows the recording's gain and background noise. Pauses shorter than `MIN_SILENCE_SECONDS`
-    are bridged, regions shorter than `MIN_SPEECH_SECONDS` dropped, and `SPEECH_PAD_SECONDS` kept on each side.
-    """
-    frame, hop = int(0.025 * rate), int(0.010 * rate)
-    if len(wave) < frame:
-        return [(0, len(wave))]
-    frames = np.lib.stride_tricks.sliding_window_view(wave, frame)[::hop]  # (F, frame)
-    level = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)  # (F,) dB
-    loud, floor = np.percentile(level, [95, 10])
-    voiced = level > max(loud - SPEECH_TOP_DB, floor + NOISE_MARGIN_DB)
-    edges = np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]]))
-    runs = [[s * hop, (e - 1) * hop + frame] for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
-    merged = []
-    for run in runs:
-        if merged and run[0] - merged[-1][1] < MIN_SILENCE_SECONDS * rate:
-            merged[-1][1] = run[1]
-        else:
-            merged.append(run)
-    pad = int(SPEECH_PAD_SECONDS * rate)
-    regions = []
-    for a, b in merged:
-        if b - a < MIN_SPEECH_SECONDS * rate:
-            continue
-        a, b = max(0, a - pad), min(len(wave), b + pad)
-        if regions and a <= regions[-1][1]:
-            regions[-1] = (regions[-1][0], b)
-        else:
-            regions.append((a, b))
-    return regions
-
-
-def speech_windows(
-    wave: np.ndarray, rate: int, window_seconds: float = WINDOW_SECONDS, overlap_seconds: float = OVERLAP_SECONDS
-) -> list[tuple[int, int]]:
-    """The segments a long recording is classified in: its speech regions, each longer one cut into windows.
-
-    Windows are `window_seconds` long and overlap by at least `overlap_seconds` (the last one of a region
-    ends where the region ends). A recording without detectable speech is windowed whole.
-    """
-    size, stride = int(window_seconds * rate), int((window_seconds - overlap_seconds) * rate)
-    windows = []
-    for a, b in speech_regions(wave, rate) or [(0, len(wave))]:
-        if b - a <= size:
-            windows.append((a, b))
-        else:
-            windows += [(s, s + size) for s in [*range(a, b - size, stride), b - size]]
-    return windows
-
-
-def batch_inputs(source: str | os.PathLike, split: str | None = None) -> list[dict]:
-    """Rows ({id, audio, text, label, split, start, end}) from an input file, or one per audio file under a folder.
-
-    An input file (.jsonl/.csv) needs only `audio` and/or `text` per row (see `mmemo.data.manifest.read_inputs`);
-    a full manifest works too. A folder gives one row per audio file, searched recursively.
-
-    Args:
-        source: the input file or folder.
-        split: keep only the rows of this split (needs a `split` column).
-
-    Raises:
-        DataError: the file is invalid, the folder holds no audio files, or `split` selects no row.
-    """
-    from mmemo.data.manifest import read_inputs
-
-    source = Path(source)
-    if not source.is_dir():
-        rows = read_inputs(source)
-    else:
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        if not files:
-            raise DataError(f"{source}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder or below")
-        rows = [
-            {
-                "id": p.relative_to(source).with_suffix("").as_posix(),
-                "audio": str(p),
-                "text": "",
-                "label": "",
-                "split": "",
-                "start": None,
-                "end": None,
-            }
-            for p in files
-        ]
-    if split is None:
-        return rows
-    kept = [row for row in rows if row["split"] == split.lower()]
-    if not kept:
-        present = sorted({row["split"] for row in rows if row["split"]})
-        found = f"its splits are {', '.join(present)}" if present else "it has no split column"
-        raise DataError(f"{source}: no rows of split {split!r} ({found}); drop --split or choose another")
-    return kept
-
-
-def predict_to_file(
-    recognizer: EmotionRecognizer,
-    source: str | os.PathLike,
-    output: str | os.PathLike,
-    batch_size: int = 16,
-    overwrite: bool = False,
-    progress: bool = True,
-    split: str | None = None,
-) -> dict:
-    """Predict every row of an input file (or every audio file under a folder); write one row per input.
-
-    Inputs are sorted by duration (from file headers) so each mini-batch pads little; the output keeps input
-    order. A row whose audio cannot be read gets an empty label and an `error` instead of stopping the run.
-    When the input has a `label` column it is written as `true_label`, and the rows whose label is in the
-    model's label set are scored (accuracy and UA, `mmemo.metrics`).
-
-    Args:
-        recognizer: the model.
-        source: a .jsonl/.csv file whose rows have `audio` and/or `text` (optional `id`, `label`, `split`,
-            `start`, `end`; a manifest works), or a folder of audio files.
-        output: a `.csv` (id, path, [true_label,] label, prob_<label>..., error) or `.jsonl` file, written
-            atomically.
-        batch_size: inputs per forward pass.
-        overwrite: replace an existing output file.
-        progress: show a progress bar.
-        split: predict only the rows of this split.
-
-    Returns:
-        {"output": Path, "rows": number of inputs, "errors": number that failed, "scores": metrics of the
-        labelled rows (`classification_metrics`) or None, "unscored": labelled rows not scored (label outside
-        the model's set, or the prediction failed)}.
-
-    Raises:
-        DataError: bad output suffix, output is `source` (even with `overwrite`) or exists without `overwrite`,
-            or an unusable source.
-    """
-    from tqdm.auto import tqdm
-
-    output = check_output(output, source, overwrite=overwrite, suffixes=(".csv", ".jsonl"), what="predictions")
-    rows = batch_inputs(source, split)
-    rate = recognizer.config.sampling_rate
-    order = sorted(range(len(rows)), key=lambda i: clip_seconds(rows[i]))
-    results = [None] * len(rows)  # a Prediction or an error message per row
-    with tqdm(total=len(rows), unit="input", desc="predict", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            chunk, texts, audios = [], [], []
-            for i in order[start : start + batch_size]:
-                row = rows[i]
-                try:
-                    audio = load_audio(row["audio"], rate, row.get("start"), row.get("end")) if row["audio"] else None
-                except DataError as e:
-                    results[i] = str(e)
-                    continue
-                if audio is None and not row["text"].strip():
-                    results[i] = "row has neither text nor audio"
-                    continue
-                chunk.append(i)
-                texts.append(row["text"])
-                audios.append(audio)
-            if chunk:
-                predictions = recognizer.predict(text=texts, audio=audios, sampling_rate=rate, batch_size=batch_size)
-                for i, prediction in zip(chunk, predictions):
-                    results[i] = prediction
-            bar.update(min(batch_size, len(order) - start))
-    _write_results(output, rows, results, recognizer.labels)
-    scores, unscored = _score(rows, results, recognizer.labels)
-    return {
-        "output": output,
-        "rows": len(rows),
-        "errors": sum(isinstance(r, str) for r in results),
-        "scores": scores,
-        "unscored": unscored,
-    }
-
-
-def _score(rows: list[dict], results: list, labels: list[str]) -> tuple[dict | None, int]:
-    """Metrics over the predicted rows whose `label` is in the model's label set; and how many labelled rows
-    could not be scored."""
-    from mmemo.metrics import classification_metrics
-
-    index = {label: i for i, label in enumerate(labels)}
-    labelled = [(row, result) for row, result in zip(rows, results) if row["label"]]
-    scored = [(row, result) for row, result in labelled if row["label"] in index and isinstance(result, Prediction)]
-    if not scored:
-        return None, len(labelled)
-    y_true = [index[row["label"]] for row, _ in scored]
-    y_pred = [index[result.label] for _, result in scored]
-    return classification_metrics(y_true, y_pred, len(labels)), len(labelled) - len(scored)
-
-
-def _write_results(output: Path, rows: list[dict], results: list, labels: list[str]) -> None:
-    truth = any(row["label"] for row in rows)  # carry the input's labels next to the predictions
-    with atomic_write(output, "w", encoding="utf-8", newline="") as f:
-        if output.suffix.lower() == ".csv":
-            writer = csv.writer(f)
-            given = ["true_label"] if truth else []
-            writer.writerow(["id", "path", *given, "label", *(f"prob_{label}" for label in labels), "error"])
-            for row, result in zip(rows, results):
-                given = [row["label"]] if truth else []
-                if isinstance(result, Prediction):
-                    probs = [f"{result.probabilities[label]:.6f}" for label in labels]
-                    writer.writerow([row["id"], row["audio"], *given, result.label, *probs, ""])
-                else:
-                    writer.writerow([row["id"], row["audio"], *given, "", *[""] * len(labels), result])
-        else:
-            for row, result in zip(rows, results):
-                record = {"id": row["id"], "path": row["audio"]} | ({"true_label": row["label"]} if truth else {})
-                if isinstance(result, Prediction):
-                    record |= {k: v for k, v in result.to_dict().items() if k != "segments" or v}
-                else:
-                    record |= {"label": None, "error": result}
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = False) -> dict:
-    """Move every tensor in a (nested) batch dict to `device`."""
-
-    def move(value):
-        if isinstance(value, torch.Tensor):
-            return value.to(device, non_blocking=non_blocking)
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        return value
-
-    return move(batch)
-
-
-def format_prediction(prediction: Prediction, details: bool = False, width: int = 30) -> str:
-    """A table for people: one row per label with its probability and a bar; the top label first.
-
-    Args:
-        prediction: what `predict` returned.
-        details: add a column per modality (what each input alone says) and, for long audio, the segments.
-        width: characters of the longest (probability 1) bar.
-    """
-    columns = [("+".join(prediction.modalities), prediction.probabilities)]
-    if details and len(prediction.per_modality) > 1:
-        columns += [(f"{m} only", p) for m, p in prediction.per_modality.items()]
-    labels = sorted(prediction.probabilities, key=prediction.probabilities.get, reverse=True)
-    name_width = max(len(label) for label in labels)
-    given = " + ".join(prediction.modalities)
-    lines = [f"{prediction.label}  (from {given})", ""]
-    if len(columns) > 1:
-        lines.append(" " * name_width + "  " + "  ".join(f"{title:>10}" for title, _ in columns))
-    for label in labels:
-        p = prediction.probabilities[label]
-        cells = "  ".join(f"{probs[label]:>10.3f}" for _, probs in columns)
-        lines.append(f"{label:<{name_width}}  {cells}  {_bar(p, width)}".rstrip())
-    if details and prediction.segments:
-        lines += ["", "segments:"]
-        lines += [
-            f"  {s.start:7.2f} - {s.end:.2f} s  {s.label:<{name_width}}  {s.probabilities[s.label]:.3f}"
-            for s in prediction.segments
-        ]
-    return "\n".join(lines)
-
-
-def _bar(p: float, width: int) -> str:
-    """A bar of full blocks with an eighth-block tail, so close probabilities look different."""
-    eighths = round(max(0.0, min(1.0, p)) * width * 8)
-    return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
-
-
 _WARNED: set[str] = set()
 
 
@@ -802,20 +450,6 @@ def _warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
         warnings.warn(message, stacklevel=3)
-
-
-def _is_model_folder(folder: Path) -> bool:
-    """Whether `folder` holds a model folder written by `save_pretrained` (safe to replace)."""
-    try:
-        return "mmemo_format" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-
-
-def _encoder_config(encoder) -> dict:
-    """An encoder wrapper's Hugging Face config as a dict, without the head keys that would name labels it does
-    not have."""
-    return {k: v for k, v in encoder.hf_config.to_dict().items() if k not in ENCODER_HEAD_KEYS}
 
 
 def _rounded(probabilities: dict[str, float]) -> dict[str, float]:
@@ -826,19 +460,3 @@ def _as_list(value) -> list:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _local_folder(path: str | os.PathLike) -> Path:
-    folder = Path(path)
-    if folder.is_dir():
-        return folder
-    if isinstance(path, str) and path.count("/") == 1 and not path.startswith((".", "/")):
-        from huggingface_hub import snapshot_download  # a hub id: users with network access get the download
-
-        try:
-            return Path(snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
-        except Exception as e:
-            raise ModelLoadError(
-                f"cannot load model {path!r}: not a local folder, and the hub download failed ({e})"
-            ) from None
-    raise ModelLoadError(f"model folder {path} does not exist; train one with `mmemo train` (see README)")

@@ -242,7 +242,7 @@ def _label_map_section(label_maps: dict) -> list[str]:
 
 
 def describe_encoder(encoder) -> str:
-    """One line on an encoder wrapper (mmemo.model): class, model type, width, depth and parameter count."""
+    """One line on an encoder wrapper (mmemo.encoders): class, model type, width, depth and parameter count."""
     config = encoder.hf_config
     params = sum(p.numel() for p in encoder.parameters())
     return (

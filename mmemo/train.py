@@ -45,10 +45,11 @@ from mmemo.calibration import calibrate
 from mmemo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmemo.config import Config
 from mmemo.data.augment import build_augmenter
-from mmemo.data.dataset import split_batch
-from mmemo.distributed import barrier, init_distributed, no_sync, resolve_device, wrap_model
+from mmemo.data.dataset import move_batch, split_batch
+from mmemo.device import resolve_device
+from mmemo.distributed import barrier, init_distributed, no_sync, wrap_model
 from mmemo.evaluate import collect_logits, monitored_ua, score, score_by_corpus
-from mmemo.inference import EmotionRecognizer, move_batch
+from mmemo.inference import EmotionRecognizer
 from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, cross_entropy
 from mmemo.model_card import ModelCard

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mmemo.acoustic import FEATURE_NAMES, FEATURES_VERSION, SpeakerProfile, functionals
+from mmemo.data.acoustic import FEATURE_NAMES, FEATURES_VERSION, SpeakerProfile, functionals
 from mmemo.data.audio import load_audio
 from mmemo.data.cache import AudioCache
 from mmemo.errors import DataError

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmemo.acoustic import FEATURE_NAMES, SpeakerProfile
 from mmemo.config import ModelConfig
+from mmemo.data.acoustic import FEATURE_NAMES, SpeakerProfile
+from mmemo.encoders import build_encoders
 from mmemo.errors import DataError
-from mmemo.model import EmotionModel, build_encoders
+from mmemo.model import EmotionModel
 
 TINY = {
     "text_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
@@ -80,7 +81,7 @@ def test_statistics_travel_with_the_model_and_a_speaker_profile_changes_predicti
     result = train(config_from_dict(cfg))
     rec = EmotionRecognizer.from_pretrained(result["model_dir"])
     train_rows = [r for r in read_manifest(synth_corpus) if r["split"] == "train"]
-    from mmemo.acoustic import functionals
+    from mmemo.data.acoustic import functionals
     from mmemo.data.audio import load_audio
 
     table = np.stack([functionals(load_audio(r["audio"], 16000), 16000) for r in train_rows])

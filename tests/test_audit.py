@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mmemo.cli import main
-from mmemo.data.audit import (
+from mmemo.audit import (
     audit_manifest,
     check_clean_output,
     format_summary,
@@ -20,6 +19,7 @@ from mmemo.data.audit import (
     write_audit,
     write_clean,
 )
+from mmemo.cli import main
 from mmemo.data.manifest import label_set, read_manifest, write_manifest
 from mmemo.errors import ConfigError, DataError
 

@@ -22,7 +22,7 @@ from mmemo.data.audio import load_audio, prepare_waveform
 from mmemo.data.dataset import EmotionDataset
 from mmemo.data.manifest import read_manifest
 from mmemo.errors import ConfigError, DataError, ModelLoadError
-from mmemo.inference import REQUIRED_FILES
+from mmemo.model_folder import REQUIRED_FILES
 
 RATE = 16000
 MMEMO = Path(__file__).resolve().parent.parent / "mmemo"

@@ -77,12 +77,12 @@ def test_conv_backward_flops_count_groups(groups):
     """Forward + backward of a convolution is 3× its forward (torch 2.11 counts grouped ones `groups`× over)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mmemo.bench.train import _flop_formulas
+    from mmemo.bench.train import flop_formulas
 
     conv = torch.nn.Conv1d(32, 64, 8, stride=2, groups=groups)
     x = torch.randn(2, 32, 100, requires_grad=True)
     with FlopCounterMode(display=False) as forward:
         conv(x)
-    with FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as both:
+    with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as both:
         conv(x).sum().backward()
     assert both.get_total_flops() == 3 * forward.get_total_flops()

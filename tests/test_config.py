@@ -65,6 +65,26 @@ def test_resolved_config_round_trips(tmp_path):
     assert again == cfg
 
 
+def test_a_retired_key_in_an_older_runs_config_loads_with_one_warning(tmp_path, monkeypatch):
+    from mmemo import config
+
+    monkeypatch.setattr(config, "_WARNED_RETIRED", set())
+    clean = load_config("quickstart")
+    clean.save(tmp_path / "clean.yaml")
+    old = clean.to_dict()
+    old["data"]["min_audio_seconds"] = 0.1  # written into every run's config.yaml before it was removed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.warns(UserWarning, match=r"data\.min_audio_seconds is ignored .* will be removed") as caught:
+        cfg = load_config(tmp_path / "config.yaml", ["train.epochs=2"])  # overrides build the config twice
+        again = load_config(tmp_path / "config.yaml")
+    assert len([w for w in caught if "min_audio_seconds" in str(w.message)]) == 1  # once per process
+    assert again == load_config(tmp_path / "clean.yaml") and cfg.train.epochs == 2
+    assert "min_audio_seconds" not in again.to_yaml()  # a new run's config.yaml no longer has it
+    monkeypatch.setattr(config, "_WARNED_RETIRED", set())
+    with pytest.warns(UserWarning, match="min_audio_seconds is ignored"):  # so does an old command line's override
+        assert load_config("quickstart", ["data.min_audio_seconds=0.2"]) == clean
+
+
 def test_nested_overrides_reach_into_mappings():
     cfg = load_config(
         "quickstart",

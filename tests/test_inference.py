@@ -14,7 +14,8 @@ import torch
 from mmemo import EmotionRecognizer
 from mmemo.cli import main
 from mmemo.data.manifest import read_manifest
-from mmemo.inference import Segment, speech_regions, speech_windows
+from mmemo.inference import Segment
+from mmemo.segmentation import speech_regions, speech_windows
 
 RATE = 16000
 HIGH_AROUSAL = ("angry", "happy")
@@ -293,7 +294,7 @@ def test_predict_batch_needs_only_audio_and_or_text(trained_run, rows, tmp_path,
 
 
 def test_predict_batch_scores_labelled_rows_and_filters_a_split(trained_run, rows, tmp_path, capsys):
-    from mmemo.inference import predict_to_file
+    from mmemo.batch_predict import predict_to_file
     from mmemo.metrics import classification_metrics
 
     model = str(trained_run["model_dir"])
@@ -446,9 +447,9 @@ def test_save_pretrained_never_replaces_a_folder_that_is_not_a_model(rec, tmp_pa
 
 
 def test_predict_batch_refuses_to_write_over_its_input(rec, rows, tmp_path):
+    from mmemo.batch_predict import predict_to_file
     from mmemo.data.manifest import write_manifest
     from mmemo.errors import DataError
-    from mmemo.inference import predict_to_file
 
     manifest = write_manifest(rows[:2], tmp_path / "in.jsonl")
     before = manifest.read_bytes()

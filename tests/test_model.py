@@ -5,8 +5,9 @@ import torch
 from conftest import TINY_MODEL
 
 from mmemo.config import ModelConfig
+from mmemo.encoders import build_encoders
 from mmemo.errors import ConfigError
-from mmemo.model import CrossAttentionFusion, EmotionModel, build_encoders
+from mmemo.model import CrossAttentionFusion, EmotionModel
 
 
 def _model(fusion="cross_attention", **audio):

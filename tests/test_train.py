@@ -31,7 +31,7 @@ def test_all_subsets_loss_is_the_weighted_mean_over_views(synth_corpus, tmp_path
     from conftest import tiny_config_dict
 
     from mmemo.config import config_from_dict
-    from mmemo.inference import move_batch
+    from mmemo.data.dataset import move_batch
     from mmemo.model import cross_entropy
     from mmemo.train import loss_step, setup
 
@@ -111,7 +111,7 @@ def test_state_step_counts_optimizer_steps_and_checkpoints_follow_them(synth_cor
 
 
 def test_resolve_device_names_the_setting_and_checks_cuda():
-    from mmemo.distributed import resolve_device
+    from mmemo.device import resolve_device
     from mmemo.errors import ConfigError
 
     assert resolve_device("auto", int8=True) == torch.device("cpu")  # int8 layers run on the CPU only

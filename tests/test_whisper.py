@@ -6,7 +6,8 @@ import torch
 
 from mmemo.config import ModelConfig
 from mmemo.data.dataset import Collator
-from mmemo.model import EmotionModel, WhisperAudioEncoder, build_encoders
+from mmemo.encoders import WhisperAudioEncoder, build_encoders
+from mmemo.model import EmotionModel
 
 WHISPER = {
     "model_type": "whisper",

@@ -70,7 +70,7 @@ def bench_predict(
             "baseline": _baseline(EmotionRecognizer.from_pretrained(model_dir)),
         }
         rate = json.loads((Path(model_dir) / "config.json").read_text())["model"]["sampling_rate"]
-        transcripts = _sentences(rng, BATCH, words=TRANSCRIPT_WORDS)
+        transcripts = random_sentences(rng, BATCH, words=TRANSCRIPT_WORDS)
         clips = [rng.normal(0, 0.1, int(CLIP_SECONDS * rate)).astype(np.float32) for _ in range(BATCH)]
         log(f"timing {', '.join(predictors)} in turn")
         clip_text = _interleaved(
@@ -123,18 +123,20 @@ def write_results(results: dict, path: str | os.PathLike) -> None:
 def _random_model(size: str, rng: np.random.Generator):
     from mmemo.builders import load_feature_extractor
     from mmemo.data.text import train_wordpiece
+    from mmemo.encoders import build_encoders
     from mmemo.inference import EmotionRecognizer
-    from mmemo.model import EmotionModel, build_encoders
+    from mmemo.model import EmotionModel
 
     cfg = ModelConfig(**copy.deepcopy(SIZES[size]), labels=list(LABELS))
-    tokenizer = train_wordpiece(_sentences(rng), vocab_size=30522)
+    tokenizer = train_wordpiece(random_sentences(rng), vocab_size=30522)
     text_model, audio_model = build_encoders(cfg, vocab_size=len(tokenizer))
     model = EmotionModel(cfg, len(LABELS), text_model, audio_model)
     return EmotionRecognizer(model, tokenizer, load_feature_extractor(cfg), cfg)
 
 
-def _sentences(rng: np.random.Generator, n: int = 2000, words: int | None = None) -> list[str]:
-    """Random sentences (of `words` words, else 5-30) over the synthetic corpus's cue words and made-up words."""
+def random_sentences(rng: np.random.Generator, n: int = 2000, words: int | None = None) -> list[str]:
+    """Random sentences (of `words` words, else 5-30) over the synthetic corpus's cue words and made-up words: the
+    benchmarks' transcripts and tokenizer corpus."""
     from mmemo.data.synthetic import PLEASANT_CUES, UNPLEASANT_CUES
 
     vocabulary = sorted({w.strip(".?,").lower() for s in PLEASANT_CUES + UNPLEASANT_CUES for w in s.split()})

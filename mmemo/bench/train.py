@@ -44,13 +44,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from mmemo.bench.predict import _sentences
+from mmemo.bench.predict import random_sentences
 from mmemo.bench.sizes import TRAIN as SIZES
 from mmemo.config import Config, DataConfig, ModelConfig, TrainConfig
 from mmemo.data.cache import AudioCache
 from mmemo.data.dataset import Collator, EmotionDataset, padding_ratio
 from mmemo.data.manifest import write_manifest
-from mmemo.distributed import resolve_device
+from mmemo.device import resolve_device
 from mmemo.errors import ConfigError
 from mmemo.io import write_json
 
@@ -93,7 +93,7 @@ def bench_train(
     """Time the fast path and the naive baseline on the same generated utterances.
 
     Args:
-        device: "cpu", "cuda", "cuda:N" or "auto" (`mmemo.distributed.resolve_device`).
+        device: "cpu", "cuda", "cuda:N" or "auto" (`mmemo.device.resolve_device`).
         size: "tiny" (quick-start shapes, 1–4 s clips) or "base" (BERT-base + wav2vec2-base, 2–10 s clips).
         steps: each recipe makes one pass over `(steps + warmup) × batch_size` utterances: the naive baseline
             in `steps + warmup` random batches, the fast path in its own bucketed batches.
@@ -252,15 +252,16 @@ def count_step_flops(
 
     audio = np.random.default_rng(0).normal(0, 0.1, int(seconds * 16000)).astype(np.float32)
     batch = collator([{"id": "x", "text": text, "audio": audio, "label": 0}])
-    with FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as counter:
-        _step(model, None, batch, device, bf16=bf16, non_blocking=False)
+    with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
+        plain_step(model, None, batch, device, bf16=bf16, non_blocking=False)
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
 def build_model(size: str, sdpa: bool = True, freeze_cnn: bool = True, vocab_size: int | None = None):
     """A random-weight EmotionModel of `size` with SDPA or eager attention (set in the encoder configs)."""
-    from mmemo.model import EmotionModel, build_encoders
+    from mmemo.encoders import build_encoders
+    from mmemo.model import EmotionModel
 
     cfg = _model_config(size, sdpa, freeze_cnn, vocab_size)
     text, audio = build_encoders(cfg)
@@ -444,7 +445,7 @@ def _naive_run(size: str, device: torch.device, rows: list, collator: Collator, 
     loader = _random_batches(dataset, SIZES[size]["batch_size"], collator, seed)
 
     def step(batch: dict) -> None:
-        _step(model, optimizer, batch, device, bf16=False, non_blocking=False)
+        plain_step(model, optimizer, batch, device, bf16=False, non_blocking=False)
 
     return _RecipeRun(NAIVE, model, loader, step, collator, rows, size, device)
 
@@ -457,9 +458,11 @@ def _random_batches(dataset, batch_size: int, collator: Collator, seed: int):
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, generator=generator)
 
 
-def _step(model, optimizer, batch: dict, device: torch.device, bf16: bool, non_blocking: bool) -> torch.Tensor:
-    """One training step; no `.item()`, so nothing waits on the device until the pass ends."""
-    from mmemo.inference import move_batch
+def plain_step(model, optimizer, batch: dict, device: torch.device, bf16: bool, non_blocking: bool) -> torch.Tensor:
+    """One plain training step (the naive baseline's, and the one FLOPs are counted on): forward, loss,
+    backward and, with an optimizer, a clipped update. No `.item()`, so nothing waits on the device until the pass
+    ends; returns the loss tensor."""
+    from mmemo.data.dataset import move_batch
     from mmemo.model import cross_entropy
 
     batch = move_batch(batch, device, non_blocking=non_blocking)
@@ -476,7 +479,7 @@ def _step(model, optimizer, batch: dict, device: torch.device, bf16: bool, non_b
 
 def _write_corpus(folder: Path, n: int, seconds: tuple[float, float], rng: np.random.Generator) -> list[dict]:
     folder.mkdir(parents=True)
-    texts = _sentences(rng, n)
+    texts = random_sentences(rng, n)
     rows = []
     for i in range(n):
         duration = round(float(rng.uniform(*seconds)), 3)
@@ -501,11 +504,11 @@ def _max_batch_seconds(spec: dict) -> float:
     return spec["batch_size"] * sum(spec["seconds"]) / 2
 
 
-def _flop_formulas() -> dict:
-    """Two fixes to FlopCounterMode's table (torch 2.11): it lacks the CPU flash-attention kernels (same arithmetic
-    as the CUDA ones), and its convolution-backward formula ignores `groups` for the weight gradient, counting
-    wav2vec2's grouped positional convolution (768 channels, 16 groups, kernel 128) 16× over: +42 GFLOP on a
-    6 s clip at base size."""
+def flop_formulas() -> dict:
+    """FlopCounterMode's `custom_mapping` for a step's FLOPs, with two fixes to its table (torch 2.11): it lacks
+    the CPU flash-attention kernels (same arithmetic as the CUDA ones), and its convolution-backward formula
+    ignores `groups` for the weight gradient, counting wav2vec2's grouped positional convolution (768 channels,
+    16 groups, kernel 128) 16× over: +42 GFLOP on a 6 s clip at base size."""
     from math import prod
 
     from torch.utils.flop_counter import conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count

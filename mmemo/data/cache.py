@@ -21,7 +21,7 @@ Writes go to a temporary file in the same folder, then `os.replace`: concurrent 
 runs leave either a whole entry or none. An entry that fails to load (truncated, garbage, wrong dtype or shape)
 is ignored, decoded afresh and rewritten. The cache never deletes anything; remove the folder to clear it.
 
-Acoustic functionals (`mmemo.acoustic.functionals` of the whole decoded clip) are cached beside the audio entry
+Acoustic functionals (`mmemo.data.acoustic.functionals` of the whole decoded clip) are cached beside the audio entry
 as `<key>.functionals-v{FEATURES_VERSION}.npy` (float32, one value per `FEATURE_NAMES`): `AudioCache.functionals`
 reads them, or decodes (through the cache) and computes them once. A new `FEATURES_VERSION` gets new files.
 """
@@ -78,15 +78,15 @@ class AudioCache:
         return audio
 
     def functionals(self, path: str | os.PathLike, start: float | None = None, end: float | None = None) -> np.ndarray:
-        """`mmemo.acoustic.functionals` of the decoded clip, from the cache when it holds them.
+        """`mmemo.data.acoustic.functionals` of the decoded clip, from the cache when it holds them.
 
         Returns:
-            A float32 vector of `len(mmemo.acoustic.FEATURE_NAMES)` values.
+            A float32 vector of `len(mmemo.data.acoustic.FEATURE_NAMES)` values.
 
         Raises:
             DataError: as `load_audio`.
         """
-        from mmemo.acoustic import FEATURE_NAMES, FEATURES_VERSION, functionals  # imports librosa: only here
+        from mmemo.data.acoustic import FEATURE_NAMES, FEATURES_VERSION, functionals  # imports librosa: only here
 
         try:
             audio_entry = self.entry(path, start, end)
@@ -149,13 +149,13 @@ def _seconds(value: float | None) -> str:
 def clip_functionals(
     path: str | os.PathLike, start: float | None, end: float | None, cache: AudioCache | None, sampling_rate: int
 ) -> np.ndarray:
-    """`mmemo.acoustic.functionals` of a decoded clip: through `cache` when there is one, else decoded here.
+    """`mmemo.data.acoustic.functionals` of a decoded clip: through `cache` when there is one, else decoded here.
 
     Raises:
         DataError: as `load_audio`.
     """
     if cache is not None:
         return cache.functionals(path, start, end)
-    from mmemo.acoustic import functionals
+    from mmemo.data.acoustic import functionals
 
     return functionals(load_audio(path, sampling_rate, start, end), sampling_rate)

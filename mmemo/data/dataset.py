@@ -16,7 +16,8 @@ from mmemo.data.augment import Augmenter
 from mmemo.data.cache import AudioCache, clip_functionals
 from mmemo.errors import DataError
 
-# Wav2vec2's convolutional front end needs at least 400 samples (25 ms) to produce one frame.
+# The shortest audio a tower takes: wav2vec2's convolutional front end needs 400 samples (25 ms) for one frame, a
+# log-mel front end (Whisper's) one 25 ms window.
 MIN_AUDIO_SAMPLES = 400
 # Log-mel feature extractors (Whisper's) step 160 samples (10 ms at 16 kHz) per frame.
 MEL_HOP = 160
@@ -121,7 +122,7 @@ class EmotionDataset(Dataset):
     def _clip_functionals(self) -> np.ndarray:
         """(N, F) acoustic functionals of every row's whole clip, cached with the audio; zeros without audio, NaN
         for a clip that cannot be decoded (skipped later; left out of every statistic)."""
-        from mmemo.acoustic import FEATURE_NAMES
+        from mmemo.data.acoustic import FEATURE_NAMES
 
         table = np.zeros((len(self.rows), len(FEATURE_NAMES)), dtype=np.float32)
         for i, row in enumerate(self.rows):
@@ -145,7 +146,7 @@ class EmotionDataset(Dataset):
     def _speaker_references(self) -> np.ndarray:
         """(N, 2, F) each row's speaker's functionals mean and std, enrolled from that speaker's rows here
         (labels unused); NaN for rows without a speaker or audio (the model then uses its training statistics)."""
-        from mmemo.acoustic import enrol_speakers
+        from mmemo.data.acoustic import enrol_speakers
 
         references = np.full((len(self.rows), 2, self.functionals.shape[1]), np.nan, dtype=np.float32)
         known = [i for i in self.has_functionals() if self.rows[i].get("speaker")]
@@ -248,7 +249,7 @@ class Collator:
         Items from an EmotionDataset carry their whole clip's functionals; others (inference) get them computed
         from their audio here.
         """
-        from mmemo.acoustic import FEATURE_NAMES, functionals
+        from mmemo.data.acoustic import FEATURE_NAMES, functionals
 
         rate = self.feature_extractor.sampling_rate
         values, references = [], []
@@ -305,6 +306,19 @@ def split_batch(batch: dict, part: slice) -> dict:
         return value
 
     return cut(batch)
+
+
+def move_batch(batch: dict, device: torch.device | str, non_blocking: bool = False) -> dict:
+    """Move every tensor in a (nested) batch dict to `device`."""
+
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device, non_blocking=non_blocking)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return move(batch)
 
 
 class BucketBatchSampler(Sampler):

@@ -197,8 +197,8 @@ _VOWELS = np.array(
 
 # Per-emotion prosody means. Arousal is carried by shift/range/rate/darkness (wide gaps between high and
 # low); valence only by hints: angry = rough (jitter), pressed (sharp attacks), falling end; happy = wide
-# range, rising end; sad = breathy, slower, steep declination. Loudness is realistic but no cue at all:
-# wav2vec2's feature extractor normalises every clip.
+# range, rising end; sad = breathy, slower, steep declination. Loudness is realistic but no cue to a wav2vec2
+# tower, whose feature extractor normalises every clip (log-mel features and the acoustic statistics keep it).
 #          shift(st) range(st) rate(syl/s) darkness jitter breath decl(st) final(st) attack loudness
 _PROSODY = {
     "neutral": (0.0, 1.4, 3.4, 0.95, 0.006, 0.25, -1.5, -0.5, 0.8, 0.5),

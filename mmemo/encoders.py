@@ -1,0 +1,290 @@
+"""The Hugging Face tower wrappers: a BERT-family text encoder, a wav2vec2-family audio encoder on waveforms and
+a Whisper-family audio encoder on log-mel features, plus the builders that load or rebuild their models.
+
+The wrappers own their internals, so the training loop, export and reports never reach into a Hugging Face
+model: every wrapper answers `hf_config`, `num_layers`, `layer_of(name)`, `gradient_checkpointing(on)` and
+`disable_masking()` (the `EncoderWrapper` base), besides `lock` (freezing) and `forward`, which returns states
+(B, T, D_tower) and their mask (B, T).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmemo.config import ModelConfig
+
+# Parameter-name parts of a tower's layers below its transformer layers (embeddings, CNN front ends, positions).
+_BELOW_LAYERS = (
+    "embeddings",
+    "feature_extractor",
+    "feature_projection",
+    "masked_spec_embed",
+    "pos_conv_embed",
+    "conv1.",
+    "conv2.",
+    "embed_positions",
+)
+
+
+class EncoderWrapper(nn.Module):
+    """What every tower wrapper shares: the wrapped Hugging Face model and the questions asked about it.
+
+    A subclass names its transformer layers (`blocks`) and adds `lock` and `forward`.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The wrapped model's transformer layers, bottom first."""
+        raise NotImplementedError
+
+    @property
+    def hf_config(self):
+        """The Hugging Face config of the wrapped model (saved with a checkpoint, shown in reports)."""
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        """The number of transformer layers."""
+        return len(self.blocks)
+
+    def layer_of(self, name: str) -> int | None:
+        """Layer depth of parameter `name` (as in this wrapper's `named_parameters`), for layer-wise LR decay.
+
+        Returns:
+            0 for the embeddings or CNN front end and positions, i + 1 for transformer layer i, `num_layers`
+            above them (final norms); None for a parameter of the wrapper itself, such as the layer-mixing
+            weights (trained like the head).
+        """
+        if not name.startswith("model."):
+            return None
+        # BERT and wav2vec2 name layers encoder.layer(s).i, Whisper's encoder layers.i
+        match = re.search(r"\.(?:encoder\.)?layers?\.(\d+)\.", name)
+        if match:
+            return int(match.group(1)) + 1
+        return 0 if any(part in name for part in _BELOW_LAYERS) else self.num_layers
+
+    def gradient_checkpointing(self, on: bool = True) -> None:
+        """Recompute layer activations in the backward pass instead of keeping them (less memory, more time)."""
+        if on:
+            self.model.gradient_checkpointing_enable()
+        else:
+            self.model.gradient_checkpointing_disable()
+
+    def disable_masking(self) -> None:
+        """Turn off training-time input masking (the towers here have none unless they override this)."""
+
+
+class TextEncoder(EncoderWrapper):
+    """A Hugging Face BERT-family model returning token states and their mask."""
+
+    def __init__(self, model: nn.Module, freeze_layers: int = 0):
+        super().__init__(model)
+        self.dim = model.config.hidden_size
+        self.lock(freeze_layers)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.encoder.layer
+
+    def lock(self, layers: int) -> None:
+        """Freeze the embeddings and the lower `layers` transformer layers; -1 freezes the whole encoder."""
+        if layers == 0:
+            return
+        blocks = self.blocks
+        frozen = [self.model.embeddings, *blocks] if layers < 0 else [self.model.embeddings, *blocks[:layers]]
+        for module in frozen:
+            module.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T_text, D_text)
+        return states, attention_mask.bool()
+
+
+class AudioEncoder(EncoderWrapper):
+    """A Hugging Face wav2vec2-family model; returns a learned weighted sum of all hidden layers and frame mask."""
+
+    input_name = "input_values"
+
+    def __init__(self, model: nn.Module, freeze_feature_encoder: bool = True, freeze_layers: int = 0):
+        super().__init__(model)
+        self.dim = model.config.hidden_size
+        # Base-style checkpoints (group norm) were trained without a mask and must not get one (HF docs).
+        self.pass_mask = getattr(model.config, "feat_extract_norm", "layer") == "layer"
+        self.layer_weights = nn.Parameter(torch.zeros(model.config.num_hidden_layers + 1))
+        self.lock(freeze_feature_encoder, freeze_layers)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.encoder.layers
+
+    def lock(self, feature_encoder: bool, layers: int) -> None:
+        """Freeze the CNN feature encoder and/or the lower `layers` transformer layers (-1: everything)."""
+        if feature_encoder or layers != 0:
+            self.model.freeze_feature_encoder()
+        if layers == 0:
+            return
+        blocks = self.blocks
+        frozen = (
+            [self.model.feature_projection, *blocks]
+            if layers < 0
+            else [self.model.feature_projection, *blocks[:layers]]
+        )
+        for module in frozen:
+            module.requires_grad_(False)
+        if layers < 0:
+            self.model.requires_grad_(False)
+
+    def disable_masking(self) -> None:
+        """Turn SpecAugment off: its masks are drawn with NumPy on the host, which breaks a torch.compile graph."""
+        self.model.config.mask_time_prob = 0.0
+        self.model.config.mask_feature_prob = 0.0
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(
+            input_values, attention_mask=attention_mask if self.pass_mask else None, output_hidden_states=True
+        )
+        layers = torch.stack(out.hidden_states)  # (L+1, B, T_audio, D_audio)
+        weights = torch.softmax(self.layer_weights, dim=0).to(layers.dtype)
+        states = torch.einsum("l,lbtd->btd", weights, layers)  # (B, T_audio, D_audio)
+        lengths = self.model._get_feat_extract_output_lengths(attention_mask.sum(-1))
+        mask = torch.arange(states.shape[1], device=states.device)[None, :] < lengths[:, None]  # (B, T_audio)
+        return states, mask
+
+
+class WhisperAudioEncoder(EncoderWrapper):
+    """A Whisper-family encoder on log-mel features (B, n_mels, frames); same outputs as `AudioEncoder`.
+
+    Hugging Face's `WhisperEncoder.forward` accepts only 30 s inputs (3000 frames) and ignores masks. This wrapper
+    runs the encoder's own modules on the clip's frames instead: conv front end, the first T rows of the fixed
+    30 s positional table, the layers with padded frames masked as keys, the final norm. A pretrained encoder
+    therefore sees the positions it was trained on for the first T × 20 ms; clips longer than the table (30 s for
+    pretrained encoders, `max_source_positions` × 20 ms for one built from a config) are cut to it with a
+    warning. Whisper was trained on zero-padded 30 s windows without masks, so short clips without the padding
+    are a (widely used) approximation for pretrained checkpoints. It has no built-in SpecAugment
+    (`data.augment.spec_mask` masks its input), so `disable_masking` has nothing to turn off.
+    """
+
+    input_name = "input_features"
+
+    def __init__(self, model: nn.Module, freeze_feature_encoder: bool = True, freeze_layers: int = 0):
+        super().__init__(model)
+        self.dim = model.config.d_model
+        self.layer_weights = nn.Parameter(torch.zeros(len(model.layers) + 1))
+        self.lock(freeze_feature_encoder, freeze_layers)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.layers
+
+    def lock(self, feature_encoder: bool, layers: int) -> None:
+        """Freeze the two-convolution front end and/or the lower `layers` transformer layers (-1: everything)."""
+        if feature_encoder or layers != 0:
+            for module in (self.model.conv1, self.model.conv2):
+                module.requires_grad_(False)
+        if layers == 0:
+            return
+        blocks = self.blocks
+        for module in [self.model.embed_positions, *(blocks if layers < 0 else blocks[:layers])]:
+            module.requires_grad_(False)
+        if layers < 0:
+            self.model.requires_grad_(False)
+
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = self.model
+        x = F.gelu(encoder.conv1(input_features.to(encoder.conv1.weight.dtype)))  # (B, D, frames)
+        x = F.gelu(encoder.conv2(x)).transpose(1, 2)  # (B, T_audio, D), stride 2: 20 ms per position
+        length = x.shape[1]
+        if length > encoder.embed_positions.num_embeddings:  # one long clip must not stop an evaluation
+            length = encoder.embed_positions.num_embeddings
+            warnings.warn(
+                f"audio longer than this Whisper encoder's {length * 0.02:.0f} s positional table: only its first "
+                f"{length * 0.02:.0f} s are used; crop clips (data.max_audio_seconds) or predict() long audio, "
+                "which splits it into windows"
+            )
+            x, attention_mask = x[:, :length], attention_mask[:, : 2 * length]
+        x = x + encoder.embed_positions.weight[:length]
+        x = F.dropout(x, p=encoder.dropout, training=self.training)
+        lengths = (attention_mask.sum(-1) + 1) // 2  # conv2 (kernel 3, stride 2, padding 1) halves the frames
+        mask = torch.arange(length, device=x.device)[None, :] < lengths[:, None]  # (B, T_audio)
+        # Padded frames are masked as keys: additive (B, 1, 1, T_audio) mask of 0 and the dtype's minimum.
+        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, torch.finfo(x.dtype).min)
+        bias = bias[:, None, None, :]
+        hidden = [x]
+        for layer in encoder.layers:
+            x = layer(x, bias)
+            hidden.append(x)
+        hidden[-1] = encoder.layer_norm(x)
+        weights = torch.softmax(self.layer_weights, dim=0).to(x.dtype)
+        states = torch.einsum("l,lbtd->btd", weights, torch.stack(hidden))  # (B, T_audio, D)
+        return states, mask
+
+
+def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.Module, nn.Module]:
+    """The two Hugging Face towers: from checkpoints (hub id or folder) or, when none is named, from configs.
+
+    Args:
+        cfg: the model config; `text_config` holds BertConfig fields, `audio_config` Wav2Vec2Config fields or,
+            with `model_type: whisper`, WhisperConfig fields (SDPA attention unless they set
+            `attn_implementation`, as `mmemo bench train`'s naive baseline does).
+        vocab_size: the tokenizer's vocabulary size for a text encoder built from a config.
+    """
+    from transformers import AutoConfig, AutoModel, BertConfig, Wav2Vec2Config
+
+    remote = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.text_encoder:
+        text_model = AutoModel.from_pretrained(
+            cfg.text_encoder, attn_implementation="sdpa", add_pooling_layer=False, **remote
+        )
+    else:
+        config = BertConfig(**{"vocab_size": vocab_size, "attn_implementation": "sdpa", **cfg.text_config})
+        text_model = AutoModel.from_config(config, add_pooling_layer=False)
+    if cfg.audio_encoder and is_whisper(AutoConfig.from_pretrained(cfg.audio_encoder, **remote)):
+        from transformers import WhisperForAudioClassification
+
+        # The encoder alone: this class loads "model.encoder.*" weights of a full Whisper checkpoint, no decoder.
+        audio_model = WhisperForAudioClassification.from_pretrained(
+            cfg.audio_encoder, attn_implementation="sdpa"
+        ).encoder
+    elif cfg.audio_encoder:
+        audio_model = AutoModel.from_pretrained(cfg.audio_encoder, attn_implementation="sdpa", **remote)
+    elif cfg.audio_config.get("model_type", "wav2vec2") == "whisper":
+        audio_model = _whisper_encoder({**cfg.audio_config, "attn_implementation": "sdpa"})
+    else:
+        audio_model = AutoModel.from_config(Wav2Vec2Config(**{"attn_implementation": "sdpa", **cfg.audio_config}))
+    return text_model, audio_model
+
+
+def is_whisper(config) -> bool:
+    """Whether a Hugging Face config (object or dict) describes a Whisper-family model."""
+    kind = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+    return kind == "whisper"
+
+
+def _whisper_encoder(config: dict) -> nn.Module:
+    """A randomly initialised Whisper encoder (no decoder) from WhisperConfig fields."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    config = {key: value for key, value in config.items() if key != "model_type"}
+    return WhisperEncoder(WhisperConfig(**config))
+
+
+def encoders_from_configs(text_config: dict, audio_config: dict) -> tuple[nn.Module, nn.Module]:
+    """Rebuild both towers (random weights) from full saved Hugging Face config dicts; no network."""
+    from transformers import AutoConfig, AutoModel
+
+    def build(config: dict, **kwargs) -> nn.Module:
+        config = dict(config)
+        return AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config), **kwargs)
+
+    audio = _whisper_encoder(audio_config) if is_whisper(audio_config) else build(audio_config)
+    return build(text_config, add_pooling_layer=False), audio
