@@ -27,7 +27,9 @@ SAMPLING_RATE = 16000  # what Whisper and wav2vec2-family recognizers hear
 WINDOW_SECONDS = 30.0  # Whisper's input window
 
 
-def load_transcriber(model: str | os.PathLike, language: str | None = None, device: str = "auto") -> Transcriber:
+def load_transcriber(
+    model: str | os.PathLike, language: str | None = None, device: str = "auto", max_new_tokens: int | None = None
+) -> Transcriber:
     """A speech recognizer from a transformers checkpoint (Whisper or CTC; hub id or folder).
 
     Args:
@@ -35,6 +37,8 @@ def load_transcriber(model: str | os.PathLike, language: str | None = None, devi
         language: what is spoken, as a code or name ("de", "german"); None: a multilingual Whisper detects it per
             30 s window. Whisper only.
         device: "auto" (the GPU when there is one), "cpu", "cuda", "cuda:N".
+        max_new_tokens: at most this many tokens per 30 s window (None: Whisper's limit, 448). Greedy decoding
+            can fall into repeating a phrase until the limit; a bound that fits the speech keeps that short.
 
     Returns:
         A Transcriber: (waveform, sampling rate) -> text ("" when nothing was heard).
@@ -53,10 +57,12 @@ def load_transcriber(model: str | os.PathLike, language: str | None = None, devi
             asr = pipeline("automatic-speech-recognition", model=str(model), device=device)
     except Exception as e:  # transformers raises OSError, ValueError, KeyError, ... for a bad checkpoint
         raise ModelLoadError(f"cannot load the speech recognizer {model}: {e}") from None
-    return transcriber_from_pipeline(asr, language, name=str(model))
+    return transcriber_from_pipeline(asr, language, name=str(model), max_new_tokens=max_new_tokens)
 
 
-def transcriber_from_pipeline(asr, language: str | None = None, name: str = "the speech recognizer") -> Transcriber:
+def transcriber_from_pipeline(
+    asr, language: str | None = None, name: str = "the speech recognizer", max_new_tokens: int | None = None
+) -> Transcriber:
     """Wrap a transformers ASR pipeline as a Transcriber (long recordings work too; see the module docstring).
 
     Raises:
@@ -67,6 +73,8 @@ def transcriber_from_pipeline(asr, language: str | None = None, name: str = "the
         raise ConfigError(f"{name} is a {asr.model.config.model_type} model: a language can be chosen for Whisper only")
     token = _whisper_language(asr.model.generation_config, language, name) if language else None
     generate = {"language": token} if token else {}
+    if max_new_tokens is not None:
+        generate["max_new_tokens"] = max_new_tokens
 
     def transcribe(waveform: np.ndarray, sampling_rate: int) -> str:
         long = len(waveform) > WINDOW_SECONDS * sampling_rate
