@@ -6,7 +6,9 @@
 For whisper tiny.en and base (the packages in whisper_packages.py; base is read from its two parts), on a few
 real EmoDB clips (German; default ../shared/data/emodb):
 - the converted transformers encoder's last hidden state against `ctranslate2.models.Whisper.encode()` on the
-  same log-mel features (max and mean |diff|; the bound is 1e-3: the packages store float16, both run float32);
+  same log-mel features (max and mean |diff|; the bound is 1e-3: the packages store float16, both run float32),
+  with transformers' default SDPA attention (what mmemo runs) and with eager attention; and, to show how much of
+  the difference is float32 rounding, each runtime against the same weights computed in float64;
 - greedy decoding: the token ids transformers' `generate` and CTranslate2's `generate` give, with the same prompt
   (base: German, transcribe; tiny.en: English) and the same suppressed tokens;
 - base's detected language on each clip, both ways;
@@ -19,6 +21,7 @@ real EmoDB clips (German; default ../shared/data/emodb):
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -35,6 +38,9 @@ from mmemo.data.audio import load_audio
 from mmemo.io import write_json
 
 BOUND = 1e-3
+# per model, the largest over the clips: SDPA (the default) vs eager attention against CTranslate2, and each
+# runtime's float32 result against the same weights computed in float64
+FLOAT32_KEYS = ("max_abs_diff_eager", "float64_vs_transformers", "float64_vs_ctranslate2", "max_abs_state")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,7 +83,9 @@ def parity(name: str, clips: list[Path], work: Path, repeats: int) -> dict:
     result = converted(name, work)
     convert_seconds = time.perf_counter() - start
     print(f"{name}: {result.summary()} in {convert_seconds:.1f} s", file=sys.stderr)
-    model = WhisperForConditionalGeneration.from_pretrained(result.out).eval()
+    model = WhisperForConditionalGeneration.from_pretrained(result.out).eval()  # SDPA attention: what mmemo runs
+    eager = WhisperForConditionalGeneration.from_pretrained(result.out, attn_implementation="eager").eval()
+    exact = copy.deepcopy(eager).double()  # the same weights in float64: where float32 rounding is measured from
     features_of = WhisperFeatureExtractor.from_pretrained(result.out)
     tokenizer = WhisperTokenizerFast.from_pretrained(result.out)
     runtime = ctranslate2.models.Whisper(str(joined_model(name, work)), device="cpu", intra_threads=1)
@@ -91,6 +99,8 @@ def parity(name: str, clips: list[Path], work: Path, repeats: int) -> dict:
         theirs = np.array(runtime.encode(storage))
         with torch.inference_mode():
             ours = model.model.encoder(torch.from_numpy(features)).last_hidden_state.numpy()
+            ours_eager = eager.model.encoder(torch.from_numpy(features)).last_hidden_state.numpy()
+            reference = exact.model.encoder(torch.from_numpy(features).double()).last_hidden_state.numpy()
             generated = model.generate(torch.from_numpy(features), **({"language": language} if language else {}))
             detected = model.detect_language(torch.from_numpy(features)).tolist() if runtime.is_multilingual else []
         diff = np.abs(ours - theirs)
@@ -101,6 +111,10 @@ def parity(name: str, clips: list[Path], work: Path, repeats: int) -> dict:
             "clip": clip.name,
             "max_abs_diff": float(diff.max()),
             "mean_abs_diff": float(diff.mean()),
+            "max_abs_diff_eager": float(np.abs(ours_eager - theirs).max()),
+            "float64_vs_transformers": float(np.abs(ours - reference).max()),
+            "float64_vs_ctranslate2": float(np.abs(theirs - reference).max()),
+            "max_abs_state": float(np.abs(reference).max()),
             "tokens_equal": ours_ids == theirs_ids,
             "transcript": tokenizer.decode(ours_ids).strip(),
             "ct2_transcript": tokenizer.decode(theirs_ids).strip(),
@@ -118,6 +132,7 @@ def parity(name: str, clips: list[Path], work: Path, repeats: int) -> dict:
         "max_abs_diff": float(max(d.max() for d in diffs)),
         "mean_abs_diff": float(np.mean([d.mean() for d in diffs])),
         "within_bound": bool(max(d.max() for d in diffs) <= BOUND),
+        **{key: max(c[key] for c in per_clip) for key in FLOAT32_KEYS},
         "tokens_equal": sum(c["tokens_equal"] for c in per_clip),
         "clips": len(per_clip),
         "encode_ms_transformers": _median_ms(lambda: model.model.encoder(window), repeats),
@@ -181,15 +196,16 @@ def format_table(results: dict) -> str:
         f"encoder parity with CTranslate2 on {len(results['clips'])} EmoDB clips (bound {results['bound']:g}), "
         "1 thread",
         "",
-        "| model | max abs diff | mean abs diff | greedy tokens equal | encode ms / 30 s, transformers | "
-        "encode ms / 30 s, CTranslate2 |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | max abs diff | mean abs diff | max abs diff, eager attention | float32 vs float64: transformers "
+        "/ CTranslate2 | max abs state | greedy tokens equal | encode ms / 30 s, transformers / CTranslate2 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["models"]:
         lines.append(
             f"| {row['model']} | {row['max_abs_diff']:.1e} | {row['mean_abs_diff']:.1e} | "
-            f"{row['tokens_equal']}/{row['clips']} | {row['encode_ms_transformers']:.0f} | "
-            f"{row['encode_ms_ctranslate2']:.0f} |"
+            f"{row['max_abs_diff_eager']:.1e} | {row['float64_vs_transformers']:.1e} / "
+            f"{row['float64_vs_ctranslate2']:.1e} | {row['max_abs_state']:.0f} | {row['tokens_equal']}/{row['clips']} | "
+            f"{row['encode_ms_transformers']:.0f} / {row['encode_ms_ctranslate2']:.0f} |"
         )
     lines += [
         "",

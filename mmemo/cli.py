@@ -641,6 +641,10 @@ def cmd_bench_train(args) -> None:
 
 def cmd_demo(args) -> None:
     from mmemo.demo import launch
+    from mmemo.errors import ConfigError
+
+    if args.asr_language and not args.asr:
+        raise ConfigError("--asr-language chooses the language of --asr; give --asr WHISPER too")
 
     launch(
         args.model,

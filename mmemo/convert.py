@@ -102,7 +102,7 @@ def read_ct2(path: str | os.PathLike) -> Ct2Model:
     return Ct2Model(spec, revision, version, _dequantise(raw), source, dtypes)
 
 
-def model_parts(folder: Path) -> list[Path]:
+def _model_parts(folder: Path) -> list[Path]:
     """`model.bin.part1`, `model.bin.part2`, ... in `folder`, in order, up to the first number missing."""
     parts = []
     while (part := folder / f"model.bin.part{len(parts) + 1}").is_file():
@@ -115,7 +115,7 @@ def _model_bytes(path: Path) -> tuple[bytes, str, list[Path]]:
     if path.is_dir():
         if (path / "model.bin").is_file():
             path = path / "model.bin"
-        elif parts := model_parts(path):
+        elif parts := _model_parts(path):
             names = " + ".join(part.name for part in parts)
             return b"".join(part.read_bytes() for part in parts), f"{path}/{{{names}}}", parts
         else:
