@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="standardise the acoustic statistics against this speaker (from `mmemo enrol`; models trained with "
         "model.acoustic_features only)",
     )
+    _add_asr_options(p, "a recording given without --text is transcribed and the text tower reads the transcript")
     _add_speed_options(p)
     p.set_defaults(func=cmd_predict)
 
@@ -163,6 +164,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="quantize the graphs' matrix multiplications to int8")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     p.set_defaults(func=cmd_export)
+
+    convert = sub.add_parser("convert", help="convert other model formats: `mmemo convert ct2-whisper SRC -o OUT`")
+    convert_sub = convert.add_subparsers(dest="convert_command", metavar="CONVERT_COMMAND", required=True)
+    p = convert_sub.add_parser(
+        "ct2-whisper",
+        help="a CTranslate2 (faster-whisper) Whisper folder to a transformers Whisper folder",
+        description="Write a CTranslate2 (faster-whisper) Whisper model as a transformers Whisper folder "
+        "(safetensors, config, generation config, tokenizer, feature extractor) that "
+        "WhisperForConditionalGeneration.from_pretrained, model.audio_encoder=OUT and --asr OUT load. int8/int16 "
+        "weights are dequantised. Nothing is written on an error, and nothing ever into SRC_DIR.",
+    )
+    p.add_argument(
+        "src",
+        metavar="SRC_DIR",
+        help="the CTranslate2 folder: model.bin (or model.bin.part1, part2, ... joined in memory), config.json, "
+        "tokenizer.json (without it the model converts, but transcription needs it)",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="the folder to write")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="weights (default float32)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.set_defaults(func=cmd_convert_ct2_whisper)
 
     bench = sub.add_parser("bench", help="speed benchmarks: `mmemo bench predict`, `mmemo bench train`")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
@@ -351,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the voice demo in the browser (needs the demo extra: pip install 'mmemo[demo]')")
     p.add_argument("--model", default=None, help="a model folder (default runs/quickstart/model)")
-    p.add_argument("--asr", default=None, help="a Whisper checkpoint (hub id or folder) to transcribe recordings")
+    _add_asr_options(p, "recordings without a typed transcript are transcribed")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this computer)")
     p.add_argument("--port", type=int, default=None, help="default: the first free port from 7860")
     p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
@@ -453,6 +475,21 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     _add_device_option(parser)
 
 
+def _add_asr_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--asr",
+        default=None,
+        metavar="WHISPER",
+        help=f"a speech recognizer (a Whisper folder from `mmemo convert ct2-whisper`, or a hub id): {what}",
+    )
+    parser.add_argument(
+        "--asr-language",
+        default=None,
+        metavar="LANG",
+        help="what is spoken, e.g. de or german (default: a multilingual Whisper detects it)",
+    )
+
+
 def _add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -487,22 +524,36 @@ def cmd_ablate(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from mmemo.errors import DataError
+    from mmemo.errors import ConfigError, DataError
     from mmemo.inference import EmotionRecognizer
 
     if not args.text and not args.audio:
         raise DataError("give --text, --audio or both")
+    if args.asr_language and not args.asr:
+        raise ConfigError("--asr-language chooses the language of --asr; give --asr WHISPER too")
     recognizer = EmotionRecognizer.from_pretrained(
         args.model_dir, device=args.device, int8=args.int8, threads=args.threads
     )
-    prediction = recognizer.predict(text=args.text, audio=args.audio, speaker_profile=args.speaker_profile)
+    text, source = args.text, "typed" if args.text else None
+    if args.asr and args.audio and not args.text:
+        from mmemo.asr import load_transcriber, transcribe_file
+
+        transcriber = load_transcriber(args.asr, args.asr_language, device=str(recognizer.device))
+        text = transcribe_file(transcriber, args.audio)
+        source = "asr" if text else None
+    prediction = recognizer.predict(text=text or None, audio=args.audio, speaker_profile=args.speaker_profile)
+    heard = {"transcript": text or "", "transcript_source": source} if args.asr else {}
     if sys.stdout.isatty() and not args.json:
         print(format_prediction(prediction, details=args.details))
+        if heard:
+            said = {"asr": "speech recognizer", "typed": "typed"}
+            line = f"({said[source]}): {text}" if source else ": none (no words heard: the voice alone was used)"
+            print(f"\ntranscript {line}")
         return
     result = prediction.to_dict()
     if not args.details:
         result = {k: result[k] for k in ("label", "probabilities", "modalities")}
-    print(json.dumps(result, ensure_ascii=False))
+    print(json.dumps(result | heard, ensure_ascii=False))
 
 
 def cmd_enrol(args) -> None:
@@ -545,6 +596,15 @@ def cmd_export(args) -> None:
     print(f"parity with PyTorch: max |probability difference| = {result['max_abs_diff']:.2e} ({check})")
 
 
+def cmd_convert_ct2_whisper(args) -> None:
+    from mmemo.convert import convert_ct2_whisper
+
+    result = convert_ct2_whisper(args.src, args.output, dtype=args.dtype, overwrite=args.overwrite)
+    print(result.summary())
+    if not result.tokenizer:
+        print(f"note: {args.src} has no tokenizer.json: fine as an audio tower, but --asr needs it", file=sys.stderr)
+
+
 def cmd_bench_predict(args) -> None:
     from mmemo.bench.predict import bench_predict, format_results, write_results
 
@@ -582,10 +642,15 @@ def cmd_bench_train(args) -> None:
 
 def cmd_demo(args) -> None:
     from mmemo.demo import launch
+    from mmemo.errors import ConfigError
+
+    if args.asr_language and not args.asr:
+        raise ConfigError("--asr-language chooses the language of --asr; give --asr WHISPER too")
 
     launch(
         args.model,
         asr=args.asr,
+        asr_language=args.asr_language,
         host=args.host,
         port=args.port,
         share=args.share,

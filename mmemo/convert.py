@@ -11,7 +11,13 @@ The `model.bin` layout (CTranslate2 binary version 6; versions 2-6 are read), li
     uint32 count; per variable: name (string), uint8 rank, rank × uint32 dims, uint8 dtype, uint32 byte count, bytes
     (version ≥ 3) uint32 count; per alias: alias name, target name (strings)
 A string is a uint16 length that counts a trailing NUL, then the bytes. Quantised weights (int8 per output row,
-int16 per tensor) come with a `<name>_scale` variable and are dequantised here: value / scale.
+int16 per tensor) come with a `<name>_scale` variable and are dequantised here: value / scale. That is exact for
+the stored integers; what quantisation lost stays lost: CTranslate2 rounds to the nearest step, so each int8 weight
+is within max|row| / 254 of the float it came from and each int16 weight within max|tensor| / 2048.
+
+A model shipped in parts (`model.bin.part1`, `model.bin.part2`, ... in one folder, as some pip packages carry it)
+is joined in memory: nothing is written into the source folder. `mmemo convert ct2-whisper SRC -o OUT` runs
+`convert_ct2_whisper`.
 """
 
 from __future__ import annotations
@@ -20,26 +26,34 @@ import json
 import os
 import re
 import struct
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mmemo.errors import ModelLoadError
+from mmemo.errors import ConfigError, DataError, ModelLoadError
 
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
+DTYPE_NAMES = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
 BINARY_VERSIONS = range(2, 7)  # what this reader understands; CTranslate2 4.x writes 6
 OUTPUT_DTYPES = ("float32", "float16")
+# OpenAI's rule, which CTranslate2 and faster-whisper follow: English-only Whisper models have 51864 tokens,
+# multilingual ones 51865 or more
+MULTILINGUAL_VOCAB = 51865
 
 
 @dataclass(frozen=True)
 class Ct2Model:
-    """A parsed `model.bin`: spec name and revision, variables by name (aliases resolved), binary version."""
+    """A parsed `model.bin`: spec name and revision, variables by name (aliases resolved), binary version, and the
+    file(s) it was read from (for messages)."""
 
     spec: str
     revision: int
     version: int
     variables: dict
+    source: str = "model.bin"
+    stored_dtypes: tuple[str, ...] = ()  # the tensors' dtypes in the file (before dequantising), most common first
 
 
 def read_ct2(path: str | os.PathLike) -> Ct2Model:
@@ -47,63 +61,126 @@ def read_ct2(path: str | os.PathLike) -> Ct2Model:
 
     Quantised weights are dequantised with their stored scales, so every weight comes back as a float array.
 
+    Args:
+        path: a `model.bin`, or a CTranslate2 model folder holding `model.bin` or its parts (`model.bin.part1`,
+            `model.bin.part2`, ...; joined in memory, in order).
+
     Raises:
-        ModelLoadError: the file is missing, truncated (with the expected and actual sizes) or of an unknown
-            binary version.
+        ModelLoadError: the file is missing, truncated (with the expected and actual sizes; for parts, which ones
+            were found), of an unknown binary version, or not a CTranslate2 model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such file; a CTranslate2 model folder holds model.bin")
-    data = memoryview(path.read_bytes())
-    reader = _Reader(data, path)
+    data, source, parts = _model_bytes(Path(path))
+    reader = _Reader(memoryview(data), source, parts)
     version = reader.unpack("I")
     if version not in BINARY_VERSIONS:
         raise ModelLoadError(
-            f"{path}: CTranslate2 binary version {version} is not one this reader knows "
+            f"{source}: CTranslate2 binary version {version} is not one this reader knows "
             f"({BINARY_VERSIONS.start}-{BINARY_VERSIONS.stop - 1}); convert the model again with a CTranslate2 "
             "release that writes one of these, or check that the file is a CTranslate2 model.bin"
         )
     spec, revision = (reader.string(), reader.unpack("I")) if version >= 2 else ("", 1)
-    raw = {}
+    raw, stored = {}, Counter()
     for _ in range(reader.unpack("I")):
         name = reader.string()
         shape = tuple(reader.unpack("I") for _ in range(reader.unpack("B")))
         code = reader.unpack("B")
         size = reader.unpack("I")
         if code not in DTYPES:
-            raise ModelLoadError(f"{path}: variable {name!r} has unknown dtype code {code}")
-        raw[name] = _array(reader.take(size, name), DTYPES[code], shape)
-    if version >= 3:
-        for _ in range(reader.unpack("I")):
-            alias, target = reader.string(), reader.string()
-            raw[alias] = raw[target]
-    return Ct2Model(spec, revision, version, _dequantise(raw))
+            raise ModelLoadError(f"{source}: variable {name!r} has unknown dtype code {code}; not a CTranslate2 model")
+        raw[name] = _array(reader.take(size, name), DTYPES[code], shape, f"{source}: variable {name!r}")
+        if shape and not name.endswith("_scale"):
+            stored[DTYPE_NAMES[code]] += 1
+    aliases = [(reader.string(), reader.string()) for _ in range(reader.unpack("I"))] if version >= 3 else []
+    for alias, target in aliases:
+        if target not in raw:
+            raise ModelLoadError(f"{source}: alias {alias!r} names {target!r}, which the file does not hold")
+        raw[alias] = raw[target]
+    for alias, target in aliases:  # a quantised alias (the tied output projection) shares its target's scale
+        if f"{target}_scale" in raw:
+            raw.setdefault(f"{alias}_scale", raw[f"{target}_scale"])
+    dtypes = tuple(name for name, _ in stored.most_common())
+    return Ct2Model(spec, revision, version, _dequantise(raw), source, dtypes)
+
+
+def _model_parts(folder: Path) -> list[Path]:
+    """`model.bin.part1`, `model.bin.part2`, ... in `folder`, in order, up to the first number missing."""
+    parts = []
+    while (part := folder / f"model.bin.part{len(parts) + 1}").is_file():
+        parts.append(part)
+    return parts
+
+
+def _model_bytes(path: Path) -> tuple[bytes, str, list[Path]]:
+    """The model's bytes, how to name them in messages, and the parts they were joined from (empty for one file)."""
+    if path.is_dir():
+        if (path / "model.bin").is_file():
+            path = path / "model.bin"
+        elif parts := _model_parts(path):
+            names = " + ".join(part.name for part in parts)
+            return b"".join(part.read_bytes() for part in parts), f"{path}/{{{names}}}", parts
+        else:
+            stray = sorted(p.name for p in path.glob("model.bin.part*"))
+            found = f" (it has {', '.join(stray)}, but no model.bin.part1)" if stray else ""
+            raise ModelLoadError(
+                f"{path}: no model.bin{found}; a CTranslate2 model folder holds model.bin, or its parts "
+                "model.bin.part1, model.bin.part2, ... side by side"
+            )
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file; a CTranslate2 model folder holds model.bin")
+    return path.read_bytes(), str(path), []
 
 
 class _Reader:
     """Sequential little-endian reads over the file's bytes; running past the end names both sizes."""
 
-    def __init__(self, data: memoryview, path: Path):
-        self.data, self.path, self.offset = data, path, 0
+    def __init__(self, data: memoryview, source: str, parts: list[Path]):
+        self.data, self.source, self.parts, self.offset = data, source, parts, 0
 
     def take(self, size: int, what: str) -> memoryview:
         end = self.offset + size
         if end > len(self.data):
-            raise ModelLoadError(
-                f"{self.path}: truncated while reading {what}: the file is {len(self.data):,} bytes, its contents "
-                f"need at least {end:,}. A model shipped in parts must be joined first (cat part1 part2 > model.bin)"
-            )
+            raise ModelLoadError(f"{self.source}: truncated while reading {what}: {self._truncation(end)}")
         chunk, self.offset = self.data[self.offset : end], end
         return chunk
+
+    def _truncation(self, end: int) -> str:
+        if not self.parts:
+            return (
+                f"the file is {len(self.data):,} bytes, its contents need at least {end:,}. A model shipped in parts "
+                "must be joined first (cat model.bin.part1 model.bin.part2 > model.bin); otherwise the file was cut "
+                "short: copy it again"
+            )
+        found = ", ".join(part.name for part in self.parts)
+        following = f"model.bin.part{len(self.parts) + 1}"
+        return (
+            f"the part(s) found ({found}) are {len(self.data):,} bytes, the model needs at least {end:,}: {following} "
+            f"is missing. Put the missing part(s) beside {self.parts[0].name} (links will do), or join every part in "
+            f"order into a model.bin of its own beside config.json and tokenizer.json (cat {self.parts[0]} "
+            f"OTHER/{following} > DIR/model.bin)"
+        )
 
     def unpack(self, fmt: str) -> int:
         return struct.unpack("<" + fmt, self.take(struct.calcsize(fmt), "the header"))[0]
 
     def string(self) -> str:
-        return bytes(self.take(self.unpack("H"), "a name")).rstrip(b"\0").decode("utf-8")
+        start = self.offset
+        raw = bytes(self.take(self.unpack("H"), "a name")).rstrip(b"\0")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelLoadError(
+                f"{self.source}: garbled name at byte {start:,}: not a CTranslate2 model.bin, or its parts were joined "
+                "in the wrong order"
+            ) from None
 
 
-def _array(chunk: memoryview, dtype, shape: tuple) -> np.ndarray:
+def _array(chunk: memoryview, dtype, shape: tuple, where: str) -> np.ndarray:
+    itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+    if len(chunk) != int(np.prod(shape, dtype=np.int64)) * itemsize:
+        raise ModelLoadError(
+            f"{where} has shape {shape} but {len(chunk):,} bytes; not a CTranslate2 model.bin, or its parts were "
+            "joined in the wrong order"
+        )
     if dtype == "bfloat16":  # NumPy has no bfloat16: its bits are float32's upper half
         values = np.frombuffer(chunk, dtype=np.uint16).astype(np.uint32) << 16
         return values.view(np.float32).reshape(shape)
@@ -126,27 +203,27 @@ def _dequantise(raw: dict) -> dict:
     return out
 
 
-def whisper_config(model: Ct2Model, tokenizer: dict | None = None) -> dict:
-    """WhisperConfig fields derived from a CTranslate2 Whisper model's tensor shapes (and its tokenizer's ids).
+def whisper_config(model: Ct2Model, special_ids: dict[str, int] | None = None) -> dict:
+    """WhisperConfig fields derived from a CTranslate2 Whisper model's tensor shapes and its special tokens' ids
+    (`special_ids`, see `special_ids`; the start and end tokens' ids are None without them).
 
     Raises:
         ModelLoadError: the spec is not Whisper, or a tensor the config is read from is missing.
     """
     if model.spec != "WhisperSpec":
         raise ModelLoadError(
-            f"this CTranslate2 model is a {model.spec or 'spec-less'} model, not Whisper (WhisperSpec); only Whisper "
-            "models can be converted"
+            f"{model.source}: this CTranslate2 model is a {model.spec or 'spec-less'} model, not Whisper (WhisperSpec); "
+            "only Whisper models convert: give the folder of a faster-whisper / CTranslate2 Whisper model"
         )
     v = model.variables
 
     def get(name: str) -> np.ndarray:
         if name not in v:
-            raise ModelLoadError(
-                f"the CTranslate2 Whisper model has no {name!r}; the file is incomplete or not Whisper"
-            )
+            raise ModelLoadError(f"{model.source}: no {name!r}; the file is incomplete or not a Whisper model")
         return v[name]
 
     vocab_size, d_model = get("decoder/embeddings/weight").shape
+    projection = v.get("decoder/projection/weight")
     config = {
         "vocab_size": int(vocab_size),
         "num_mel_bins": int(get("encoder/conv1/weight").shape[1]),
@@ -159,15 +236,30 @@ def whisper_config(model: Ct2Model, tokenizer: dict | None = None) -> dict:
         "decoder_ffn_dim": int(get("decoder/layer_0/ffn/linear_0/weight").shape[0]),
         "max_source_positions": int(get("encoder/position_encodings/encodings").shape[0]),
         "max_target_positions": int(get("decoder/position_encodings/encodings").shape[0]),
-        "tie_word_embeddings": True,
+        # CTranslate2 stores a tied output projection as an alias of the token embeddings
+        "tie_word_embeddings": projection is None or np.array_equal(projection, v["decoder/embeddings/weight"]),
     }
-    ids = _special_ids(tokenizer or {})
-    if "<|endoftext|>" in ids and "<|startoftranscript|>" in ids:
-        end = ids["<|endoftext|>"]
-        config.update(
-            bos_token_id=end, eos_token_id=end, pad_token_id=end, decoder_start_token_id=ids["<|startoftranscript|>"]
-        )
+    ids = special_ids or {}
+    end = ids.get("<|endoftext|>")
+    config.update(bos_token_id=end, eos_token_id=end, pad_token_id=end)
+    config["decoder_start_token_id"] = ids.get("<|startoftranscript|>")
     return config
+
+
+def special_ids(src: str | os.PathLike) -> dict[str, int]:
+    """A CTranslate2 Whisper folder's special tokens (`<|...|>`) and their ids: from `tokenizer.json`, else from
+    the vocabulary CTranslate2 keeps beside `model.bin` (`vocabulary.json` or `vocabulary.txt`); {} without either."""
+    src = Path(src)
+    if (src / "tokenizer.json").is_file():
+        added = _read_json(src / "tokenizer.json").get("added_tokens", [])
+        return {token["content"]: token["id"] for token in added}
+    if (src / "vocabulary.json").is_file():
+        tokens = _read_json(src / "vocabulary.json")
+    elif (src / "vocabulary.txt").is_file():
+        tokens = (src / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+    else:
+        return {}
+    return {token: i for i, token in enumerate(tokens) if token.startswith("<|") and token.endswith("|>")}
 
 
 def whisper_state_dict(model: Ct2Model) -> dict:
@@ -175,13 +267,14 @@ def whisper_state_dict(model: Ct2Model) -> dict:
 
     Fused projections are split: self-attention's `linear_0` holds query, key and value along the output dimension
     (the key's stored bias is zeros: Whisper's `k_proj` has none), cross-attention's `linear_1` key and value.
+    An output projection that is not the token embeddings (an untied model) becomes `proj_out.weight`.
     """
     v = {name: np.asarray(value, dtype=np.float32) for name, value in model.variables.items() if value.ndim}
     state = {}
 
     def put(hf: str, ct2: str) -> None:
         if ct2 not in v:
-            raise ModelLoadError(f"the CTranslate2 Whisper model has no {ct2!r}; the file is incomplete or not Whisper")
+            raise ModelLoadError(f"{model.source}: no {ct2!r}; the file is incomplete or not a Whisper model")
         state[hf] = v[ct2]
 
     def linear(hf: str, ct2: str, bias: bool = True) -> None:
@@ -194,7 +287,8 @@ def whisper_state_dict(model: Ct2Model) -> dict:
         put(f"{hf}.bias", f"{ct2}/beta")
 
     def split(hf: str, ct2: str, names: tuple[str, ...]) -> None:
-        weights = np.split(v[f"{ct2}/weight"], len(names))
+        put(f"{hf}._fused", f"{ct2}/weight")  # checks that the fused tensor is there
+        weights = np.split(state.pop(f"{hf}._fused"), len(names))
         biases = np.split(v[f"{ct2}/bias"], len(names))
         for name, weight, bias in zip(names, weights, biases):
             state[f"{hf}.{name}.weight"] = weight
@@ -206,8 +300,6 @@ def whisper_state_dict(model: Ct2Model) -> dict:
         for i in range(_layer_count(v, side)):
             layer, ct2 = f"{hf_side}.layers.{i}", f"{prefix}/layer_{i}"
             attention = f"{ct2}/self_attention"
-            if f"{attention}/linear_0/weight" not in v:
-                raise ModelLoadError(f"the CTranslate2 Whisper model has no {attention}/linear_0; not a Whisper model")
             split(f"{layer}.self_attn", f"{attention}/linear_0", ("q_proj", "k_proj", "v_proj"))
             linear(f"{layer}.self_attn.out_proj", f"{attention}/linear_1")
             norm(f"{layer}.self_attn_layer_norm", f"{attention}/layer_norm")
@@ -226,27 +318,61 @@ def whisper_state_dict(model: Ct2Model) -> dict:
     put("model.encoder.embed_positions.weight", "encoder/position_encodings/encodings")
     put("model.decoder.embed_tokens.weight", "decoder/embeddings/weight")
     put("model.decoder.embed_positions.weight", "decoder/position_encodings/encodings")
+    projection = v.get("decoder/projection/weight")
+    if projection is not None and not np.array_equal(projection, state["model.decoder.embed_tokens.weight"]):
+        state["proj_out.weight"] = projection
     return state
+
+
+@dataclass(frozen=True)
+class ConvertedWhisper:
+    """What `convert_ct2_whisper` wrote: the folder and the model's shape, size and abilities."""
+
+    out: Path
+    encoder_layers: int
+    decoder_layers: int
+    d_model: int
+    parameters: int
+    encoder_parameters: int
+    dtype: str
+    source_dtypes: tuple[str, ...]
+    languages: int
+    tokenizer: bool
+
+    def summary(self) -> str:
+        """One line for people: what was written and what it can do."""
+        source = "/".join(self.source_dtypes)
+        speech = f"multilingual ({self.languages} languages)" if self.languages else "English-only"
+        return (
+            f"{self.out}: Whisper {self.encoder_layers}+{self.decoder_layers} layers, width {self.d_model}, "
+            f"{self.parameters / 1e6:.1f} M parameters (encoder {self.encoder_parameters / 1e6:.1f} M), {self.dtype} "
+            f"(from {source}), {speech}, {'with' if self.tokenizer else 'no'} tokenizer"
+        )
 
 
 def convert_ct2_whisper(
     src: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32", overwrite: bool = False
-) -> Path:
+) -> ConvertedWhisper:
     """Write a CTranslate2 Whisper folder as a Hugging Face Whisper folder (nothing is written on an error).
 
+    Without a `tokenizer.json` the model still converts (the encoder is all an audio tower needs), but
+    transcription needs the tokenizer; `ConvertedWhisper.tokenizer` says which.
+
     Args:
-        src: the CTranslate2 folder: `model.bin`, `config.json` (faster-whisper's), `tokenizer.json`.
+        src: the CTranslate2 folder: `model.bin` (or `model.bin.part1`, `part2`, ...), `config.json`
+            (faster-whisper's), `tokenizer.json`.
         out: the folder to write: config.json, model.safetensors, generation_config.json, tokenizer and
             feature-extractor files.
         dtype: "float32" or "float16" weights in the output.
         overwrite: replace an existing `out`.
 
     Returns:
-        `out` as a Path.
+        A ConvertedWhisper (the folder, layers, width, parameter counts, dtypes, languages, tokenizer or not).
 
     Raises:
         ModelLoadError: a file is missing, truncated or not a Whisper model (see `read_ct2`, `whisper_config`).
-        ValueError: an unknown `dtype`, or `out` exists without `overwrite`, or `out` is `src`.
+        ConfigError: an unknown `dtype`.
+        DataError: `out` exists without `overwrite`, or `out` is `src` or a folder holding it.
     """
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
@@ -255,38 +381,70 @@ def convert_ct2_whisper(
 
     src, out = Path(src), Path(out)
     if dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
-    if out.resolve() == src.resolve():
-        raise ValueError(f"{out}: the output folder must not be the CTranslate2 folder it is converted from")
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out} exists; choose another folder or pass --overwrite to replace it")
+        raise ConfigError(f"dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
+    _check_output(src, out, overwrite)
+    if not src.is_dir():
+        raise ModelLoadError(f"{src}: no such folder; give the CTranslate2 (faster-whisper) model folder")
     if not (src / "config.json").is_file():
         raise ModelLoadError(
             f"{src}: no config.json; a CTranslate2 Whisper folder (faster-whisper's layout) has model.bin, "
-            "config.json and tokenizer.json side by side"
+            "config.json and tokenizer.json side by side: copy the config.json that came with the model into it"
         )
-    faster = json.loads((src / "config.json").read_text(encoding="utf-8"))
-    tokenizer = (
-        json.loads((src / "tokenizer.json").read_text(encoding="utf-8")) if (src / "tokenizer.json").is_file() else None
-    )
-    model_bin = read_ct2(src / "model.bin")
-    config = WhisperConfig(**whisper_config(model_bin, tokenizer))
+    faster = _read_json(src / "config.json")
+    tokenizer = (src / "tokenizer.json").is_file()
+    ids = special_ids(src)
+    model_bin = read_ct2(src)
+    config = WhisperConfig(**whisper_config(model_bin, ids))
     state = {name: torch.from_numpy(value.copy()) for name, value in whisper_state_dict(model_bin).items()}
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [name for name in missing if name != "proj_out.weight"]  # tied to the token embeddings
+    if config.tie_word_embeddings:
+        missing = [name for name in missing if name != "proj_out.weight"]  # tied to the token embeddings
     if missing or unexpected:
         raise ModelLoadError(
-            f"{src}: the tensors do not fit a Whisper model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{model_bin.source}: the tensors do not fit a Whisper model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
         )
     model.tie_weights()
     model = model.to(getattr(torch, dtype))
-    model.generation_config = _generation_config(config, faster, tokenizer)
+    model.generation_config = _generation_config(config, faster, ids)
     with atomic_folder(out) as tmp:
         model.save_pretrained(tmp)
-        _save_processor(tmp, config, tokenizer, src)
-    return out
+        _save_processor(tmp, config, src if tokenizer else None)
+    return ConvertedWhisper(
+        out=out,
+        encoder_layers=config.encoder_layers,
+        decoder_layers=config.decoder_layers,
+        d_model=config.d_model,
+        parameters=model.num_parameters(),
+        encoder_parameters=sum(p.numel() for p in model.model.encoder.parameters()),
+        dtype=dtype,
+        source_dtypes=model_bin.stored_dtypes,
+        languages=len(getattr(model.generation_config, "lang_to_id", {})),
+        tokenizer=tokenizer,
+    )
+
+
+def _check_output(src: Path, out: Path, overwrite: bool) -> None:
+    """Refuse an output that is the source or holds it (even with overwrite), or exists without overwrite."""
+    src_resolved, out_resolved = src.resolve(), out.resolve()
+    if out_resolved == src_resolved or out_resolved in src_resolved.parents:
+        raise DataError(
+            f"refusing to write the converted model to {out}: it is or holds the CTranslate2 folder {src}; "
+            "choose another output folder"
+        )
+    if out.exists() and not overwrite:
+        raise DataError(
+            f"{out} already exists; pass --overwrite (overwrite=True) to replace it, or choose another path"
+        )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: not valid JSON ({e}); copy the file that came with the model again") from None
 
 
 def _layer_count(variables: dict, side: str) -> int:
@@ -294,39 +452,45 @@ def _layer_count(variables: dict, side: str) -> int:
     return len({match[1] for name in variables if (match := re.match(rf"{side}/layer_(\d+)/", name))})
 
 
-def _special_ids(tokenizer: dict) -> dict[str, int]:
-    return {token["content"]: token["id"] for token in tokenizer.get("added_tokens", [])}
+def _generation_config(config, faster: dict, ids: dict[str, int]):
+    """Transformers' generation config for Whisper from faster-whisper's config.json and the special tokens' ids.
 
-
-def _generation_config(config, faster: dict, tokenizer: dict | None):
-    """Transformers' generation config for Whisper from faster-whisper's config.json and the tokenizer's ids."""
+    A multilingual model gets `lang_to_id` and `task_to_id` (so `generate(language="de", task="transcribe")` and
+    language detection work) and `task="transcribe"` (so a detected language is followed by the transcribe token,
+    not by nothing). An English-only model gets neither: with a `lang_to_id`, transformers would detect a language.
+    """
     from transformers import GenerationConfig
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    ids = _special_ids(tokenizer or {})
-    languages = {name: i for name, i in ids.items() if i in set(faster.get("lang_ids", []))}
+    languages = {f"<|{code}|>": ids[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in ids}
+    tasks = {task: ids[f"<|{task}|>"] for task in ("transcribe", "translate") if f"<|{task}|>" in ids}
+    multilingual = config.vocab_size >= MULTILINGUAL_VOCAB and bool(languages) and "transcribe" in tasks
     fields = {
         "decoder_start_token_id": config.decoder_start_token_id,
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
         "pad_token_id": config.pad_token_id,
         "max_length": config.max_target_positions,
-        "suppress_tokens": faster.get("suppress_ids", []),
-        "begin_suppress_tokens": faster.get("suppress_ids_begin", []),
-        "alignment_heads": faster.get("alignment_heads", []),
-        "is_multilingual": bool(languages),
-        "lang_to_id": languages,
-        "task_to_id": {task: ids[f"<|{task}|>"] for task in ("transcribe", "translate") if f"<|{task}|>" in ids},
+        "suppress_tokens": faster.get("suppress_ids") or None,
+        "begin_suppress_tokens": faster.get("suppress_ids_begin") or None,
+        "alignment_heads": faster.get("alignment_heads") or None,
+        "is_multilingual": multilingual,
+        "lang_to_id": languages if multilingual else None,
+        "task_to_id": tasks if multilingual else None,
+        "task": "transcribe" if multilingual else None,
         "no_timestamps_token_id": ids.get("<|notimestamps|>"),
+        "prev_sot_token_id": ids.get("<|startofprev|>"),
     }
     return GenerationConfig(**{key: value for key, value in fields.items() if value is not None})
 
 
-def _save_processor(folder: Path, config, tokenizer: dict | None, src: Path) -> None:
+def _save_processor(folder: Path, config, tokenizer_folder: Path | None) -> None:
     """The log-mel feature extractor (from `num_mel_bins`) and, when the source has one, the tokenizer."""
     from transformers import WhisperFeatureExtractor, WhisperTokenizerFast
 
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(folder)
-    if tokenizer is None:
+    if tokenizer_folder is None:
         return
     special = {name: "<|endoftext|>" for name in ("unk_token", "bos_token", "eos_token", "pad_token")}
-    WhisperTokenizerFast(tokenizer_file=str(src / "tokenizer.json"), **special).save_pretrained(folder)
+    tokenizer = WhisperTokenizerFast(tokenizer_file=str(tokenizer_folder / "tokenizer.json"), **special)
+    tokenizer.save_pretrained(folder)

@@ -16,14 +16,14 @@ import html
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mmemo.asr import Transcriber, load_transcriber
 from mmemo.data.audio import audio_duration, load_audio
-from mmemo.errors import DataError, MmemoError, ModelLoadError
+from mmemo.errors import DataError, MmemoError
 
 DEFAULT_MODEL = Path("runs/quickstart/model")
 EXAMPLE_TEXTS = (
@@ -44,8 +44,6 @@ CSS = """
 """
 
 _uploads: Path | None = None  # this process's private upload folder (see _private_upload_folder)
-
-Transcriber = Callable[[np.ndarray, int], str]  # (mono float32 waveform, sampling rate) -> transcript
 
 
 @dataclass(frozen=True)
@@ -140,30 +138,6 @@ def _read_recording(path: str, rate: int, max_seconds: float) -> np.ndarray:
     if len(waveform) > max_seconds * rate:  # formats whose header gave no duration
         raise DataError(f"The recording is too long ({len(waveform) / rate:.1f} s): {limit}.")
     return waveform
-
-
-def load_transcriber(model: str | os.PathLike) -> Transcriber:
-    """A speech recognizer from a Whisper checkpoint (hub id or folder), via transformers' ASR pipeline.
-
-    Raises:
-        ModelLoadError: the checkpoint cannot be loaded.
-    """
-    from transformers import pipeline
-
-    try:
-        asr = pipeline("automatic-speech-recognition", model=str(model))
-    except Exception as e:  # transformers raises OSError, ValueError, ... for a bad checkpoint
-        raise ModelLoadError(f"cannot load the speech recognizer {model}: {e}") from None
-    return transcriber_from_pipeline(asr)
-
-
-def transcriber_from_pipeline(asr) -> Transcriber:
-    """Wrap a transformers ASR pipeline as a Transcriber (30 s chunks, so long recordings work too)."""
-
-    def transcribe(waveform: np.ndarray, sampling_rate: int) -> str:
-        return asr({"raw": waveform, "sampling_rate": sampling_rate}, chunk_length_s=30)["text"]
-
-    return transcribe
 
 
 def build_demo(
@@ -298,6 +272,7 @@ def build_demo(
 def launch(
     model_dir: str | os.PathLike | None = None,
     asr: str | None = None,
+    asr_language: str | None = None,
     host: str = "127.0.0.1",
     port: int | None = None,
     share: bool = False,
@@ -312,6 +287,7 @@ def launch(
     Args:
         model_dir: a model folder; None: runs/quickstart/model.
         asr: a Whisper checkpoint (hub id or folder) to transcribe recordings; None: no transcription.
+        asr_language: what the speakers speak ("de"); None: a multilingual Whisper detects it.
         host, port: where to listen (port None: Gradio picks a free one from 7860).
         share: also make a public gradio.live link (sends traffic through Gradio's servers).
         keep_recordings: keep recordings in the upload folder (printed) instead of deleting them.
@@ -331,7 +307,7 @@ def launch(
     uploads = _private_upload_folder(keep_recordings)
     gr = _import_gradio()
     recognizer = EmotionRecognizer.from_pretrained(folder, device=device)
-    transcriber = load_transcriber(asr) if asr else None
+    transcriber = load_transcriber(asr, asr_language, device=device) if asr else None
     demo = build_demo(
         recognizer, transcriber, model_dir=folder, max_seconds=max_seconds, keep_recordings=keep_recordings
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -80,3 +81,75 @@ def trained_run(synth_corpus, tmp_path_factory):
     cfg = tiny_config_dict(synth_corpus, out, epochs=12)
     cfg["data"]["batch_size"] = 8  # more, smaller steps: a from-scratch audio encoder needs them
     return train(config_from_dict(cfg))
+
+
+def build_tiny_whisper(folder, multilingual: bool = False, seed: int = 0):
+    """A random tiny Whisper (width 32, 2+2 layers) with a byte-level tokenizer, saved to `folder`.
+
+    Its generation config suppresses the end token, the special tokens and the invisible bytes, so the English-only
+    one "transcribes" anything as a line of visible characters (up to `max_target_positions`). `multilingual` pads
+    the vocabulary to 51865 entries, OpenAI's (and CTranslate2's) test for a multilingual model; the tokenizer
+    cannot spell the padding, so its transcripts are shorter.
+    """
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_chars = bytes_to_unicode()
+    tokenizer = WhisperTokenizer(
+        vocab={c: i for i, c in enumerate(byte_chars.values())}, merges=[], pad_token="<|endoftext|>"
+    )
+    special = ["<|startoftranscript|>", "<|en|>", "<|de|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": special})
+    ids = dict(zip(special, tokenizer.convert_tokens_to_ids(special)))
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(
+        WhisperConfig(
+            vocab_size=51865 if multilingual else len(tokenizer),
+            num_mel_bins=80,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=48,
+            max_source_positions=1500,  # Whisper's 30 s window: transformers' Whisper pads every input to it
+            max_target_positions=16,
+            decoder_start_token_id=ids["<|startoftranscript|>"],
+            eos_token_id=eos,
+            pad_token_id=eos,
+            bos_token_id=eos,
+        )
+    )
+    gen = model.generation_config
+    gen.no_timestamps_token_id = ids["<|notimestamps|>"]
+    invisible = [i for i, b in enumerate(byte_chars) if not chr(b).isprintable() or chr(b).isspace()]
+    gen.suppress_tokens = [eos, *ids.values(), *invisible]
+    gen.begin_suppress_tokens = [eos, ids["<|notimestamps|>"]]
+    if multilingual:
+        gen.lang_to_id = {token: ids[token] for token in ("<|en|>", "<|de|>")}
+        gen.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}
+        gen.is_multilingual = True
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    return folder
+
+
+def ct2_convert(hf_folder, out, quantization: str = "float32"):
+    """CTranslate2's own converter on a transformers Whisper folder, copying the tokenizer as faster-whisper does."""
+    import ctranslate2
+
+    converter = ctranslate2.converters.TransformersConverter(str(hf_folder), copy_files=["tokenizer.json"])
+    return Path(converter.convert(str(out), quantization=quantization, force=True))
+
+
+@pytest.fixture(scope="session")
+def whisper_ct2(tmp_path_factory):
+    """An English-only tiny Whisper as transformers wrote it ("hf") and as CTranslate2 converted it ("ct2")."""
+    pytest.importorskip("ctranslate2", reason="needs CTranslate2's converter: pip install -e '.[dev]'")
+    root = tmp_path_factory.mktemp("whisper_ct2")
+    hf = build_tiny_whisper(root / "hf")
+    return {"hf": hf, "ct2": ct2_convert(hf, root / "ct2")}
