@@ -60,6 +60,14 @@ class ModelConfig:
     # Average the audio stream's frames in groups of this many before fusion: fewer, coarser audio tokens make the
     # fusion head cheaper (4 turns Whisper's 20 ms frames into 80 ms tokens); 1 keeps every frame.
     audio_downsample: int = 1
+    # How the audio tower reaches the fusion head. "frames": its frame states (a learned softmax mix of all hidden
+    # layers), projected. "pooled": each of `pooled_layers` mean-pooled over the clip, standardised per dimension
+    # (the training clips' statistics, or the speaker's with acoustic_normalization: speaker) and mapped linearly
+    # to one audio token: the head for a frozen pretrained tower, whose emotion cues are small shifts of a large
+    # offset that every clip shares (docs/pretrained.md); with the tower frozen its states are computed once.
+    audio_head: str = "frames"
+    # The hidden states the pooled head reads: 0 is the tower's input embeddings, i its layer i; [] reads all.
+    pooled_layers: list = field(default_factory=list)
     dropout: float = 0.1
     freeze_feature_encoder: bool = True
     freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all
@@ -70,6 +78,7 @@ class ModelConfig:
     acoustic_features: bool = False
     # "global": standardise with the training clips' statistics (saved with the model); "speaker": with each
     # speaker's own (training: the manifest's speaker column; inference: an enrolled SpeakerProfile, else global).
+    # It applies to the utterance-level statistics: the acoustic functionals and the pooled head's tower states.
     acoustic_normalization: str = "global"
     sampling_rate: int = 16000
     trust_remote_code: bool = False
@@ -97,6 +106,10 @@ class DataConfig:
     # Training-time augmentation, e.g. {speed: [0.9, 1.1], noise_snr: [10, 30]}; {} is off. Keys and defaults:
     # mmemo/data/augment.py. Never applied at evaluation.
     augment: dict = field(default_factory=dict)
+    # A frozen tower under model.audio_head: pooled: augmented copies of each training clip whose tower states are
+    # computed (and cached) besides the clean one's; each epoch draws one of the 1 + N per clip. 0: clean clips
+    # only (data.augment then does not apply to that tower's input).
+    tower_copies: int = 0
 
 
 @dataclass
@@ -132,6 +145,10 @@ class TrainConfig:
     deterministic: bool = False
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     progress: bool = True
+    # After early stopping has chosen the epoch count on the valid split, train again from the same seed on train
+    # + valid for that many epochs and keep the last epoch: more speakers to learn from, the same protocol as a
+    # classical baseline fit on all non-test rows (validation scores stay those of the first run).
+    refit: bool = False
 
 
 @dataclass

@@ -331,6 +331,21 @@ class EmotionRecognizer:
         waves = [self._waveform(a, sampling_rate, where=f"audio[{i}]") for i, a in enumerate(clips)]
         return SpeakerProfile.enrol(np.stack([functionals(w, rate) for w in waves]))
 
+    @torch.inference_mode()
+    def pooled_states(self, waves: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
+        """The audio tower's pooled states of clips (mono float32 at the model's rate): (N, layers, D_audio), the
+        input of a pooled-head model's audio token (before standardisation); the tower runs in eval mode."""
+        tower = self.model.audio_encoder
+        was_training, out = tower.training, []
+        tower.eval()
+        try:
+            for start in range(0, len(waves), batch_size):
+                audio = move_batch(self.collator.pad_audio(list(waves[start : start + batch_size])), self.device)
+                out.append(tower.pooled(audio[tower.input_name], audio["attention_mask"], self.model.pooled_layers))
+        finally:
+            tower.train(was_training)
+        return torch.cat(out).float().cpu().numpy()
+
     def _check_acoustic(self, what: str) -> None:
         if not self.config.acoustic_features:
             raise DataError(
