@@ -227,6 +227,9 @@ class WhisperAudioEncoder(EncoderWrapper):
         the frame mask (B, T)."""
         encoder = self.model
         x = F.gelu(encoder.conv1(input_features.to(encoder.conv1.weight.dtype)))  # (B, D, frames)
+        # Zero the first convolution's output past each clip's frames, as its zero padding is for a clip alone:
+        # then no state of a clip depends on what it is batched with.
+        x = x * attention_mask[:, None, : x.shape[-1]].to(x.dtype)
         x = F.gelu(encoder.conv2(x)).transpose(1, 2)  # (B, T_audio, D), stride 2: 20 ms per position
         length = x.shape[1]
         if length > encoder.embed_positions.num_embeddings:  # one long clip must not stop an evaluation

@@ -190,7 +190,7 @@ def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
     return sum(w * loss for w, loss in zip(weights, losses)) / sum(weights)
 
 
-def train(cfg: Config, resume: bool = False, refit: bool = False) -> dict:
+def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> dict:
     """Train, keep the best checkpoint by validation UA, evaluate it on test and write the run folder.
 
     With `train.refit`, a second run in `<output_dir>/refit/` then trains from the same seed on train + valid for
@@ -203,14 +203,15 @@ def train(cfg: Config, resume: bool = False, refit: bool = False) -> dict:
             `train.epochs` extends the run: the LR schedule is rebuilt for the new total and continues from the
             resumed step; config.yaml is rewritten (the original kept as config.original.yaml). A killed refit
             starts again from its beginning.
-        refit: this is the refit run (train + valid, the last epoch kept).
+        refit_of: the first run's result when this is its refit (train + valid, the last epoch kept, the first
+            run's calibration temperature: the valid rows were trained on).
 
     Returns:
         {"out_dir", "model_dir", "best_epoch", "valid": scores, "test": scores or None, "skipped": bad clips
         skipped, "calibration": temperature and ECE, "refit_epochs": epochs of the refit or None}; scores map
         condition ("both", "text", "audio") → metrics.
     """
-    run = setup(cfg, resume=resume, refit=refit)
+    run = setup(cfg, resume=resume, refit=refit_of is not None)
     model_dir = run.out_dir / "model"
     log_path = run.out_dir / "metrics.jsonl"
     state = TrainState()
@@ -239,7 +240,11 @@ def train(cfg: Config, resume: bool = False, refit: bool = False) -> dict:
     # both calibration and the validation scores (the temperature changes no argmax).
     num_labels = len(run.recognizer.labels)
     valid_logits = collect_logits(run.model, run.loaders["valid"], run.device)
-    calibration = calibrate(run.recognizer, valid_logits["both"].logits, valid_logits["both"].labels)
+    if refit_of is None:
+        calibration = calibrate(run.recognizer, valid_logits["both"].logits, valid_logits["both"].labels)
+    else:
+        calibration = refit_of["calibration"]
+        run.recognizer.temperature = calibration["temperature"]
     valid = score(valid_logits, num_labels)
     by_corpus = {"valid": score_by_corpus(valid_logits, run.loaders["valid"].dataset.rows, num_labels)}
     test = None
@@ -280,7 +285,7 @@ def train(cfg: Config, resume: bool = False, refit: bool = False) -> dict:
         "calibration": calibration,
         "refit_epochs": None,
     }
-    if cfg.train.refit and not refit:
+    if cfg.train.refit and refit_of is None:
         return _refit(cfg, result, run.main)
     return result
 
@@ -294,7 +299,7 @@ def _refit(cfg: Config, first: dict, main: bool) -> dict:
     refit_cfg.train.epochs, refit_cfg.train.patience, refit_cfg.train.overwrite = first["best_epoch"], 0, True
     if main:
         tqdm.write(f"refit: training on train + valid for {first['best_epoch']} epochs in {refit_cfg.train.output_dir}")
-    result = train(refit_cfg, refit=True)
+    result = train(refit_cfg, refit_of=first)
     if main:
         with atomic_folder(first["model_dir"]) as tmp:
             shutil.copytree(result["model_dir"], tmp, dirs_exist_ok=True)

@@ -360,7 +360,11 @@ STD_FLOOR_ABS = 1e-3  # ... and at least this, in the feature's own unit
 # An audio tower's pooled states carry their emotion cues in deviations smaller than 5 % of the offset all clips
 # share, so their speaker stds get the absolute floor only (EmoDB probe: 0.961 UA, 0.958 with the relative floor).
 POOLED_STD_FLOOR_REL = 0.0
-Z_CLIP = 10.0  # normalised values are clipped here: a profile from one or two clips cannot explode a feature
+Z_CLIP = 10.0
+POOLED_KEYS = (
+    "pooled_mean",
+    "pooled_std",
+)  # normalised values are clipped here: a profile from one or two clips cannot explode a feature
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -377,10 +381,16 @@ class SpeakerProfile:
     n_clips: int
     mean: np.ndarray  # (F,)
     std: np.ndarray  # (F,) floored
+    # For a model with the pooled audio head: the speaker's mean and (floored) std of its tower's pooled states
+    # (layers, D), and which tower and layers they belong to (`pooled_key`); None / "" otherwise.
+    pooled_mean: np.ndarray | None = None
+    pooled_std: np.ndarray | None = None
+    pooled_key: str = ""
 
     @classmethod
-    def enrol(cls, features: np.ndarray) -> SpeakerProfile:
-        """A profile from an (N, F) array of `functionals` (N ≥ 1 clips of one speaker, labels unused).
+    def enrol(cls, features: np.ndarray, pooled: np.ndarray | None = None, pooled_key: str = "") -> SpeakerProfile:
+        """A profile from an (N, F) array of `functionals` (N ≥ 1 clips of one speaker, labels unused), and for a
+        pooled-head model the same clips' pooled tower states (N, layers, D) with the key naming that tower.
 
         Raises:
             DataError: `features` is not (N, len(FEATURE_NAMES)) with N ≥ 1, or holds NaN/inf.
@@ -394,7 +404,14 @@ class SpeakerProfile:
         if not np.isfinite(features).all():
             raise DataError("SpeakerProfile.enrol: features contain NaN or inf")
         mean, std = floored_statistics(features)
-        return cls(FEATURE_NAMES, FEATURES_VERSION, int(features.shape[0]), mean, std)
+        pooled_mean = pooled_std = None
+        if pooled is not None:
+            pooled = np.asarray(pooled, dtype=np.float64)
+            flat_mean, flat_std = floored_statistics(pooled.reshape(len(pooled), -1), POOLED_STD_FLOOR_REL)
+            pooled_mean, pooled_std = flat_mean.reshape(pooled.shape[1:]), flat_std.reshape(pooled.shape[1:])
+        return cls(
+            FEATURE_NAMES, FEATURES_VERSION, int(features.shape[0]), mean, std, pooled_mean, pooled_std, pooled_key
+        )
 
     def normalise(self, features: np.ndarray) -> np.ndarray:
         """Z-score one (F,) vector or an (N, F) array against this speaker; float32, clipped to ±Z_CLIP."""
@@ -417,6 +434,10 @@ class SpeakerProfile:
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
         }
+        if self.pooled_mean is not None:
+            data.update(
+                pooled_key=self.pooled_key, pooled_mean=self.pooled_mean.tolist(), pooled_std=self.pooled_std.tolist()
+            )
         with atomic_write(path, "w", encoding="utf-8") as f:
             f.write(json.dumps(data) + "\n")
         return path
@@ -435,6 +456,8 @@ class SpeakerProfile:
             names, version = tuple(data["names"]), int(data["version"])
             mean, std = np.asarray(data["mean"], dtype=np.float64), np.asarray(data["std"], dtype=np.float64)
             n_clips = int(data["n_clips"])
+            pooled = [np.asarray(data[key], dtype=np.float64) if key in data else None for key in POOLED_KEYS]
+            pooled_key = str(data.get("pooled_key", ""))
         except FileNotFoundError:
             raise DataError(f"speaker profile {path} does not exist") from None
         except (ValueError, KeyError, TypeError) as e:
@@ -446,7 +469,9 @@ class SpeakerProfile:
             )
         if mean.shape != (len(names),) or std.shape != (len(names),):
             raise DataError(f"speaker profile {path}: mean/std do not have one value per feature name")
-        return cls(names, version, n_clips, mean, std)
+        if (pooled[0] is None) != (pooled[1] is None) or (pooled[0] is not None and pooled[0].shape != pooled[1].shape):
+            raise DataError(f"speaker profile {path}: pooled_mean and pooled_std must come together, of one shape")
+        return cls(names, version, n_clips, mean, std, *pooled, pooled_key)
 
 
 def floored_statistics(features: np.ndarray, relative_floor: float = STD_FLOOR_REL) -> tuple[np.ndarray, np.ndarray]:

@@ -267,12 +267,11 @@ class Collator:
                     texts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
                 )
             )
-        if audio_present.any() and any("pooled" in item for item in items):
-            batch["audio"] = self.pooled_inputs(items)
-            if self.acoustic_features:
-                batch["audio"].update(self.acoustic_inputs(items))
-        elif audio_present.any():
-            batch["audio"] = self.pad_audio(audios)
+        if audio_present.any():
+            pooled = any("pooled" in item for item in items)
+            batch["audio"] = self.pooled_inputs(items) if pooled else self.pad_audio(audios)
+            if any("pooled_reference" in item for item in items):
+                batch["audio"]["pooled_reference"] = self.pooled_references(items)
             if self.acoustic_features:
                 batch["audio"].update(self.acoustic_inputs(items))
             if self.train and self.augmenter is not None and "input_features" in batch["audio"]:
@@ -281,15 +280,17 @@ class Collator:
 
     @staticmethod
     def pooled_inputs(items: list[dict]) -> dict:
-        """`pooled` (B, layers, D) tower states computed beforehand, and `pooled_reference` (B, 2, layers, D; NaN:
-        no speaker statistics) when any item has one; an item without audio gets zeros (it is marked absent)."""
-        shape = next(item["pooled"].shape for item in items if "pooled" in item)
-        blank, unknown = np.zeros(shape, np.float32), np.full((2, *shape), np.nan, np.float32)
-        out = {"pooled": torch.from_numpy(np.stack([item.get("pooled", blank) for item in items]).astype(np.float32))}
-        if any("pooled_reference" in item for item in items):
-            references = np.stack([item.get("pooled_reference", unknown) for item in items]).astype(np.float32)
-            out["pooled_reference"] = torch.from_numpy(references)
-        return out
+        """`pooled` (B, layers, D): tower states computed beforehand; an item without audio gets zeros (it is
+        marked absent)."""
+        blank = np.zeros(next(item["pooled"].shape for item in items if "pooled" in item), np.float32)
+        return {"pooled": torch.from_numpy(np.stack([item.get("pooled", blank) for item in items]).astype(np.float32))}
+
+    @staticmethod
+    def pooled_references(items: list[dict]) -> torch.Tensor:
+        """(B, 2, layers, D) each item's speaker statistics of the pooled states; NaN where it has none."""
+        unknown = np.full(next(item["pooled_reference"].shape for item in items if "pooled_reference" in item), np.nan)
+        references = [item.get("pooled_reference", unknown) for item in items]
+        return torch.from_numpy(np.stack(references).astype(np.float32))
 
     def acoustic_inputs(self, items: list[dict]) -> dict:
         """`functionals` (B, F) and `reference` (B, 2, F; NaN: no speaker profile) for the acoustic token.
@@ -328,10 +329,14 @@ class Collator:
         Returns:
             input_values (B, S) and attention_mask (B, S) for a waveform tower, or input_features
             (B, n_mels, frames) and a frame-level attention_mask for a log-mel (Whisper) feature extractor, padded
-            to the longest clip, not to Whisper's 30 s.
+            to the longest clip, not to Whisper's 30 s. Log-mel features are computed clip by clip and padded with
+            zeros, so a clip's frames are what they are alone (the extractor would compute the STFT over the padded
+            batch, which changes the last frames of every shorter clip, and through attention all of them).
         """
         stub = np.zeros(MIN_AUDIO_SAMPLES, dtype=np.float32)
         audios = [stub if a is None else np.pad(a, (0, max(0, MIN_AUDIO_SAMPLES - len(a)))) for a in audios]
+        if "input_features" in self.feature_extractor.model_input_names:
+            return self._log_mel(audios)
         features = self.feature_extractor(
             audios,
             sampling_rate=self.feature_extractor.sampling_rate,
@@ -339,8 +344,17 @@ class Collator:
             return_attention_mask=True,
             return_tensors="pt",
         )
-        key = "input_features" if "input_features" in features else "input_values"  # log-mel or waveform tower
-        return {key: features[key], "attention_mask": features["attention_mask"]}
+        return {"input_values": features["input_values"], "attention_mask": features["attention_mask"]}
+
+    def _log_mel(self, audios: list[np.ndarray]) -> dict:
+        rate = self.feature_extractor.sampling_rate
+        clips = [self.feature_extractor(a, sampling_rate=rate, padding="longest").input_features[0] for a in audios]
+        frames = max(clip.shape[-1] for clip in clips)
+        features = np.zeros((len(clips), clips[0].shape[0], frames), dtype=np.float32)  # (B, n_mels, frames)
+        mask = np.zeros((len(clips), frames), dtype=np.int64)
+        for i, clip in enumerate(clips):
+            features[i, :, : clip.shape[-1]], mask[i, : clip.shape[-1]] = clip, 1
+        return {"input_features": torch.from_numpy(features), "attention_mask": torch.from_numpy(mask)}
 
 
 def split_batch(batch: dict, part: slice) -> dict:
