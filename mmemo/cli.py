@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     p.set_defaults(func=cmd_export)
 
-    bench = sub.add_parser("bench", help="speed benchmarks: `mmemo bench predict`, `mmemo bench train`")
+    bench = sub.add_parser(
+        "bench", help="speed benchmarks: `mmemo bench predict`, `mmemo bench train`, `mmemo bench serve`"
+    )
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
     p = bench_sub.add_parser("predict", help="CPU latency: PyTorch fp32/int8, ONNX fp32/int8, plain transformers")
     p.add_argument("--size", choices=["tiny", "base"], default="base", help="random-weight model size (default base)")
@@ -360,6 +362,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20)")
     _add_device_option(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "serve", help="an HTTP JSON endpoint for a model, batching concurrent requests (pip install 'mmemo[serve]')"
+    )
+    p.add_argument("model_dir")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this computer)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--max-batch", type=int, default=16, help="most requests run as one batch (default 16)")
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long a request waits for others to batch with (default 10)",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body accepted (default 20)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="longest audio accepted (default 60)")
+    p.add_argument("--max-queue", type=int, default=256, help="most requests waiting; more get 503 (default 256)")
+    _add_speed_options(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -592,6 +613,24 @@ def cmd_demo(args) -> None:
         max_seconds=args.max_seconds,
         max_upload_mb=args.max_upload_mb,
         device=args.device,
+    )
+
+
+def cmd_serve(args) -> None:
+    from mmemo.serve import serve
+
+    serve(
+        args.model_dir,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_upload_mb=args.max_upload_mb,
+        max_seconds=args.max_seconds,
+        max_queue=args.max_queue,
+        device=args.device,
+        int8=args.int8,
+        threads=args.threads,
     )
 
 
