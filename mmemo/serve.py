@@ -6,7 +6,7 @@
     GET  /stats     predictions answered, batches run and their sizes, requests refused by status
 
 How a request flows. The event loop reads the body, counting bytes as they arrive, so an upload over the limit
-is refused while it streams in (413), never held whole; it checks the form fields, and a thread of the pool
+is refused while it streams in (413), never held whole; it checks the form fields, and a decoding thread
 decodes the audio, so decoding overlaps inference and an undecodable file fails alone (422). The decoded input
 joins a queue. One worker thread owns the recognizer: it takes the oldest input, waits for more until
 `batch_wait_ms` after that input arrived or `max_batch` are there, and runs them through
@@ -106,6 +106,7 @@ class Batcher:
         self.max_queue = max_queue
         self.batch_sizes: Counter[int] = Counter()  # inputs per batch run → number of such batches
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
         self._lock = threading.Lock()  # guards batch_sizes, which the worker writes and /stats reads
         self._thread = threading.Thread(target=self._run, name="mmemo-serve-model", daemon=True)
 
@@ -134,7 +135,7 @@ class Batcher:
         Raises:
             RequestError: 503 when `max_queue` inputs are already waiting, or the server is stopping.
         """
-        if not self._thread.is_alive():
+        if self._closed:
             raise RequestError(503, "the server is shutting down; try again in a moment")
         if self._queue.qsize() >= self.max_queue:
             raise RequestError(
@@ -148,6 +149,7 @@ class Batcher:
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish the batch that runs, then stop; inputs still queued are refused (503)."""
+        self._closed = True
         self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -243,7 +245,6 @@ def create_app(
     from contextlib import asynccontextmanager
 
     from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
     from starlette.requests import ClientDisconnect
 
     if not max_upload_mb > 0:
@@ -251,6 +252,8 @@ def create_app(
     if not max_seconds > 0:
         raise ConfigError(f"--max-seconds must be positive, got {max_seconds:g}")
     batcher = Batcher(recognizer, max_batch, batch_wait_ms, max_queue)
+    # decoding's own threads, stopped with the app (anyio's shared pool would hold the process's exit for 10 s)
+    decoders = concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="mmemo-decode")
     rate = recognizer.config.sampling_rate
     limits = {
         "max_upload_mb": max_upload_mb,
@@ -266,10 +269,10 @@ def create_app(
     async def lifespan(app):
         batcher.start()
         yield
-        await run_in_threadpool(batcher.close)
+        decoders.shutdown(cancel_futures=True)
+        batcher.close()  # the server is stopping: blocking the event loop for the batch that runs costs nobody
 
     app = fastapi.FastAPI(title="mmemo", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.batcher = batcher
 
     @app.exception_handler(RequestError)
     async def refuse(request, error: RequestError):
@@ -300,7 +303,7 @@ def create_app(
     async def predict(request: fastapi.Request):
         """Classify `audio` (a file) and/or `text` (a field) sent as multipart/form-data."""
         try:
-            form = await read_form(request, int(max_upload_mb * 1024 * 1024), max_upload_mb)
+            form = await read_form(request, max_upload_mb)
         except ClientDisconnect:
             counts["disconnected"] += 1
             return fastapi.Response(status_code=400)  # nobody is there to read it
@@ -308,7 +311,9 @@ def create_app(
             text, upload = form_inputs(form)
             audio = None
             if upload is not None:
-                audio = await run_in_threadpool(decode_upload, upload.file, upload.filename, rate, max_seconds)
+                audio = await asyncio.get_running_loop().run_in_executor(
+                    decoders, decode_upload, upload.file, upload.filename, rate, max_seconds
+                )
         finally:
             await form.close()
         future = batcher.submit(text, audio)
@@ -322,8 +327,8 @@ def create_app(
     return app
 
 
-async def read_form(request, max_bytes: int, max_upload_mb: float):
-    """Parse a form body, refusing it (413) as soon as more than `max_bytes` have arrived.
+async def read_form(request, max_upload_mb: float):
+    """Parse a form body, refusing it (413) as soon as more than `max_upload_mb` have arrived.
 
     Raises:
         RequestError: 415 for a body that is not a form, 413 for one over the limit, 400 for a malformed one.
@@ -338,6 +343,7 @@ async def read_form(request, max_bytes: int, max_upload_mb: float):
         raise RequestError(
             415, f"send multipart/form-data with an 'audio' file and/or a 'text' field (curl -F); got {given}"
         )
+    max_bytes = int(max_upload_mb * 1024 * 1024)
     too_large = RequestError(
         413, f"the request body is over this server's limit of {max_upload_mb:g} MB (--max-upload-mb)"
     )
