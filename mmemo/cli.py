@@ -201,6 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser(
+        "serve",
+        help="`mmemo serve` under load: concurrent clients, batching's gain, a fault mix (docs/serving.md)",
+    )
+    p.add_argument("model_dir")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64], help="concurrent clients per run")
+    p.add_argument("--requests", type=int, default=16, help="requests per client (default 16)")
+    p.add_argument("--max-batch", type=int, default=16, help="the batched server's --max-batch (default 16)")
+    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="its --batch-wait-ms (default 10)")
+    p.add_argument(
+        "--gain-clients", type=int, default=32, help="clients for batched vs --max-batch 1 (default 32; 0: skip)"
+    )
+    p.add_argument("--fault-rate", type=float, default=0.1, help="share of faults in the fault run (default 0.1)")
+    p.add_argument("--device", default="cpu", help="where the servers run the model (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="the servers' torch threads (default: torch's)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
+    p.set_defaults(func=cmd_bench_serve)
 
     p = sub.add_parser("ablate", help="train the ablation variants and print one UA/WA/F1 table")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
@@ -592,6 +609,26 @@ def cmd_bench_train(args) -> None:
         peak_tflops=args.peak_tflops,
         compile=args.compile,
         ablate=args.ablate,
+        threads=args.threads,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    print(format_results(results))
+    if args.json:
+        write_results(results, args.json)
+
+
+def cmd_bench_serve(args) -> None:
+    from mmemo.bench.serve import bench_serve, format_results, write_results
+
+    results = bench_serve(
+        args.model_dir,
+        clients=tuple(args.clients),
+        requests=args.requests,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        gain_clients=args.gain_clients,
+        fault_rate=args.fault_rate,
+        device=args.device,
         threads=args.threads,
         log=lambda line: print(line, file=sys.stderr),
     )
