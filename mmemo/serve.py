@@ -235,7 +235,7 @@ def create_app(
         max_batch, batch_wait_ms, max_queue: the batching limits (see `Batcher`).
         max_upload_mb: the largest request body accepted (413 above it).
         max_seconds: the longest audio accepted (422 above it).
-        model_name: what /info calls the model (e.g. its folder's name).
+        model_name: what /info calls the model (`mmemo serve` gives the folder as written on its command line).
 
     Raises:
         ConfigError: a limit out of range.
@@ -487,7 +487,7 @@ def serve(
         max_upload_mb=max_upload_mb,
         max_seconds=max_seconds,
         max_queue=max_queue,
-        model_name=Path(model_dir).name,
+        model_name=str(model_dir),
     )
     if host not in LOOPBACK:
         print(
