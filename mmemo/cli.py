@@ -618,7 +618,8 @@ def cmd_bench_train(args) -> None:
 
 
 def cmd_bench_serve(args) -> None:
-    from mmemo.bench.serve import bench_serve, format_results, write_results
+    from mmemo.bench.serve import bench_serve, format_results
+    from mmemo.io import write_json
 
     results = bench_serve(
         args.model_dir,
@@ -634,7 +635,7 @@ def cmd_bench_serve(args) -> None:
     )
     print(format_results(results))
     if args.json:
-        write_results(results, args.json)
+        write_json(args.json, results)  # its folder is created
 
 
 def cmd_demo(args) -> None:

@@ -37,7 +37,6 @@ import numpy as np
 
 from mmemo.bench.train import _load_average
 from mmemo.errors import MmemoError
-from mmemo.io import write_json
 
 CLIENTS = (1, 8, 32, 64)
 CLIP_SECONDS = (3.0, 5.0)
@@ -194,11 +193,6 @@ def format_results(results: dict) -> str:
         f"cores, load average {s['load_average']} at the end",
     ]
     return "\n".join(lines)
-
-
-def write_results(results: dict, path: str | os.PathLike) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, results)
 
 
 def _row(r: dict) -> str:
