@@ -156,7 +156,7 @@ def test_a_speaker_profile_carries_the_pooled_statistics_and_must_fit_the_tower(
     rec = EmotionRecognizer.from_pretrained(pooled_run["model_dir"])
     rows = [json.loads(line) for line in open(synth_corpus)]
     speaker = next(r["speaker"] for r in rows if r["split"] == "test")
-    clips = [r["audio"] for r in rows if r["speaker"] == speaker][:6]
+    clips = [str(synth_corpus.parent / r["audio"]) for r in rows if r["speaker"] == speaker][:6]
     profile = rec.enrol_speaker(clips)
     assert profile.pooled_mean.shape == (2, 32) and profile.pooled_key == rec.pooled_key
     loaded = SpeakerProfile.load(profile.save(tmp_path / "me.json"))
