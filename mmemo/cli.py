@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     p.set_defaults(func=cmd_export)
 
-    convert = sub.add_parser("convert", help="convert other model formats: `mmemo convert ct2-whisper SRC -o OUT`")
+    convert = sub.add_parser(
+        "convert", help="convert other model formats: `mmemo convert ct2-whisper SRC [PART_DIR ...] -o OUT`"
+    )
     convert_sub = convert.add_subparsers(dest="convert_command", metavar="CONVERT_COMMAND", required=True)
     p = convert_sub.add_parser(
         "ct2-whisper",
@@ -180,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SRC_DIR",
         help="the CTranslate2 folder: model.bin (or model.bin.part1, part2, ... joined in memory), config.json, "
         "tokenizer.json (without it the model converts, but transcription needs it)",
+    )
+    p.add_argument(
+        "part_dirs",
+        nargs="*",
+        metavar="PART_DIR",
+        help="more folders holding further model.bin.partN files (a model split across pip packages)",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="the folder to write")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="weights (default float32)")
@@ -637,7 +645,9 @@ def cmd_export(args) -> None:
 def cmd_convert_ct2_whisper(args) -> None:
     from mmemo.convert import convert_ct2_whisper
 
-    result = convert_ct2_whisper(args.src, args.output, dtype=args.dtype, overwrite=args.overwrite)
+    result = convert_ct2_whisper(
+        args.src, args.output, dtype=args.dtype, overwrite=args.overwrite, part_dirs=tuple(args.part_dirs)
+    )
     print(result.summary())
     if not result.tokenizer:
         print(f"note: {args.src} has no tokenizer.json: fine as an audio tower, but --asr needs it", file=sys.stderr)
