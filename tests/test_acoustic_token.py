@@ -139,7 +139,7 @@ def test_a_profile_for_a_model_without_acoustic_statistics_is_refused(trained_ru
 
     rec = EmotionRecognizer.from_pretrained(trained_run["model_dir"])
     profile = SpeakerProfile.enrol(np.ones((2, len(FEATURE_NAMES))))
-    with pytest.raises(DataError, match="no acoustic statistics"):
+    with pytest.raises(DataError, match="no utterance statistics"):
         rec.predict(text="hello", speaker_profile=profile)
 
 
