@@ -41,14 +41,15 @@ def test_baseline_is_deterministic(results, synth_corpus, cache_dir, tmp_path):
     )
 
 
-def test_cli_prints_the_table_and_writes_json(results, synth_corpus, cache_dir, tmp_path, capsys):
+def test_cli_prints_json_writes_it_and_shows_the_table_on_stderr(results, synth_corpus, cache_dir, tmp_path, capsys):
     out = tmp_path / "baseline.json"
-    args = ["--folds", "4", "--cache-dir", str(cache_dir), "--jobs", "1", "--json", str(out)]
+    args = ["--folds", "4", "--cache-dir", str(cache_dir), "--jobs", "1", "--json", "-o", str(out)]
     status = main(["baseline", str(synth_corpus), *args])  # --jobs 1: worker start-up (torch import) is slow
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     assert status == 0
-    assert "| **mean** |" in printed and "audio-only UA" in printed and "baseline time:" in printed
+    assert "| **mean** |" in printed.err and "audio-only UA" in printed.err and "baseline time:" in printed.err
     saved = json.loads(out.read_text())
+    assert json.loads(printed.out) == saved  # --json: stdout is the one JSON object -o writes
     assert saved["folds_by"] == "4" and len(saved["runs"]) == 4
     assert saved["mean"] == json.loads(write_results(results, tmp_path / "api.json").read_text())["mean"]
 
@@ -88,7 +89,7 @@ def two_corpora(synth_corpus, tmp_path_factory):
 
 def test_cli_leaves_one_corpus_out(two_corpora, cache_dir, capsys, tmp_path):
     out = tmp_path / "loco.json"
-    args = ["--folds", "corpus", "--cache-dir", str(cache_dir), "--jobs", "1", "--json", str(out)]
+    args = ["--folds", "corpus", "--cache-dir", str(cache_dir), "--jobs", "1", "-o", str(out)]
     assert main(["baseline", str(two_corpora), *args]) == 0
     printed = capsys.readouterr().out
     assert "| held-out corpus | seed | n |" in printed and "per corpus" not in printed

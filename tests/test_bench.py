@@ -31,7 +31,7 @@ def tiny_run(tmp_path_factory):
                 "1",
                 "--peak-tflops",
                 "0.05",
-                "--json",
+                "-o",
                 str(out),
             ]
         )

@@ -162,8 +162,8 @@ def test_missing_manifest_error_shows_absolute_path_and_rule(tmp_path, monkeypat
 def test_overrides_anywhere_on_the_command_line(capsys):
     from mmemo.cli import main, parse_args
 
-    args = parse_args(["cv", "emodb_cv", "m.jsonl", "--json", "out.json", "train.epochs=3", "--seeds", "1", "2"])
-    assert (args.config, args.manifest, args.json, args.seeds) == ("emodb_cv", "m.jsonl", "out.json", [1, 2])
+    args = parse_args(["cv", "emodb_cv", "m.jsonl", "-o", "out.json", "train.epochs=3", "--seeds", "1", "2"])
+    assert (args.config, args.manifest, args.output, args.seeds) == ("emodb_cv", "m.jsonl", "out.json", [1, 2])
     assert args.overrides == ["train.epochs=3"]
     args = parse_args(["cv", "emodb_cv", "train.epochs=3", "m.jsonl", "model.audio_config.hidden_size=32"])
     assert args.manifest == "m.jsonl" and args.overrides == ["train.epochs=3", "model.audio_config.hidden_size=32"]
@@ -180,6 +180,26 @@ def test_overrides_anywhere_on_the_command_line(capsys):
     # an override's mistake is reported as the override, before anything runs
     assert main(["train", "quickstart", "--resume", "train.epoch=3"]) == 2
     assert "override 'train.epoch=3': unknown key 'epoch'; did you mean 'epochs'?" in capsys.readouterr().err
+
+
+def test_json_is_a_flag_and_the_old_json_path_spelling_writes_with_a_warning(capsys):
+    from mmemo.cli import parse_args
+
+    for argv in (["cv", "c.yaml", "m.jsonl"], ["ablate", "quickstart"], ["baseline", "m.jsonl"], ["bench", "train"]):
+        args = parse_args([*argv, "--json"])
+        assert args.json is True and args.output is None
+        args = parse_args([*argv, "--json", "-o", "r.json"])
+        assert args.json is True and args.output == "r.json"
+        assert capsys.readouterr().err == ""
+        args = parse_args([*argv, "--json", "old.json"])  # the old spelling: -o old.json, with a warning
+        assert args.json is False and args.output == "old.json"
+        assert "`--json PATH` is deprecated" in capsys.readouterr().err
+    assert parse_args(["bench", "predict", "--json=old.json"]).output == "old.json"
+    args = parse_args(["baseline", "--json", "m.jsonl"])  # not a .json file: not the old spelling's PATH
+    assert args.json is True and args.manifest == "m.jsonl" and args.output is None
+    for argv in (["evaluate", "model", "m.jsonl"], ["data", "check", "m.jsonl"]):
+        args = parse_args([*argv, "--json", "-o", "r.json"])
+        assert args.json is True and args.output == "r.json"
 
 
 def test_prepare_suggests_the_corpus_name(tmp_path):

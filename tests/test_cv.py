@@ -136,9 +136,7 @@ def test_cv_end_to_end(cv_run, capsys):
     tmp, manifest, config = cv_run
     out = tmp / "cv"
     assert (
-        main(
-            ["cv", str(config), str(manifest), "--folds", "3", "--out-dir", str(out), "--json", str(tmp / "copy.json")]
-        )
+        main(["cv", str(config), str(manifest), "--folds", "3", "--out-dir", str(out), "-o", str(tmp / "copy.json")])
         == 0
     )
     printed = capsys.readouterr().out

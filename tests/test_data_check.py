@@ -153,3 +153,15 @@ def test_labels_option_and_csv_with_a_missing_column(clean, tmp_path):
     report = check_manifest(csv_path, progress=False)
     assert report.errors[0].kind == "missing-column" and "speaker" in report.errors[0].message
     assert any(e.kind == "invalid-row" and e.line == 2 for e in report.errors)
+
+
+def test_json_prints_the_report_on_stdout_and_o_writes_it(clean, tmp_path, capsys):
+    from mmemo.cli import main
+
+    out = tmp_path / "report.json"
+    assert main(["data", "check", str(clean), "--json", "-o", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == json.loads(out.read_text())  # stdout holds the JSON alone
+    assert json.loads(printed.out)["good_rows"] == 48 and "48" in printed.err  # the tables went to stderr
+    assert main(["data", "check", str(clean), "-o", str(clean)]) == 2  # never over the input
+    assert "refusing to write the results file over the input" in capsys.readouterr().err
