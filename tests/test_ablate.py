@@ -27,6 +27,7 @@ def test_an_unknown_variant_is_refused_before_training(synth_corpus, tmp_path):
     assert not (tmp_path / "abl").exists()
 
 
+@pytest.mark.slow
 def test_ablation_runs_and_reports_every_condition(synth_corpus, tmp_path):
     cfg = config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "base", epochs=1))
     results = ablate(cfg, seeds=(0, 1), out_dir=tmp_path / "abl", variants=("joint_md", "text_only"))

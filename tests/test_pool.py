@@ -208,6 +208,7 @@ def test_unknown_label_in_a_pooled_run_names_the_corpus(two_corpora, tmp_path):
         setup(config_from_dict(raw))
 
 
+@pytest.mark.slow
 def test_pooled_training_saves_the_maps_and_reports_per_corpus(two_corpora, tmp_path):
     from mmemo.evaluate import evaluate_manifest
     from mmemo.inference import EmotionRecognizer
