@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,demo,export]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,demo,export,serve]"
 	touch $@
 
 install: $(VENV)/.installed

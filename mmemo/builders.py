@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import random
 import warnings
@@ -24,7 +25,7 @@ from mmemo.data.manifest import label_set
 from mmemo.data.pool import corpora_of, corpus_shares, read_corpora, warn_partial_labels
 from mmemo.data.text import train_wordpiece
 from mmemo.encoders import build_encoders
-from mmemo.errors import ConfigError, DataError
+from mmemo.errors import ConfigError, DataError, ModelLoadError
 from mmemo.inference import EmotionRecognizer
 from mmemo.model import EmotionModel
 
@@ -130,11 +131,13 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     augmenter: Augmenter | None = None,
+    pooled: np.ndarray | None = None,
 ) -> DataLoader:
     """A DataLoader over length-bucketed batches (shuffled for training, sorted for evaluation).
 
     Under DDP each rank trains on its own share of the training batches; evaluation loaders are not sharded.
     `augmenter` (training loaders only) augments the clips and, for a log-mel tower, masks their features.
+    `pooled`: a frozen tower's pooled states of these rows (`pooled_tables`), used instead of decoding audio.
     """
     augmenter = augmenter if train else None
     dataset = EmotionDataset(
@@ -148,6 +151,7 @@ def make_loader(
         cache_dir=cfg.data.cache_dir or None,
         acoustic=cfg.model.acoustic_normalization if cfg.model.acoustic_features else None,
         augment=augmenter,
+        pooled=pooled,
     )
     groups = shares = None
     if train and cfg.data.corpus_sampling != "natural":
@@ -191,6 +195,64 @@ def set_acoustic_statistics(model: EmotionModel, train_set) -> None:
     model.set_acoustic_statistics(torch.from_numpy(population.mean).float(), torch.from_numpy(population.std).float())
 
 
+def pooled_tables(
+    recognizer: EmotionRecognizer,
+    splits: dict[str, list[dict]],
+    cfg: Config,
+    augmenter: Augmenter | None,
+    set_statistics: bool = True,
+) -> dict[str, np.ndarray]:
+    """The pooled head's tower states per split, computed once per clip (`mmemo.data.tower_cache`).
+
+    A frozen tower's states serve training and evaluation instead of running it (`data.tower_copies` augmented
+    copies of the training clips besides the clean ones); `set_statistics` stores the clean training states'
+    mean and std in the model. A tower that trains (partial fine-tuning) runs live: only its training clips' states
+    under the starting weights are computed, for those statistics, and no table is returned.
+
+    Returns:
+        {split: (copies, N, layers, D)} for a frozen tower; {} otherwise (or for the frames head).
+    """
+    from mmemo.data.acoustic import POOLED_STD_FLOOR_REL, floored_statistics
+    from mmemo.data.tower_cache import pooled_table, tower_digest
+
+    model = recognizer.model
+    if model.audio_head != "pooled":
+        return {}
+    tower = model.audio_encoder
+    frozen = not any(p.requires_grad for p in tower.parameters())
+    extractor = recognizer.feature_extractor.to_json_string()
+    settings = {"tower": tower_digest(tower.model, tower.hf_config.to_dict()), "layers": model.pooled_layers}
+    settings["features"] = hashlib.blake2b(extractor.encode(), digest_size=16).hexdigest()
+
+    def table(rows: list[dict], copies: int) -> np.ndarray:
+        return pooled_table(
+            rows,
+            recognizer.pooled_states,
+            settings,
+            sampling_rate=cfg.model.sampling_rate,
+            max_seconds=cfg.data.max_audio_seconds,
+            cache_dir=cfg.data.cache_dir or None,
+            copies=copies,
+            augment=augmenter,
+            skip_bad=cfg.data.on_bad_sample == "skip",
+            progress=cfg.train.progress,
+        )
+
+    if frozen:
+        tables = {name: table(rows, cfg.data.tower_copies * (name == "train")) for name, rows in splits.items() if rows}
+    else:
+        tables = {"train": table(splits["train"], 0)}
+    if set_statistics:
+        clean = tables["train"][0]
+        clean = clean[np.isfinite(clean).all(axis=(1, 2))]
+        mean, std = floored_statistics(clean.reshape(len(clean), -1).astype(np.float64), POOLED_STD_FLOOR_REL)
+        model.set_pooled_statistics(
+            torch.from_numpy(mean.reshape(clean.shape[1:])).float(),
+            torch.from_numpy(std.reshape(clean.shape[1:])).float(),
+        )
+    return tables if frozen else {}
+
+
 def make_optimizer(model: EmotionModel, cfg: Config, device: torch.device) -> torch.optim.AdamW:
     """AdamW: the head at `lr`, encoder layers at `encoder_lr` scaled by `layer_decay` per layer below the top
     (embeddings and the CNN front end count as layer 0); no weight decay on biases and norms."""
@@ -224,8 +286,27 @@ def load_feature_extractor(cfg):
     Whisper's log-mel front end (`num_mel_bins` bins) or wav2vec2's (normalise, zero-pad)."""
     from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
-    if cfg.audio_encoder:
+    if cfg.audio_encoder and not _lacks_preprocessor(cfg.audio_encoder):
         return AutoFeatureExtractor.from_pretrained(cfg.audio_encoder, trust_remote_code=cfg.trust_remote_code)
+    if cfg.audio_encoder:  # converted and encoder-only checkpoints often lack one: derive it from the model config
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(cfg.audio_encoder, trust_remote_code=cfg.trust_remote_code)
+        if config.model_type == "whisper":
+            return WhisperFeatureExtractor(feature_size=config.num_mel_bins, sampling_rate=cfg.sampling_rate)
+        if config.model_type in WAVEFORM_TOWERS:
+            return Wav2Vec2FeatureExtractor(
+                feature_size=1,
+                sampling_rate=cfg.sampling_rate,
+                padding_value=0.0,
+                do_normalize=True,
+                return_attention_mask=getattr(config, "feat_extract_norm", "layer") == "layer",
+            )
+        raise ModelLoadError(
+            f"{cfg.audio_encoder} has no preprocessor_config.json, and a {config.model_type} model's feature "
+            "extractor cannot be derived from its config: save one beside it (AutoFeatureExtractor.from_pretrained"
+            "(<the original checkpoint>).save_pretrained(folder)) or use a checkpoint that has it"
+        )
     if cfg.audio_config.get("model_type") == "whisper":
         return WhisperFeatureExtractor(
             feature_size=cfg.audio_config.get("num_mel_bins", 80), sampling_rate=cfg.sampling_rate
@@ -237,6 +318,16 @@ def load_feature_extractor(cfg):
         do_normalize=True,
         return_attention_mask=True,
     )
+
+
+# Waveform towers whose feature extractor is Wav2Vec2FeatureExtractor (normalise, zero-pad).
+WAVEFORM_TOWERS = ("wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat")
+
+
+def _lacks_preprocessor(name: str) -> bool:
+    """A local checkpoint folder without preprocessor_config.json (hub ids are asked for theirs as usual)."""
+    folder = Path(name).expanduser()
+    return folder.is_dir() and not (folder / "preprocessor_config.json").is_file()
 
 
 def seed_everything(seed: int) -> None:

@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     p.set_defaults(func=cmd_export)
 
-    convert = sub.add_parser("convert", help="convert other model formats: `mmemo convert ct2-whisper SRC -o OUT`")
+    convert = sub.add_parser(
+        "convert", help="convert other model formats: `mmemo convert ct2-whisper SRC [PART_DIR ...] -o OUT`"
+    )
     convert_sub = convert.add_subparsers(dest="convert_command", metavar="CONVERT_COMMAND", required=True)
     p = convert_sub.add_parser(
         "ct2-whisper",
@@ -205,12 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="the CTranslate2 folder: model.bin (or model.bin.part1, part2, ... joined in memory), config.json, "
         "tokenizer.json (without it the model converts, but transcription needs it)",
     )
+    p.add_argument(
+        "part_dirs",
+        nargs="*",
+        metavar="PART_DIR",
+        help="more folders holding further model.bin.partN files (a model split across pip packages)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="the folder to write")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="weights (default float32)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     p.set_defaults(func=cmd_convert_ct2_whisper)
 
-    bench = sub.add_parser("bench", help="speed benchmarks: `mmemo bench predict`, `mmemo bench train`")
+    bench = sub.add_parser(
+        "bench", help="speed benchmarks: `mmemo bench predict`, `mmemo bench train`, `mmemo bench serve`"
+    )
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
     p = bench_sub.add_parser("predict", help="CPU latency: PyTorch fp32/int8, ONNX fp32/int8, plain transformers")
     p.add_argument("--size", choices=["tiny", "base"], default="base", help="random-weight model size (default base)")
@@ -245,6 +255,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     _add_json_options(p, "the results")
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser(
+        "serve",
+        help="`mmemo serve` under load: concurrent clients, batching's gain, a fault mix (docs/serving.md)",
+    )
+    p.add_argument("model_dir")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64], help="concurrent clients per run")
+    p.add_argument("--requests", type=int, default=16, help="requests per client (default 16)")
+    p.add_argument("--max-batch", type=int, default=16, help="the batched server's --max-batch (default 16)")
+    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="its --batch-wait-ms (default 10)")
+    p.add_argument(
+        "--gain-clients", type=int, default=32, help="clients for batched vs --max-batch 1 (default 32; 0: skip)"
+    )
+    p.add_argument("--fault-rate", type=float, default=0.1, help="share of faults in the fault run (default 0.1)")
+    p.add_argument("--device", default="cpu", help="where the servers run the model (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="the servers' torch threads (default: torch's)")
+    _add_json_options(p, "the results")
+    p.set_defaults(func=cmd_bench_serve)
 
     p = sub.add_parser("ablate", help="train the ablation variants and print one UA/WA/F1 table")
     p.add_argument("config", help="a YAML file or a preset name in configs/")
@@ -406,6 +433,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20)")
     _add_device_option(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "serve", help="an HTTP JSON endpoint for a model, batching concurrent requests (pip install 'mmemo[serve]')"
+    )
+    p.add_argument("model_dir")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this computer)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--max-batch", type=int, default=16, help="most requests run as one batch (default 16)")
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long a request waits for others to batch with (default 10)",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body accepted (default 20)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="longest audio accepted (default 60)")
+    p.add_argument("--max-queue", type=int, default=256, help="most requests waiting; more get 503 (default 256)")
+    _add_speed_options(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -647,7 +693,9 @@ def cmd_export(args) -> None:
 def cmd_convert_ct2_whisper(args) -> None:
     from mmemo.convert import convert_ct2_whisper
 
-    result = convert_ct2_whisper(args.src, args.output, dtype=args.dtype, overwrite=args.overwrite)
+    result = convert_ct2_whisper(
+        args.src, args.output, dtype=args.dtype, overwrite=args.overwrite, part_dirs=tuple(args.part_dirs)
+    )
     print(result.summary())
     if not result.tokenizer:
         print(f"note: {args.src} has no tokenizer.json: fine as an audio tower, but --asr needs it", file=sys.stderr)
@@ -688,6 +736,26 @@ def cmd_bench_train(args) -> None:
     _emit(args, results)
 
 
+def cmd_bench_serve(args) -> None:
+    from mmemo.bench.serve import bench_serve, format_results
+
+    with _tables(args):
+        results = bench_serve(
+            args.model_dir,
+            clients=tuple(args.clients),
+            requests=args.requests,
+            max_batch=args.max_batch,
+            batch_wait_ms=args.batch_wait_ms,
+            gain_clients=args.gain_clients,
+            fault_rate=args.fault_rate,
+            device=args.device,
+            threads=args.threads,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+        print(format_results(results))
+    _emit(args, results)
+
+
 def cmd_demo(args) -> None:
     from mmemo.demo import launch
     from mmemo.errors import ConfigError
@@ -706,6 +774,24 @@ def cmd_demo(args) -> None:
         max_seconds=args.max_seconds,
         max_upload_mb=args.max_upload_mb,
         device=args.device,
+    )
+
+
+def cmd_serve(args) -> None:
+    from mmemo.serve import serve
+
+    serve(
+        args.model_dir,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_upload_mb=args.max_upload_mb,
+        max_seconds=args.max_seconds,
+        max_queue=args.max_queue,
+        device=args.device,
+        int8=args.int8,
+        threads=args.threads,
     )
 
 

@@ -65,6 +65,14 @@ class ModelConfig:
     # Average the audio stream's frames in groups of this many before fusion: fewer, coarser audio tokens make the
     # fusion head cheaper (4 turns Whisper's 20 ms frames into 80 ms tokens); 1 keeps every frame.
     audio_downsample: int = 1
+    # How the audio tower reaches the fusion head. "frames": its frame states (a learned softmax mix of all hidden
+    # layers), projected. "pooled": each of `pooled_layers` mean-pooled over the clip, standardised per dimension
+    # (the training clips' statistics, or the speaker's with acoustic_normalization: speaker) and mapped linearly
+    # to one audio token: the head for a frozen pretrained tower, whose emotion cues are small shifts of a large
+    # offset that every clip shares (docs/pretrained.md); with the tower frozen its states are computed once.
+    audio_head: Literal["frames", "pooled"] = "frames"
+    # The hidden states the pooled head reads: 0 is the tower's input embeddings, i its layer i; [] reads all.
+    pooled_layers: list = field(default_factory=list)
     dropout: float = 0.1
     freeze_feature_encoder: bool = True
     freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all
@@ -75,6 +83,7 @@ class ModelConfig:
     acoustic_features: bool = False
     # "global": standardise with the training clips' statistics (saved with the model); "speaker": with each
     # speaker's own (training: the manifest's speaker column; inference: an enrolled SpeakerProfile, else global).
+    # It applies to the utterance-level statistics: the acoustic functionals and the pooled head's tower states.
     acoustic_normalization: Literal["global", "speaker"] = "global"
     sampling_rate: int = 16000
     trust_remote_code: bool = False
@@ -107,6 +116,10 @@ class DataConfig:
     # Training-time augmentation, e.g. {speed: [0.9, 1.1], noise_snr: [10, 30]}; {} is off. Keys and defaults:
     # mmemo/data/augment.py. Never applied at evaluation.
     augment: dict = field(default_factory=dict)
+    # A frozen tower under model.audio_head: pooled: augmented copies of each training clip whose tower states are
+    # computed (and cached) besides the clean one's; each epoch draws one of the 1 + N per clip. 0: clean clips
+    # only (data.augment then does not apply to that tower's input).
+    tower_copies: int = 0
 
     def __post_init__(self):
         check_fields(self)
@@ -145,6 +158,10 @@ class TrainConfig:
     deterministic: bool = False
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     progress: bool = True
+    # After early stopping has chosen the epoch count on the valid split, train again from the same seed on train
+    # + valid for that many epochs and keep the last epoch: more speakers to learn from, the same protocol as a
+    # classical baseline fit on all non-test rows (validation scores stay those of the first run).
+    refit: bool = False
 
     def __post_init__(self):
         check_fields(self)
@@ -459,6 +476,13 @@ def _labels(labels: list, key: str) -> None:
         raise ConfigError(f"{key} must be distinct, non-empty label names, got {labels!r}")
 
 
+def _layer_indices(layers: list, key: str) -> None:
+    """Distinct hidden-state indices >= 0; that they exist in the tower is checked where it is built."""
+    indices = all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in layers)
+    if not indices or len(set(layers)) != len(layers):
+        raise ConfigError(f"{key} must be distinct hidden-state indices >= 0 (0: the input embeddings), got {layers!r}")
+
+
 def _not_empty(value: str, key: str) -> None:
     if not value.strip():
         raise ConfigError(f"{key} must be a folder name, got {value!r}")
@@ -503,6 +527,7 @@ CHECKS = {
         "max_text_tokens": Range(2),  # [CLS] and [SEP]
         "sampling_rate": AT_LEAST_1,
         "labels": _labels,
+        "pooled_layers": _layer_indices,
     },
     DataConfig: {
         "max_audio_seconds": NON_NEGATIVE,  # 0: clips are never cropped
@@ -510,6 +535,7 @@ CHECKS = {
         "max_batch_seconds": NON_NEGATIVE,
         "num_workers": NON_NEGATIVE,
         "augment": _augment,
+        "tower_copies": NON_NEGATIVE,
     },
     TrainConfig: {
         "output_dir": _not_empty,
@@ -562,6 +588,11 @@ def _check_across(cfg: Config) -> None:
         raise ConfigError(
             f"model.fusion_dim must be divisible by model.fusion_heads, got {model.fusion_dim} and "
             f"{model.fusion_heads}; change one of them"
+        )
+    if cfg.data.tower_copies and not cfg.data.augment:
+        raise ConfigError(
+            f"data.tower_copies={cfg.data.tower_copies} augments copies of each clip with data.augment, which is "
+            "empty; give data.augment (e.g. {speed: [0.9, 1.1], gain_db: [-6, 6]}) or set data.tower_copies=0"
         )
     if cfg.data.manifest or cfg.data.manifests:
         from mmemo.data.pool import corpora_of

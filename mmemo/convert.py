@@ -56,7 +56,7 @@ class Ct2Model:
     stored_dtypes: tuple[str, ...] = ()  # the tensors' dtypes in the file (before dequantising), most common first
 
 
-def read_ct2(path: str | os.PathLike) -> Ct2Model:
+def read_ct2(path: str | os.PathLike, part_dirs: tuple[str | os.PathLike, ...] = ()) -> Ct2Model:
     """Parse a CTranslate2 `model.bin` into NumPy arrays (no ctranslate2 needed).
 
     Quantised weights are dequantised with their stored scales, so every weight comes back as a float array.
@@ -64,12 +64,13 @@ def read_ct2(path: str | os.PathLike) -> Ct2Model:
     Args:
         path: a `model.bin`, or a CTranslate2 model folder holding `model.bin` or its parts (`model.bin.part1`,
             `model.bin.part2`, ...; joined in memory, in order).
+        part_dirs: more folders to find parts in (pip packages that split a model carry a part each).
 
     Raises:
         ModelLoadError: the file is missing, truncated (with the expected and actual sizes; for parts, which ones
             were found), of an unknown binary version, or not a CTranslate2 model.
     """
-    data, source, parts = _model_bytes(Path(path))
+    data, source, parts = _model_bytes(Path(path), [Path(d) for d in part_dirs])
     reader = _Reader(memoryview(data), source, parts)
     version = reader.unpack("I")
     if version not in BINARY_VERSIONS:
@@ -102,22 +103,29 @@ def read_ct2(path: str | os.PathLike) -> Ct2Model:
     return Ct2Model(spec, revision, version, _dequantise(raw), source, dtypes)
 
 
-def _model_parts(folder: Path) -> list[Path]:
-    """`model.bin.part1`, `model.bin.part2`, ... in `folder`, in order, up to the first number missing."""
+def _model_parts(folders: list[Path]) -> list[Path]:
+    """`model.bin.part1`, `model.bin.part2`, ... in `folders` (the first holding each), in order, up to the first
+    number missing."""
     parts = []
-    while (part := folder / f"model.bin.part{len(parts) + 1}").is_file():
+    while part := next(
+        (f / f"model.bin.part{len(parts) + 1}" for f in folders if (f / f"model.bin.part{len(parts) + 1}").is_file()),
+        None,
+    ):
         parts.append(part)
     return parts
 
 
-def _model_bytes(path: Path) -> tuple[bytes, str, list[Path]]:
+def _model_bytes(path: Path, part_dirs: list[Path]) -> tuple[bytes, str, list[Path]]:
     """The model's bytes, how to name them in messages, and the parts they were joined from (empty for one file)."""
     if path.is_dir():
         if (path / "model.bin").is_file():
             path = path / "model.bin"
-        elif parts := _model_parts(path):
-            names = " + ".join(part.name for part in parts)
-            return b"".join(part.read_bytes() for part in parts), f"{path}/{{{names}}}", parts
+        elif parts := _model_parts([path, *part_dirs]):
+            if all(part.parent == path for part in parts):
+                source = f"{path}/{{{' + '.join(part.name for part in parts)}}}"
+            else:
+                source = " + ".join(str(part) for part in parts)
+            return b"".join(part.read_bytes() for part in parts), source, parts
         else:
             stray = sorted(p.name for p in path.glob("model.bin.part*"))
             found = f" (it has {', '.join(stray)}, but no model.bin.part1)" if stray else ""
@@ -351,7 +359,11 @@ class ConvertedWhisper:
 
 
 def convert_ct2_whisper(
-    src: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32", overwrite: bool = False
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    part_dirs: tuple[str | os.PathLike, ...] = (),
 ) -> ConvertedWhisper:
     """Write a CTranslate2 Whisper folder as a Hugging Face Whisper folder (nothing is written on an error).
 
@@ -365,6 +377,7 @@ def convert_ct2_whisper(
             feature-extractor files.
         dtype: "float32" or "float16" weights in the output.
         overwrite: replace an existing `out`.
+        part_dirs: more folders holding further `model.bin.partN` files (read, never written).
 
     Returns:
         A ConvertedWhisper (the folder, layers, width, parameter counts, dtypes, languages, tokenizer or not).
@@ -393,7 +406,7 @@ def convert_ct2_whisper(
     faster = _read_json(src / "config.json")
     tokenizer = (src / "tokenizer.json").is_file()
     ids = special_ids(src)
-    model_bin = read_ct2(src)
+    model_bin = read_ct2(src, part_dirs)
     config = WhisperConfig(**whisper_config(model_bin, ids))
     state = {name: torch.from_numpy(value.copy()) for name, value in whisper_state_dict(model_bin).items()}
     with torch.device("meta"):

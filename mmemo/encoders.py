@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmemo.config import ModelConfig
+from mmemo.errors import ModelLoadError
 
 # Parameter-name parts of a tower's layers below its transformer layers (embeddings, CNN front ends, positions).
 _BELOW_LAYERS = (
@@ -81,6 +82,23 @@ class EncoderWrapper(nn.Module):
 
     def disable_masking(self) -> None:
         """Turn off training-time input masking (the towers here have none unless they override this)."""
+
+    def pooled(self, inputs: torch.Tensor, attention_mask: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+        """Each of hidden states `layers` (0: the input embeddings) mean-pooled over a clip's frames: (B, len, D).
+
+        For the audio towers, whose `hidden_states` gives every layer's frame states and their mask.
+        """
+        hidden, mask = self.hidden_states(inputs, attention_mask)  # (L+1, B, T, D), (B, T)
+        weights = mask.to(hidden.dtype)[None, :, :, None]  # (1, B, T, 1)
+        chosen = hidden[list(layers)]  # (len, B, T, D)
+        means = (chosen * weights).sum(2) / weights.sum(2).clamp(min=1.0)  # (len, B, D)
+        return means.transpose(0, 1)  # (B, len, D)
+
+    def mixed(self, inputs: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The softmax(`layer_weights`)-weighted sum of all hidden states (B, T, D) and the frame mask (B, T)."""
+        hidden, mask = self.hidden_states(inputs, attention_mask)  # (L+1, B, T, D)
+        weights = torch.softmax(self.layer_weights, dim=0).to(hidden.dtype)
+        return torch.einsum("l,lbtd->btd", weights, hidden), mask
 
 
 class TextEncoder(EncoderWrapper):
@@ -148,16 +166,20 @@ class AudioEncoder(EncoderWrapper):
         self.model.config.mask_time_prob = 0.0
         self.model.config.mask_feature_prob = 0.0
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_states(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every layer's frame states, input embeddings first: (L+1, B, T_audio, D_audio), and the frame mask."""
         out = self.model(
             input_values, attention_mask=attention_mask if self.pass_mask else None, output_hidden_states=True
         )
-        layers = torch.stack(out.hidden_states)  # (L+1, B, T_audio, D_audio)
-        weights = torch.softmax(self.layer_weights, dim=0).to(layers.dtype)
-        states = torch.einsum("l,lbtd->btd", weights, layers)  # (B, T_audio, D_audio)
+        hidden = torch.stack(out.hidden_states)  # (L+1, B, T_audio, D_audio)
         lengths = self.model._get_feat_extract_output_lengths(attention_mask.sum(-1))
-        mask = torch.arange(states.shape[1], device=states.device)[None, :] < lengths[:, None]  # (B, T_audio)
-        return states, mask
+        mask = torch.arange(hidden.shape[2], device=hidden.device)[None, :] < lengths[:, None]  # (B, T_audio)
+        return hidden, mask
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mixed(input_values, attention_mask)
 
 
 class WhisperAudioEncoder(EncoderWrapper):
@@ -198,9 +220,16 @@ class WhisperAudioEncoder(EncoderWrapper):
         if layers < 0:
             self.model.requires_grad_(False)
 
-    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_states(
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every layer's frame states, input embeddings first (the last after the final norm): (L+1, B, T, D), and
+        the frame mask (B, T)."""
         encoder = self.model
         x = F.gelu(encoder.conv1(input_features.to(encoder.conv1.weight.dtype)))  # (B, D, frames)
+        # Zero the first convolution's output past each clip's frames, as its zero padding is for a clip alone:
+        # then no state of a clip depends on what it is batched with.
+        x = x * attention_mask[:, None, : x.shape[-1]].to(x.dtype)
         x = F.gelu(encoder.conv2(x)).transpose(1, 2)  # (B, T_audio, D), stride 2: 20 ms per position
         length = x.shape[1]
         if length > encoder.embed_positions.num_embeddings:  # one long clip must not stop an evaluation
@@ -223,9 +252,10 @@ class WhisperAudioEncoder(EncoderWrapper):
             x = layer(x, bias)
             hidden.append(x)
         hidden[-1] = encoder.layer_norm(x)
-        weights = torch.softmax(self.layer_weights, dim=0).to(x.dtype)
-        states = torch.einsum("l,lbtd->btd", weights, torch.stack(hidden))  # (B, T_audio, D)
-        return states, mask
+        return torch.stack(hidden), mask  # (L+1, B, T_audio, D)
+
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mixed(input_features, attention_mask)
 
 
 def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.Module, nn.Module]:
@@ -248,12 +278,7 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
         config = BertConfig(**{"vocab_size": vocab_size, "attn_implementation": "sdpa", **cfg.text_config})
         text_model = AutoModel.from_config(config, add_pooling_layer=False)
     if cfg.audio_encoder and is_whisper(AutoConfig.from_pretrained(cfg.audio_encoder, **remote)):
-        from transformers import WhisperForAudioClassification
-
-        # The encoder alone: this class loads "model.encoder.*" weights of a full Whisper checkpoint, no decoder.
-        audio_model = WhisperForAudioClassification.from_pretrained(
-            cfg.audio_encoder, attn_implementation="sdpa"
-        ).encoder
+        audio_model = _pretrained_whisper_encoder(cfg.audio_encoder)
     elif cfg.audio_encoder:
         audio_model = AutoModel.from_pretrained(cfg.audio_encoder, attn_implementation="sdpa", **remote)
     elif cfg.audio_config.get("model_type", "wav2vec2") == "whisper":
@@ -261,6 +286,47 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
     else:
         audio_model = AutoModel.from_config(Wav2Vec2Config(**{"attn_implementation": "sdpa", **cfg.audio_config}))
     return text_model, audio_model
+
+
+def _pretrained_whisper_encoder(name: str) -> nn.Module:
+    """The encoder of a Whisper checkpoint (full or encoder-only), loaded quietly; one line says what was loaded.
+
+    Raises:
+        ModelLoadError: the checkpoint lacks some of the encoder's weights (they are named).
+    """
+    import sys
+
+    from transformers import WhisperForAudioClassification
+    from transformers.utils import logging
+
+    # This class loads "model.encoder.*" weights of a full checkpoint and leaves the decoder out; transformers
+    # would list every decoder weight as unexpected and its own classifier head as missing: neither matters here.
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        model, info = WhisperForAudioClassification.from_pretrained(
+            name, attn_implementation="sdpa", output_loading_info=True
+        )
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+    missing = sorted(key for key in info["missing_keys"] if key.startswith("encoder."))
+    if missing:
+        raise ModelLoadError(
+            f"{name}: the Whisper checkpoint has no weights for {len(missing)} encoder parameter(s), e.g. "
+            f"{', '.join(missing[:3])}; it is not a Whisper checkpoint this transformers version reads"
+        )
+    encoder = model.encoder
+    config = encoder.config
+    parameters = sum(p.numel() for p in encoder.parameters()) / 1e6
+    print(
+        f"audio tower: the Whisper encoder of {name} ({config.encoder_layers} layers, {config.d_model} wide, "
+        f"{config.num_mel_bins} mel bins, {parameters:.1f} M parameters)",
+        file=sys.stderr,
+    )
+    return encoder
 
 
 def is_whisper(config) -> bool:

@@ -17,6 +17,7 @@ Predicting a whole file of inputs is `mmemo.batch_predict`; the terminal table i
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import warnings
@@ -298,7 +299,7 @@ class EmotionRecognizer:
         if len(texts) != len(audios):
             raise DataError(f"predict(): {len(texts)} texts but {len(audios)} audio inputs; give one of each per item")
         reference = self._reference(speaker_profile)
-        if reference is None and self.config.acoustic_normalization == "speaker" and self.config.acoustic_features:
+        if not reference and self.config.acoustic_normalization == "speaker" and self._uses_profiles:
             _warn_once(
                 "this model standardised the acoustic statistics per speaker in training; without a "
                 "speaker_profile (enrol_speaker / `mmemo enrol`) it uses the training speakers' statistics, which "
@@ -311,7 +312,7 @@ class EmotionRecognizer:
             t = (t or "").strip()
             if not t and waveform is None:
                 raise DataError(f"input {i}: empty text and no audio; give a transcript, audio, or both")
-            items.append({"text": t, "audio": waveform, "reference": reference})
+            items.append({"text": t, "audio": waveform, **reference})
         predictions = self._predict_items(items, batch_size, window_seconds, overlap_seconds)
         return predictions if batched else predictions[0]
 
@@ -329,25 +330,74 @@ class EmotionRecognizer:
             raise DataError("enrol_speaker() needs at least one clip")
         rate = self.config.sampling_rate
         waves = [self._waveform(a, sampling_rate, where=f"audio[{i}]") for i, a in enumerate(clips)]
-        return SpeakerProfile.enrol(np.stack([functionals(w, rate) for w in waves]))
+        features = np.stack([functionals(w, rate) for w in waves])
+        if self.model.audio_head != "pooled":
+            return SpeakerProfile.enrol(features)
+        return SpeakerProfile.enrol(features, self.pooled_states(waves), self.pooled_key)
+
+    @functools.cached_property
+    def pooled_key(self) -> str:
+        """Names this model's audio tower (a digest of its weights) and pooled layers: a speaker profile's pooled
+        statistics fit only the tower they were computed with."""
+        from mmemo.data.tower_cache import tower_digest
+
+        tower = self.model.audio_encoder
+        return f"{tower_digest(tower.model, tower.hf_config.to_dict())}:{list(self.model.pooled_layers)}"
+
+    @property
+    def _uses_profiles(self) -> bool:
+        """Whether a speaker profile changes this model's predictions (acoustic token or pooled audio head)."""
+        return self.config.acoustic_features or self.model.audio_head == "pooled"
+
+    @torch.inference_mode()
+    def pooled_states(self, waves: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
+        """The audio tower's pooled states of clips (mono float32 at the model's rate): (N, layers, D_audio), the
+        input of a pooled-head model's audio token (before standardisation); the tower runs in eval mode."""
+        tower = self.model.audio_encoder
+        was_training, out = tower.training, []
+        tower.eval()
+        try:
+            for start in range(0, len(waves), batch_size):
+                audio = move_batch(self.collator.pad_audio(list(waves[start : start + batch_size])), self.device)
+                out.append(tower.pooled(audio[tower.input_name], audio["attention_mask"], self.model.pooled_layers))
+        finally:
+            tower.train(was_training)
+        return torch.cat(out).float().cpu().numpy()
 
     def _check_acoustic(self, what: str) -> None:
-        if not self.config.acoustic_features:
+        if not self._uses_profiles:
             raise DataError(
-                f"this model has no acoustic statistics (model.acoustic_features is off), so {what} cannot change "
-                "its predictions; train with model.acoustic_features: true (configs/emodb_cv.yaml does)"
+                f"this model has no utterance statistics to standardise (model.acoustic_features is off and its "
+                f"audio head is not pooled), so {what} cannot change its predictions; train with "
+                "model.acoustic_features: true (configs/emodb_cv.yaml) or model.audio_head: pooled "
+                "(configs/whisper_base.yaml)"
             )
 
-    def _reference(self, speaker_profile) -> np.ndarray | None:
-        """A speaker profile as the (2, F) reference the acoustic token is standardised against."""
+    def _reference(self, speaker_profile) -> dict:
+        """A speaker profile as the references its statistics are standardised against: {"reference": (2, F)
+        functionals mean and std, "pooled_reference": (2, layers, D) for a pooled-head model}; {} without one.
+
+        Raises:
+            DataError: the profile has no pooled statistics, or those of another tower (re-enrol with this model).
+        """
         if speaker_profile is None:
-            return None
+            return {}
         self._check_acoustic("a speaker profile")
         from mmemo.data.acoustic import SpeakerProfile
 
         if not isinstance(speaker_profile, SpeakerProfile):
             speaker_profile = SpeakerProfile.load(speaker_profile)
-        return np.stack([speaker_profile.mean, speaker_profile.std]).astype(np.float32)
+        reference = {"reference": np.stack([speaker_profile.mean, speaker_profile.std]).astype(np.float32)}
+        if self.model.audio_head != "pooled":
+            return reference
+        if speaker_profile.pooled_key != self.pooled_key:
+            made = "has no audio-tower statistics" if not speaker_profile.pooled_key else "was enrolled with another"
+            raise DataError(
+                f"this speaker profile {made} audio tower than this model's; enrol the speaker again with this "
+                "model (`mmemo enrol MODEL CLIPS -o profile.json` or enrol_speaker)"
+            )
+        pooled = np.stack([speaker_profile.pooled_mean, speaker_profile.pooled_std]).astype(np.float32)
+        return {**reference, "pooled_reference": pooled}
 
     def _predict_items(
         self, items: list[dict], batch_size: int, window_seconds: float, overlap_seconds: float

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmemo.config import ModelConfig
+from mmemo.data.acoustic import Z_CLIP
 from mmemo.encoders import AudioEncoder, TextEncoder, WhisperAudioEncoder, is_whisper
 from mmemo.errors import ConfigError
 
@@ -133,16 +134,25 @@ class EmotionModel(nn.Module):
         tower = WhisperAudioEncoder if is_whisper(audio_model.config) else AudioEncoder
         self.audio_encoder = tower(audio_model, cfg.freeze_feature_encoder, cfg.freeze_audio_layers)
         self.text_proj = nn.Linear(self.text_encoder.dim, dim)
-        self.audio_proj = nn.Linear(self.audio_encoder.dim, dim)
+        self.audio_head = cfg.audio_head
+        if cfg.audio_head == "pooled":
+            self.pooled_layers = self._check_pooled_layers(cfg.pooled_layers)
+            shape = (len(self.pooled_layers), self.audio_encoder.dim)
+            # The training clips' statistics of the pooled states: the reference for clips of unknown speakers.
+            self.register_buffer("pooled_mean", torch.zeros(shape))
+            self.register_buffer("pooled_std", torch.ones(shape))
+            self.audio_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(shape[0] * shape[1], dim))
+            self.audio_encoder.layer_weights.requires_grad_(False)  # the frame mix is not used
+        else:
+            self.audio_proj = nn.Linear(self.audio_encoder.dim, dim)
         self.text_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.audio_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.presence = nn.Embedding(3, dim)
         self.audio_downsample = cfg.audio_downsample
         self.acoustic_proj = None
         if cfg.acoustic_features:
-            from mmemo.data.acoustic import FEATURE_NAMES, Z_CLIP
+            from mmemo.data.acoustic import FEATURE_NAMES
 
-            self.acoustic_clip = Z_CLIP  # as SpeakerProfile.normalise clips
             n = len(FEATURE_NAMES)
             # The training clips' statistics: the reference for clips whose speaker is unknown.
             self.register_buffer("acoustic_mean", torch.zeros(n))
@@ -174,9 +184,21 @@ class EmotionModel(nn.Module):
         return self.text_proj(states), mask
 
     def encode_audio(self, audio: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded waveforms or log-mel features → projected frame states (B, T_audio, D) and mask (B, T_audio)."""
-        states, mask = self.audio_encoder(audio[self.audio_encoder.input_name], audio["attention_mask"])
-        states = self.audio_proj(states)
+        """Padded waveforms or log-mel features → projected frame states (B, T_audio, D) and mask (B, T_audio);
+        with the pooled head one token per clip (B, 1, D), from `audio["pooled"]` when a frozen tower's states
+        were computed beforehand."""
+        if self.audio_head == "pooled":
+            pooled = audio.get("pooled")  # (B, layers, D_audio)
+            if pooled is None:
+                pooled = self.audio_encoder.pooled(
+                    audio[self.audio_encoder.input_name], audio["attention_mask"], self.pooled_layers
+                )
+            z = standardise(pooled.float(), self.pooled_mean, self.pooled_std, audio.get("pooled_reference"), Z_CLIP)
+            states = self.audio_proj(z.flatten(1))[:, None]  # (B, 1, D)
+            mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
+        else:
+            states, mask = self.audio_encoder(audio[self.audio_encoder.input_name], audio["attention_mask"])
+            states = self.audio_proj(states)
         if self.audio_downsample > 1:
             states, mask = _downsample(states, mask, self.audio_downsample)
         if self.acoustic_proj is None:
@@ -193,12 +215,21 @@ class EmotionModel(nn.Module):
     def standardise_acoustic(self, functionals: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Z-score functionals (B, F) against per-clip references (B, 2, F) of mean and std (a speaker's
         profile); NaN references, or none, fall back to the training statistics. Clipped to ±Z_CLIP."""
-        mean, std = self.acoustic_mean.expand_as(functionals), self.acoustic_std.expand_as(functionals)
-        if reference is not None:
-            known = ~torch.isnan(reference[:, 0, :1])  # (B, 1)
-            mean = torch.where(known, reference[:, 0].nan_to_num(), mean)
-            std = torch.where(known, reference[:, 1].nan_to_num(nan=1.0), std)
-        return ((functionals.float() - mean) / std).clamp(-self.acoustic_clip, self.acoustic_clip)
+        return standardise(functionals.float(), self.acoustic_mean, self.acoustic_std, reference, Z_CLIP)
+
+    def set_pooled_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the training clips' pooled-state mean and (floored) std (layers, D_audio), saved with the weights."""
+        self.pooled_mean.copy_(torch.as_tensor(mean))
+        self.pooled_std.copy_(torch.as_tensor(std))
+
+    def _check_pooled_layers(self, layers: list[int]) -> tuple[int, ...]:
+        depth = self.audio_encoder.num_layers
+        if any(not 0 <= layer <= depth for layer in layers) or len(set(layers)) != len(layers):
+            raise ConfigError(
+                f"model.pooled_layers must be distinct hidden-state indices from 0 (the input embeddings) to {depth} "
+                f"(this audio tower's last layer), got {layers}"
+            )
+        return tuple(layers) or tuple(range(depth + 1))
 
     def fuse(self, text_enc=None, audio_enc=None, text_present=None, audio_present=None) -> torch.Tensor:
         """Fuse encoded streams into logits (B, C); a stream that is None or not present for a sample is absent."""
@@ -354,6 +385,21 @@ def _downsample(x: torch.Tensor, mask: torch.Tensor, factor: int) -> tuple[torch
     groups = F.pad(x, (0, 0, 0, pad)).view(batch, -1, factor, dim)  # (B, T', factor, D)
     counts = weights.sum(2)  # (B, T', 1)
     return (groups * weights).sum(2) / counts.clamp(min=1.0), counts.squeeze(-1) > 0
+
+
+def standardise(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, reference: torch.Tensor | None, clip: float
+) -> torch.Tensor:
+    """Z-score x (B, ...) against per-clip references (B, 2, ...) of mean and std (a speaker's statistics); a row
+    whose reference is NaN, or no reference at all, uses `mean` and `std`. Clipped to ±clip, as
+    `SpeakerProfile.normalise` clips."""
+    mean, std = mean.expand_as(x), std.expand_as(x)
+    if reference is not None:
+        known = ~torch.isnan(reference[:, 0].flatten(1)[:, :1])  # (B, 1)
+        known = known.view(-1, *[1] * (x.dim() - 1))
+        mean = torch.where(known, reference[:, 0].nan_to_num(), mean)
+        std = torch.where(known, reference[:, 1].nan_to_num(nan=1.0), std)
+    return ((x - mean) / std).clamp(-clip, clip)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from mmemo.builders import (
     load_splits,
     make_loader,
     make_optimizer,
+    pooled_tables,
     seed_everything,
     set_acoustic_statistics,
     set_threads,
@@ -79,6 +82,7 @@ class Run:
     forward: torch.nn.Module  # what the loss step calls: the model, or its DDP / compiled wrapper
     rank: int = 0
     world_size: int = 1
+    refit: bool = False  # training on train + valid for a fixed number of epochs: the last epoch is kept
 
     @property
     def model(self) -> EmotionModel:
@@ -90,8 +94,10 @@ class Run:
         return self.rank == 0
 
 
-def setup(cfg: Config, resume: bool = False) -> Run:
+def setup(cfg: Config, resume: bool = False, refit: bool = False) -> Run:
     """Read the data, build tokenizer, feature extractor, model, loaders, optimizer and schedule.
+
+    With `refit` the training loader also holds the valid rows (see `train.refit`).
 
     Raises:
         ConfigError: an invalid setting, or the output folder exists and neither `train.overwrite` nor
@@ -109,12 +115,15 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     out_dir = Path(cfg.train.output_dir)
 
     splits = load_splits(cfg)
+    if refit:
+        splits["train"] = splits["train"] + splits["valid"]
     if resume:  # the run's own tokenizer, label set and weights from its latest checkpoint
         recognizer = EmotionRecognizer.from_pretrained(latest_checkpoint(out_dir / "checkpoints") / "model", device)
     else:
         recognizer = build_recognizer(cfg.model, splits, device, label_maps(cfg))
     check_labels(splits, recognizer.labels, data_name(cfg))
     label_to_id = {label: i for i, label in enumerate(recognizer.labels)}
+    pooled = pooled_tables(recognizer, splits, cfg, augmenter, set_statistics=not resume)
     loaders = {
         name: make_loader(
             split_rows,
@@ -126,6 +135,7 @@ def setup(cfg: Config, resume: bool = False) -> Run:
             rank=rank,
             world_size=world_size,
             augmenter=augmenter,  # make_loader uses it for the training split only
+            pooled=pooled.get(name),
         )
         for name, split_rows in splits.items()
         if split_rows
@@ -151,6 +161,7 @@ def setup(cfg: Config, resume: bool = False) -> Run:
         wrap_model(model, cfg, device, world_size),
         rank,
         world_size,
+        refit,
     )
 
 
@@ -179,20 +190,28 @@ def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
     return sum(w * loss for w, loss in zip(weights, losses)) / sum(weights)
 
 
-def train(cfg: Config, resume: bool = False) -> dict:
+def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> dict:
     """Train, keep the best checkpoint by validation UA, evaluate it on test and write the run folder.
+
+    With `train.refit`, a second run in `<output_dir>/refit/` then trains from the same seed on train + valid for
+    the best epoch count and keeps its last epoch; its model replaces `<output_dir>/model` and its test scores
+    are the result's (the validation scores stay the first run's: the refit trains on those rows).
 
     Args:
         cfg: the recipe.
         resume: continue the run in `cfg.train.output_dir` from its latest checkpoint. A larger
             `train.epochs` extends the run: the LR schedule is rebuilt for the new total and continues from the
-            resumed step; config.yaml is rewritten (the original kept as config.original.yaml).
+            resumed step; config.yaml is rewritten (the original kept as config.original.yaml). A killed refit
+            starts again from its beginning.
+        refit_of: the first run's result when this is its refit (train + valid, the last epoch kept, the first
+            run's calibration temperature: the valid rows were trained on).
 
     Returns:
         {"out_dir", "model_dir", "best_epoch", "valid": scores, "test": scores or None, "skipped": bad clips
-        skipped, "calibration": temperature and ECE}; scores map condition ("both", "text", "audio") → metrics.
+        skipped, "calibration": temperature and ECE, "refit_epochs": epochs of the refit or None}; scores map
+        condition ("both", "text", "audio") → metrics.
     """
-    run = setup(cfg, resume=resume)
+    run = setup(cfg, resume=resume, refit=refit_of is not None)
     model_dir = run.out_dir / "model"
     log_path = run.out_dir / "metrics.jsonl"
     state = TrainState()
@@ -221,7 +240,11 @@ def train(cfg: Config, resume: bool = False) -> dict:
     # both calibration and the validation scores (the temperature changes no argmax).
     num_labels = len(run.recognizer.labels)
     valid_logits = collect_logits(run.model, run.loaders["valid"], run.device)
-    calibration = calibrate(run.recognizer, valid_logits["both"].logits, valid_logits["both"].labels)
+    if refit_of is None:
+        calibration = calibrate(run.recognizer, valid_logits["both"].logits, valid_logits["both"].labels)
+    else:
+        calibration = refit_of["calibration"]
+        run.recognizer.temperature = calibration["temperature"]
     valid = score(valid_logits, num_labels)
     by_corpus = {"valid": score_by_corpus(valid_logits, run.loaders["valid"].dataset.rows, num_labels)}
     test = None
@@ -250,7 +273,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
             by_corpus,
         )
     barrier(run.world_size)
-    return {
+    result = {
         "out_dir": run.out_dir,
         "model_dir": model_dir,
         "best_epoch": state.best_epoch,
@@ -260,7 +283,28 @@ def train(cfg: Config, resume: bool = False) -> dict:
         "test_by_corpus": by_corpus.get("test", {}),
         "skipped": state.skipped,
         "calibration": calibration,
+        "refit_epochs": None,
     }
+    if cfg.train.refit and refit_of is None:
+        return _refit(cfg, result, run.main)
+    return result
+
+
+def _refit(cfg: Config, first: dict, main: bool) -> dict:
+    """Train again on train + valid for the first run's best epoch count; its model becomes the run's model."""
+    from mmemo.io import atomic_folder
+
+    refit_cfg = copy.deepcopy(cfg)
+    refit_cfg.train.output_dir = str(Path(cfg.train.output_dir) / "refit")
+    refit_cfg.train.epochs, refit_cfg.train.patience, refit_cfg.train.overwrite = first["best_epoch"], 0, True
+    if main:
+        tqdm.write(f"refit: training on train + valid for {first['best_epoch']} epochs in {refit_cfg.train.output_dir}")
+    result = train(refit_cfg, refit_of=first)
+    if main:
+        with atomic_folder(first["model_dir"]) as tmp:
+            shutil.copytree(result["model_dir"], tmp, dirs_exist_ok=True)
+    keep = ("out_dir", "model_dir", "best_epoch", "valid", "valid_by_corpus")
+    return {**result, **{key: first[key] for key in keep}, "refit_epochs": first["best_epoch"]}
 
 
 @dataclass
@@ -301,7 +345,7 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
     }
     state.history.append(record)
     monitored = monitored_ua(valid, by_corpus, cfg.train.monitor, cfg.train.monitor_average)
-    improved = monitored > state.best_ua
+    improved = run.refit or monitored > state.best_ua  # a refit keeps its last epoch
     if run.main:
         print_epoch(state.epoch + 1, train_loss, valid, by_corpus, cfg.train.monitor, improved)
     if improved:

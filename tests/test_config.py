@@ -232,6 +232,7 @@ def _bad_values():
 
     special = {  # the checks that are functions: one wrong value each
         "model.labels": (["angry", "angry"], "distinct"),
+        "model.pooled_layers": ([1, 1], "distinct hidden-state indices"),
         "train.output_dir": ("", "a folder name"),
         "train.device": ("cdua", "one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps', got 'cdua'; did you mean 'cuda'?"),
         "train.modality_dropout": ({"name": "indepndent"}, "got 'indepndent'; did you mean 'independent'?"),

@@ -189,6 +189,13 @@ def test_a_model_in_parts_is_joined_in_memory(whisper_ct2, tmp_path):
     assert "1,000 bytes" in message and f"cat {src / 'model.bin.part1'}" in message
     assert not (tmp_path / "missing").exists()
 
+    elsewhere = tmp_path / "second-package"  # ... and is found there when its folder is named
+    elsewhere.mkdir()
+    (elsewhere / "model.bin.part2").write_bytes(data[1000:])
+    split = whisper_state_dict(read_ct2(src, (elsewhere,)))
+    assert all(np.array_equal(split[name], whole[name]) for name in whole)
+    assert convert_ct2_whisper(src, tmp_path / "out2", part_dirs=(elsewhere,)).out.is_dir()
+
 
 def test_refusals_name_the_file_and_write_nothing(whisper_ct2, tmp_path):
     good = whisper_ct2["ct2"]

@@ -26,7 +26,8 @@ How they run: each in README order, in one temporary folder that holds a copy of
 `bin/X`, bare `mmemo` is found on a PATH that starts there, and PYTHONPATH puts this tree first. Commands that
 match a pattern in OVERRIDES get its extra words (one epoch, the tiny model sizes of conftest.TINY_MODEL, two
 folds, a free port), so a training command finishes in seconds. `mmemo demo` is started, polled until
-http://127.0.0.1:PORT/ answers 200, then terminated. Any other step runs to completion.
+http://127.0.0.1:PORT/ answers 200, then terminated, and so is `mmemo serve` (polled at /health). Any other step
+runs to completion.
 
 A step fails on a non-zero exit or a traceback in its stderr, showing the command and its output. A program with
 no runner (anything but mmemo, `python -m mmemo`, pip install and make) fails the test: teach this file how to
@@ -98,7 +99,7 @@ OVERRIDES = {
     r"^mmemo cv\b(?!.*--folds)": ["--folds", "3"],  # the fewest speaker groups cv accepts
     # functionals computed once and kept where configs/emodb_cv.yaml keeps them (decoding EmoDB costs ~40 s)
     r"^mmemo baseline\b": ["--cache-dir", str(Path(EMODB_CACHE).expanduser())],
-    r"^mmemo demo\b": ["--port", "{port}"],
+    r"^mmemo (demo|serve)\b": ["--port", "{port}"],
 }
 
 # `[--opt X]` (a word opening a bracket, or closing one it did not open), `MANIFEST` / `CONFIG.yaml`, `a|b`
@@ -256,7 +257,7 @@ def _steps(text: str) -> list[list[str]]:
 
 
 def _runner(words: list[str]) -> tuple[str, list[str]]:
-    """(kind, words) for a step: kind is mmemo, demo, pip, make or unknown; `.venv/bin/` is resolved."""
+    """(kind, words) for a step: kind is mmemo, demo, serve, pip, make or unknown; `.venv/bin/` is resolved."""
     program = words[0]
     if program.startswith(".venv/bin/"):
         program = program.removeprefix(".venv/bin/")
@@ -266,7 +267,7 @@ def _runner(words: list[str]) -> tuple[str, list[str]]:
     if re.fullmatch(r"python(3(\.\d+)?)?", name) and args[:2] == ["-m", "pip"]:
         name, args = "pip", args[2:]
     if name == "mmemo":
-        return ("demo" if args[:1] == ["demo"] else "mmemo"), ["mmemo", *args]
+        return (args[0] if args[:1] in (["demo"], ["serve"]) else "mmemo"), ["mmemo", *args]
     if name in ("pip", "make"):
         return name, [name, *args]
     return "unknown", words
@@ -300,11 +301,11 @@ def _check_pip_install(words: list[str], command: str) -> None:
             assert extra in extras, f"`{command}`: pyproject.toml has no extra '{extra}' (it has {sorted(extras)})"
 
 
-def _serve_demo(argv: list[str], cwd: Path, env: dict[str, str], command: str) -> None:
-    """Start `mmemo demo`, wait for HTTP 200 on its port, then stop it."""
+def _serve(argv: list[str], cwd: Path, env: dict[str, str], command: str, path: str = "/") -> None:
+    """Start a server command (`mmemo demo`, `mmemo serve`), wait for HTTP 200 at `path` on its port, then stop it."""
     port = argv[argv.index("--port") + 1]
-    url = f"http://127.0.0.1:{port}/"
-    log = cwd / f"demo-{port}.log"
+    url = f"http://127.0.0.1:{port}{path}"
+    log = cwd / f"server-{port}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         try:
@@ -429,7 +430,12 @@ def test_a_readme_command_runs_as_written(command, work):
         if kind == "demo":
             if find_spec("gradio") is None:
                 pytest.skip("the demo extra is not installed (pip install -e '.[demo]')")
-            _serve_demo(argv, work, _env(work, env), command.text)
+            _serve(argv, work, _env(work, env), command.text)
+            continue
+        if kind == "serve":
+            if find_spec("fastapi") is None:
+                pytest.skip("the serve extra is not installed (pip install -e '.[serve]')")
+            _serve(argv, work, _env(work, env), command.text, path="/health")
             continue
         proc = subprocess.run(argv, cwd=work, env=_env(work, env), capture_output=True, text=True, timeout=STEP_TIMEOUT)
         _check(proc, shlex.join(argv))

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mmemo.data.acoustic import POOLED_STD_FLOOR_REL, STD_FLOOR_REL, speaker_statistics
 from mmemo.data.audio import audio_duration, load_audio
 from mmemo.data.augment import Augmenter
 from mmemo.data.cache import AudioCache, clip_functionals
@@ -23,6 +24,7 @@ MIN_AUDIO_SAMPLES = 400
 MEL_HOP = 160
 # Added to (seed, epoch, index) so augmentation draws are independent of the crop's draws.
 AUGMENT_SALT = 0xA06
+POOLED_SALT = 0xC09  # ... and the choice of a clip's cached tower-state copy too
 
 
 def clip_seconds(row: dict) -> float:
@@ -45,6 +47,11 @@ class EmotionDataset(Dataset):
     epoch and index like the crop; the item then carries its generator as `augment_rng` for the collator's
     spectrogram masks. An index past the last row is a further copy of row `index % len(rows)` (what an
     oversampling `BucketBatchSampler` draws): the same row with its own crop and augmentation.
+
+    With `pooled`, a frozen audio tower's pooled states computed beforehand (`mmemo.data.tower_cache`; (copies, N,
+    layers, D), copy 0 the clean clip), items carry `pooled` (layers, D) instead of audio, and nothing is decoded:
+    a training item draws one copy per epoch (seeded like the crop), evaluation takes the clean one. With
+    `acoustic` "speaker" they also carry `pooled_reference` (2, layers, D): their speaker's mean and std.
     """
 
     def __init__(
@@ -59,6 +66,7 @@ class EmotionDataset(Dataset):
         cache_dir: str | None = None,
         acoustic: str | None = None,
         augment: Augmenter | None = None,
+        pooled: np.ndarray | None = None,
     ):
         self.rows = rows
         self.label_to_id = label_to_id
@@ -74,7 +82,13 @@ class EmotionDataset(Dataset):
         if acoustic:
             self.functionals = self._clip_functionals()
             if acoustic == "speaker":
-                self.references = self._speaker_references()
+                self.references = self._speaker_references(self.functionals, self.has_functionals(), STD_FLOOR_REL)
+        self.pooled, self.pooled_references = pooled, None
+        if pooled is not None and acoustic == "speaker":
+            clean = pooled[0].reshape(len(rows), -1)
+            usable = np.flatnonzero(np.isfinite(clean).all(axis=1))
+            self.pooled_references = self._speaker_references(clean, usable, POOLED_STD_FLOOR_REL)
+            self.pooled_references = self.pooled_references.reshape(len(rows), 2, *pooled.shape[2:])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -86,7 +100,11 @@ class EmotionDataset(Dataset):
         row_index = index % len(self.rows)  # index itself seeds the crop and augmentation: copies differ
         row = self.rows[row_index]
         audio, extra = None, {}
-        if row["audio"]:
+        if row["audio"] and self.pooled is not None:
+            extra = self._pooled_item(row, row_index, index)
+            if extra is None:
+                return None
+        elif row["audio"]:
             try:
                 if self.cache is not None:
                     audio = self.cache.load(row["audio"], row.get("start"), row.get("end"))
@@ -119,6 +137,21 @@ class EmotionDataset(Dataset):
             item["reference"] = None if self.references is None else self.references[row_index]
         return item
 
+    def _pooled_item(self, row: dict, row_index: int, index: int) -> dict | None:
+        """A clip's pooled tower states (one copy: drawn per epoch in training, the clean one otherwise)."""
+        copy = 0
+        if self.train and len(self.pooled) > 1:
+            copy = int(np.random.default_rng((self.seed, self.epoch, index, POOLED_SALT)).integers(len(self.pooled)))
+        states = self.pooled[copy, row_index]
+        if not np.isfinite(states).all():  # the clip failed to decode when the states were computed
+            if not self.skip_bad:
+                raise DataError(f"row {row['id']}: its audio could not be decoded for the audio tower")
+            return None
+        item = {"pooled": states}
+        if self.pooled_references is not None:
+            item["pooled_reference"] = self.pooled_references[row_index]
+        return item
+
     def _clip_functionals(self) -> np.ndarray:
         """(N, F) acoustic functionals of every row's whole clip, cached with the audio; zeros without audio, NaN
         for a clip that cannot be decoded (skipped later; left out of every statistic)."""
@@ -143,17 +176,16 @@ class EmotionDataset(Dataset):
         ok = np.array([bool(row["audio"]) for row in self.rows]) & np.isfinite(self.functionals).all(axis=1)
         return np.flatnonzero(ok)
 
-    def _speaker_references(self) -> np.ndarray:
-        """(N, 2, F) each row's speaker's functionals mean and std, enrolled from that speaker's rows here
-        (labels unused); NaN for rows without a speaker or audio (the model then uses its training statistics)."""
-        from mmemo.data.acoustic import enrol_speakers
-
-        references = np.full((len(self.rows), 2, self.functionals.shape[1]), np.nan, dtype=np.float32)
-        known = [i for i in self.has_functionals() if self.rows[i].get("speaker")]
+    def _speaker_references(self, features: np.ndarray, usable: np.ndarray, relative_floor: float) -> np.ndarray:
+        """(N, 2, F) each row's speaker's mean and (floored) std of `features` (N, F), from that speaker's `usable`
+        rows here (labels unused); NaN for rows without a speaker or usable audio (the model then uses its
+        training statistics)."""
+        references = np.full((len(self.rows), 2, features.shape[1]), np.nan, dtype=np.float32)
+        known = [i for i in usable if self.rows[i].get("speaker")]
         speakers = [self.rows[i]["speaker"] for i in known]
-        profiles = enrol_speakers(speakers, self.functionals[known])
+        statistics = speaker_statistics(speakers, features[known], relative_floor)
         for i, speaker in zip(known, speakers):
-            references[i] = np.stack([profiles[speaker].mean, profiles[speaker].std])
+            references[i] = statistics[speaker]
         return references
 
     def durations(self) -> list[float]:
@@ -218,7 +250,7 @@ class Collator:
         texts = [item["text"] or "" for item in items]
         audios = [item["audio"] for item in items]
         text_present = torch.tensor([bool(t) for t in texts])
-        audio_present = torch.tensor([a is not None for a in audios])
+        audio_present = torch.tensor([a is not None or "pooled" in item for a, item in zip(audios, items)])
         batch = {
             "ids": [item["id"] for item in items],
             "labels": torch.tensor([item["label"] for item in items]),
@@ -236,12 +268,29 @@ class Collator:
                 )
             )
         if audio_present.any():
-            batch["audio"] = self.pad_audio(audios)
+            pooled = any("pooled" in item for item in items)
+            batch["audio"] = self.pooled_inputs(items) if pooled else self.pad_audio(audios)
+            if any("pooled_reference" in item for item in items):
+                batch["audio"]["pooled_reference"] = self.pooled_references(items)
             if self.acoustic_features:
                 batch["audio"].update(self.acoustic_inputs(items))
             if self.train and self.augmenter is not None and "input_features" in batch["audio"]:
                 self._mask_features(batch["audio"], items)
         return batch
+
+    @staticmethod
+    def pooled_inputs(items: list[dict]) -> dict:
+        """`pooled` (B, layers, D): tower states computed beforehand; an item without audio gets zeros (it is
+        marked absent)."""
+        blank = np.zeros(next(item["pooled"].shape for item in items if "pooled" in item), np.float32)
+        return {"pooled": torch.from_numpy(np.stack([item.get("pooled", blank) for item in items]).astype(np.float32))}
+
+    @staticmethod
+    def pooled_references(items: list[dict]) -> torch.Tensor:
+        """(B, 2, layers, D) each item's speaker statistics of the pooled states; NaN where it has none."""
+        unknown = np.full(next(item["pooled_reference"].shape for item in items if "pooled_reference" in item), np.nan)
+        references = [item.get("pooled_reference", unknown) for item in items]
+        return torch.from_numpy(np.stack(references).astype(np.float32))
 
     def acoustic_inputs(self, items: list[dict]) -> dict:
         """`functionals` (B, F) and `reference` (B, 2, F; NaN: no speaker profile) for the acoustic token.
@@ -280,10 +329,14 @@ class Collator:
         Returns:
             input_values (B, S) and attention_mask (B, S) for a waveform tower, or input_features
             (B, n_mels, frames) and a frame-level attention_mask for a log-mel (Whisper) feature extractor, padded
-            to the longest clip, not to Whisper's 30 s.
+            to the longest clip, not to Whisper's 30 s. Log-mel features are computed clip by clip and padded with
+            zeros, so a clip's frames are what they are alone (the extractor would compute the STFT over the padded
+            batch, which changes the last frames of every shorter clip, and through attention all of them).
         """
         stub = np.zeros(MIN_AUDIO_SAMPLES, dtype=np.float32)
         audios = [stub if a is None else np.pad(a, (0, max(0, MIN_AUDIO_SAMPLES - len(a)))) for a in audios]
+        if "input_features" in self.feature_extractor.model_input_names:
+            return self._log_mel(audios)
         features = self.feature_extractor(
             audios,
             sampling_rate=self.feature_extractor.sampling_rate,
@@ -291,8 +344,17 @@ class Collator:
             return_attention_mask=True,
             return_tensors="pt",
         )
-        key = "input_features" if "input_features" in features else "input_values"  # log-mel or waveform tower
-        return {key: features[key], "attention_mask": features["attention_mask"]}
+        return {"input_values": features["input_values"], "attention_mask": features["attention_mask"]}
+
+    def _log_mel(self, audios: list[np.ndarray]) -> dict:
+        rate = self.feature_extractor.sampling_rate
+        clips = [self.feature_extractor(a, sampling_rate=rate, padding="longest").input_features[0] for a in audios]
+        frames = max(clip.shape[-1] for clip in clips)
+        features = np.zeros((len(clips), clips[0].shape[0], frames), dtype=np.float32)  # (B, n_mels, frames)
+        mask = np.zeros((len(clips), frames), dtype=np.int64)
+        for i, clip in enumerate(clips):
+            features[i, :, : clip.shape[-1]], mask[i, : clip.shape[-1]] = clip, 1
+        return {"input_features": torch.from_numpy(features), "attention_mask": torch.from_numpy(mask)}
 
 
 def split_batch(batch: dict, part: slice) -> dict:

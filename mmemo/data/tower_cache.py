@@ -33,7 +33,7 @@ from mmemo.data.dataset import clip_seconds
 from mmemo.errors import DataError
 from mmemo.io import atomic_write
 
-TOWER_CACHE_VERSION = 1
+TOWER_CACHE_VERSION = 2  # 2: log-mel features and the first convolution made batch-independent
 BATCH_SECONDS = 60.0  # audio per encoder call when filling the cache
 
 Encode = Callable[[list[np.ndarray]], np.ndarray]  # clips (float32 waveforms) → (B, layers, D) pooled states

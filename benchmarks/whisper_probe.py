@@ -1,0 +1,92 @@
+"""Per-layer linear probe of a frozen Whisper encoder on EmoDB: which hidden states carry emotion.
+
+Each clip's hidden states are mean-pooled per layer through the pooled head's own code (`mmemo.builders.pooled_tables`,
+so the probe reads exactly what `configs/whisper_base.yaml` trains on, from the same cache), standardised with the
+training folds' statistics ("global": no speaker information) or each speaker's own ("speaker"), and a logistic
+regression (scikit-learn defaults, C = 1) is fitted on the other four of the importer's five speaker folds, as
+`mmemo baseline` does. Prints one table (UA per layer and for layer sets), writes JSON.
+
+    python benchmarks/whisper_probe.py [EMODB_ROOT] --model models/whisper-base --json docs/pretrained/probe.json
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from emodb_args import emodb_parser, root_and_overrides
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import recall_score
+
+from mmemo.builders import build_recognizer, pooled_tables
+from mmemo.config import load_config
+from mmemo.data.corpora import prepare
+
+SETS = {"2-4": [2, 3, 4], "1-5": [1, 2, 3, 4, 5], "all": None}
+
+
+def main() -> None:
+    parser = emodb_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a Whisper checkpoint folder or hub id")
+    args = parser.parse_args()
+    root, overrides = root_and_overrides(parser, args)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "emodb.jsonl"
+        rows = prepare("emodb", root, output=manifest, overwrite=True)
+        cfg = load_config(
+            "whisper_base",
+            [f"data.manifest={manifest}", f"model.audio_encoder={args.model}", "model.pooled_layers=[]", *overrides],
+        )
+        start = time.time()
+        recognizer = build_recognizer(cfg.model, {"train": rows}, torch.device("cpu"))
+        states = pooled_tables(recognizer, {"all": rows}, cfg, None, set_statistics=False)["all"][0]
+        seconds = time.time() - start
+    labels = np.array([r["label"] for r in rows])
+    speakers = np.array([r["speaker"] for r in rows])
+    folds = np.array([r["fold"] for r in rows])
+    layers = states.shape[1]
+    columns = {f"layer {i}": [i] for i in range(layers)} | {
+        f"layers {name}": chosen or list(range(layers)) for name, chosen in SETS.items()
+    }
+    table = {
+        norm: {
+            name: probe(states[:, chosen].reshape(len(rows), -1), labels, speakers, folds, norm)
+            for name, chosen in columns.items()
+        }
+        for norm in ("global", "speaker")
+    }
+    print(f"| EmoDB, 5 speaker folds, UA | {' | '.join(columns)} |")
+    print(f"|---|{'---:|' * len(columns)}")
+    for norm, scores in table.items():
+        print(f"| {norm} | {' | '.join(f'{scores[name]:.3f}' for name in columns)} |")
+    print(f"pooled states of {len(rows)} clips: {seconds:.0f} s (from the cache when it holds them)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"model": args.model, "ua": table, "seconds": seconds}, indent=2) + "\n")
+
+
+def probe(x: np.ndarray, labels, speakers, folds, norm: str) -> float:
+    """Mean UA over the folds of a logistic regression trained on the other folds."""
+    x = x.astype(np.float64)
+    uas = []
+    for fold in sorted(set(folds)):
+        test = folds == fold
+        if norm == "speaker":
+            z = np.empty_like(x)
+            for speaker in set(speakers):
+                own = speakers == speaker
+                z[own] = (x[own] - x[own].mean(0)) / (x[own].std(0) + 1e-3)
+        else:
+            z = (x - x[~test].mean(0)) / (x[~test].std(0) + 1e-3)
+        clf = LogisticRegression(max_iter=3000).fit(z[~test], labels[~test])
+        uas.append(recall_score(labels[test], clf.predict(z[test]), average="macro"))
+    return float(np.mean(uas))
+
+
+if __name__ == "__main__":
+    main()
