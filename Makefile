@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: quickstart test lint install install-dev clean
+.PHONY: quickstart test test-fast lint install install-dev clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ quickstart: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
+
+# The tests that train nothing, open no browser and start no process (under a minute on 2 cores): a verdict on a
+# config, data or metrics change in seconds. The `slow` marker and its rule are in tests/conftest.py.
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -m "not slow" --durations=5
 
 # ruff settles style: lint rules and formatting, both checked, nothing rewritten.
 lint: $(VENV)/.installed-dev

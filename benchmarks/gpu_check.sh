@@ -34,7 +34,7 @@ fi
 
 section "mmemo bench train --device $DEVICE --size $SIZE --steps $STEPS"
 timeout "$BUDGET" "$PY" -m mmemo bench train --device "$DEVICE" --size "$SIZE" --steps "$STEPS" \
-    --json "$OUT/bench_train.json" || failed+=("bench train (exit $?)")
+    -o "$OUT/bench_train.json" || failed+=("bench train (exit $?)")
 
 section "FLOPs of one training step, 6 s + 20 tokens ($SIZE)"
 timeout 60 "$PY" benchmarks/flops_check.py --size "$SIZE" --device "$DEVICE" || failed+=("flops_check (exit $?)")
@@ -56,7 +56,7 @@ fi
 section "mmemo bench predict on $DEVICE"
 if "$PY" -m mmemo bench predict --help 2>/dev/null | grep -q -- "--device"; then
     timeout 120 "$PY" -m mmemo bench predict --device "$DEVICE" --size "$SIZE" --repeats 10 \
-        --json "$OUT/bench_predict.json" || failed+=("bench predict (exit $?)")
+        -o "$OUT/bench_predict.json" || failed+=("bench predict (exit $?)")
 else
     echo "skipped: mmemo bench predict has no --device option (it times CPU inference only)"
 fi

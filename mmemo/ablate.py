@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from mmemo.config import Config
+from mmemo.errors import not_one_of
 from mmemo.metrics import CONDITION_NAMES, CONDITIONS, mean_and_std
 
 DEFAULT_DROPOUT = {"name": "independent", "p_text": 0.3, "p_audio": 0.3}
@@ -42,9 +43,15 @@ def ablate(cfg: Config, seeds=(0,), out_dir: str | os.PathLike | None = None, va
 
     Returns:
         {variant: {condition: {"ua", "wa", "macro_f1", "ua_std", "wa_std", "macro_f1_std", "n_runs"}}}.
+
+    Raises:
+        ConfigError: a variant is not one of VARIANTS (the closest is named), before anything is trained.
     """
     from mmemo.train import train
 
+    for name in variants:
+        if name not in VARIANTS:
+            raise not_one_of("variant", name, VARIANTS)
     out_dir = Path(out_dir or f"{cfg.train.output_dir}-ablation")
     results = {}
     for name in variants:

@@ -111,13 +111,13 @@ def transcribe_missing(rows: list[dict], transcriber: Transcriber, progress: boo
     Returns:
         How many rows were transcribed.
     """
-    from tqdm.auto import tqdm
+    from mmemo.progress import progress_bar
 
     todo = [row for row in rows if row.get("audio") and not (row.get("text") or "").strip()]
     for row in rows:
         if (row.get("text") or "").strip():
             row["transcript_source"] = "typed"
-    for row in tqdm(todo, unit="clip", desc="transcribe", disable=not progress):
+    for row in progress_bar(todo, enabled=progress, unit="clip", desc="transcribe"):
         try:
             row["text"] = transcribe_file(transcriber, row["audio"], row.get("start"), row.get("end"))
         except DataError:

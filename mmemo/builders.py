@@ -27,12 +27,12 @@ from mmemo.data.text import train_wordpiece
 from mmemo.encoders import build_encoders
 from mmemo.errors import ConfigError, DataError, ModelLoadError
 from mmemo.inference import EmotionRecognizer
-from mmemo.metrics import CONDITIONS
 from mmemo.model import EmotionModel
 
 
 def check_settings(cfg: Config, resume: bool) -> None:
-    """Reject settings that would fail later (or overwrite a run) before any data is read."""
+    """Refuse a missing manifest or an existing run folder before any data is read (every value was checked when
+    the config loaded)."""
     for corpus in corpora_of(cfg.data):
         if not Path(corpus.path).is_file():
             key = "data.manifest" if cfg.data.manifest else "data.manifests"
@@ -41,19 +41,6 @@ def check_settings(cfg: Config, resume: bool) -> None:
                 f"{key}{which} {Path(corpus.path).resolve()} does not exist ({cfg.path_origin(key)}); "
                 "fix the path, or make the manifest with `mmemo synth` or `mmemo prepare`"
             )
-    if cfg.train.monitor not in CONDITIONS:
-        raise ConfigError(f"train.monitor must be one of {', '.join(CONDITIONS)}, got {cfg.train.monitor!r}")
-    if cfg.train.monitor_average not in ("pooled", "corpus_mean"):
-        raise ConfigError(f"train.monitor_average must be pooled or corpus_mean, got {cfg.train.monitor_average!r}")
-    if cfg.data.on_bad_sample not in ("fail", "skip"):
-        raise ConfigError(f"data.on_bad_sample must be 'fail' or 'skip', got {cfg.data.on_bad_sample!r}")
-    if cfg.data.tower_copies and not cfg.data.augment:
-        raise ConfigError(
-            f"data.tower_copies={cfg.data.tower_copies} augments copies of each clip with data.augment, which is "
-            "empty; give data.augment (e.g. {speed: [0.9, 1.1], gain_db: [-6, 6]}) or set data.tower_copies=0"
-        )
-    if cfg.train.grad_accum < 1:
-        raise ConfigError(f"train.grad_accum must be at least 1, got {cfg.train.grad_accum}")
     out_dir = Path(cfg.train.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (cfg.train.overwrite or resume):
         raise ConfigError(

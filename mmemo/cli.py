@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 
 from mmemo.errors import MmemoError
+from mmemo.progress import quiet_library_bars
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `mmemo` and `python -m mmemo`; returns the exit status."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_library_bars()
     args = parse_args(argv)
     if not hasattr(args, "func"):
         build_parser().print_help()
@@ -31,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse a command line. For the subcommands that take config overrides, every `section.key=value` word is
-    an override wherever it stands (`mmemo cv CONFIG MANIFEST --json X train.epochs=3`): argparse alone only
+    an override wherever it stands (`mmemo cv CONFIG MANIFEST -o X train.epochs=3`): argparse alone only
     takes them right after the positionals, and `parse_intermixed_args` does not support subcommands."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _old_json_spelling(list(sys.argv[1:] if argv is None else argv))
     overrides = []
     if argv and argv[0] in OVERRIDE_COMMANDS:
         overrides = [word for word in argv[1:] if OVERRIDE.match(word)]
@@ -47,6 +50,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 OVERRIDE_COMMANDS = ("train", "ablate", "cv")
 # `section.key[.subkey]=value`: a config override
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
+# the commands whose --json took a PATH to write before it became a flag (-o PATH writes now)
+OLD_JSON_PATH = ("cv", "ablate", "baseline", "bench")
+
+
+def _old_json_spelling(argv: list[str]) -> list[str]:
+    """`--json FILE.json` (or `--json=FILE`), the old spelling of `-o FILE` for cv, ablate, baseline and bench,
+    rewritten with a deprecation warning until the next release. Only a word ending in .json counts as --json's
+    value: `mmemo baseline --json MANIFEST` prints the JSON and never writes it over the manifest."""
+    if not argv or argv[0] not in OLD_JSON_PATH:
+        return argv
+    for i, word in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if word.startswith("--json="):
+            path, rest = word.partition("=")[2], argv[i + 1 :]
+        elif word == "--json" and following.lower().endswith(".json") and not following.startswith("-"):
+            path, rest = following, argv[i + 2 :]
+        else:
+            continue
+        print(
+            f"mmemo {argv[0]}: warning: `--json PATH` is deprecated and will be removed in the next release; "
+            f"write `-o {path}` (`--json` alone now prints the JSON)",
+            file=sys.stderr,
+        )
+        return argv[:i] + ["-o", path] + rest
+    return argv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,11 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--int8", action="store_true", help="score the int8-quantized model (CPU), to see what int8 costs")
     _add_device_option(p)
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON object instead of a table, with per-class precision/recall/F1 and confusion matrices",
-    )
+    _add_json_options(p, "the scores, with per-class precision/recall/F1 and confusion matrices,")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
@@ -203,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="time this model folder instead of a random one")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per workload (default 20)")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
+    _add_json_options(p, "the results")
     p.set_defaults(func=cmd_bench_predict)
     p = bench_sub.add_parser(
         "train",
@@ -229,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path's model")
     p.add_argument("--ablate", action="store_true", help="also time the fast path with each feature switched off")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
+    _add_json_options(p, "the results")
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser(
         "serve",
@@ -246,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-rate", type=float, default=0.1, help="share of faults in the fault run (default 0.1)")
     p.add_argument("--device", default="cpu", help="where the servers run the model (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="the servers' torch threads (default: torch's)")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
+    _add_json_options(p, "the results")
     p.set_defaults(func=cmd_bench_serve)
 
     p = sub.add_parser("ablate", help="train the ablation variants and print one UA/WA/F1 table")
@@ -261,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants", nargs="+", default=None, help="a subset of: joint_md joint_nomd text_only audio_only concat"
     )
     p.add_argument("--out-dir", default=None, help="where the runs go (default: <train.output_dir>-ablation)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    _add_json_options(p, "the results")
     p.add_argument(
         "--baseline", action="store_true", help="also print `mmemo baseline`'s table on the manifest's test split"
     )
@@ -288,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-seconds", type=float, default=0.1, help="shorter clips are errors (default 0.1)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="longer clips are warnings (default 30)")
     p.add_argument("--labels", default=None, help="comma-separated allowed labels, e.g. angry,happy,neutral,sad")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    _add_json_options(p, "the report")
     p.set_defaults(func=cmd_data_check)
     p = data_sub.add_parser(
         "audit",
@@ -371,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed per fold (default 0)")
     p.add_argument("--out-dir", default=None, help="the cross-validation folder (default train.output_dir)")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
+    _add_json_options(p, "the results")
     p.add_argument("--baseline", action="store_true", help="also print `mmemo baseline`'s table on the same folds")
     p.set_defaults(func=cmd_cv)
 
@@ -395,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speaker-norm", action="store_true", help="z-score functionals per speaker (transductive)")
     p.add_argument("--cache-dir", default=None, help="cache decoded clips and their functionals here")
     p.add_argument("--jobs", type=int, default=2, help="processes extracting functionals (default 2)")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
+    _add_json_options(p, "the results")
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("demo", help="the voice demo in the browser (needs the demo extra: pip install 'mmemo[demo]')")
@@ -429,6 +453,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speed_options(p)
     p.set_defaults(func=cmd_serve)
     return parser
+
+
+def _add_json_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--json` prints `what` as one JSON object on stdout (tables and progress go to stderr); `-o PATH` writes it."""
+    parser.add_argument(
+        "--json", action="store_true", help=f"print {what} as one JSON object on stdout (the tables go to stderr)"
+    )
+    parser.add_argument("-o", "--output", default=None, metavar="PATH", help=f"also write {what} as JSON to PATH")
+
+
+@contextlib.contextmanager
+def _tables(args, source=None):
+    """The part of a results command that prints for people: under --json it goes to stderr, so that stdout holds
+    only the JSON. -o is checked on entry, before the slow work (it never replaces `source`, the input)."""
+    from mmemo.io import check_output
+
+    if args.output:
+        check_output(args.output, source, overwrite=True, what="results file")
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        yield
+
+
+def _emit(args, results: dict, indent: int | None = None) -> None:
+    """-o PATH writes `results` as JSON; --json prints them."""
+    from mmemo.io import json_text, write_json
+
+    if args.output:
+        write_json(args.output, results)
+    if args.json:
+        print(json_text(results, indent=indent))
 
 
 def _add_importer_options(parser: argparse.ArgumentParser) -> None:
@@ -473,29 +527,28 @@ def cmd_evaluate(args) -> None:
     from mmemo.evaluate import evaluate_manifest
     from mmemo.metrics import format_by_corpus, format_table, per_class_by_label
 
-    results = evaluate_manifest(
-        args.model_dir,
-        args.manifest,
-        split=args.split,
-        batch_size=args.batch_size,
-        device=args.device,
-        int8=args.int8,
-        progress=not args.quiet,
-        corpus=args.corpus,
-    )
-    by_corpus = results.pop("by_corpus", {})
-    if args.json:
-
-        def readable(scores: dict) -> dict:  # per_class keyed by label name; confusion rows/columns in `labels` order
-            return {c: {**m, "per_class": per_class_by_label(m, m["labels"])} for c, m in scores.items()}
-
-        extra = {"by_corpus": {name: readable(scores) for name, scores in by_corpus.items()}} if by_corpus else {}
-        print(json.dumps({**readable(results), **extra}))
-    else:
+    with _tables(args, source=args.manifest):
+        results = evaluate_manifest(
+            args.model_dir,
+            args.manifest,
+            split=args.split,
+            batch_size=args.batch_size,
+            device=args.device,
+            int8=args.int8,
+            progress=not args.quiet,
+            corpus=args.corpus,
+        )
+        by_corpus = results.pop("by_corpus", {})
         print(format_table(results, f"{args.model_dir} on {args.manifest} ({args.split})"))
         if by_corpus:
             print()
             print(format_by_corpus(by_corpus, "by corpus:"))
+
+    def readable(scores: dict) -> dict:  # per_class keyed by label name; confusion rows/columns in `labels` order
+        return {c: {**m, "per_class": per_class_by_label(m, m["labels"])} for c, m in scores.items()}
+
+    extra = {"by_corpus": {name: readable(scores) for name, scores in by_corpus.items()}} if by_corpus else {}
+    _emit(args, {**readable(results), **extra})
 
 
 def cmd_prepare(args) -> None:
@@ -547,26 +600,21 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
 def cmd_ablate(args) -> None:
     from mmemo.ablate import VARIANTS, ablate, format_ablation
     from mmemo.config import load_config
-    from mmemo.errors import ConfigError
-    from mmemo.io import write_json
 
-    unknown = sorted(set(args.variants or ()) - set(VARIANTS))
-    if unknown:
-        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    results = ablate(
-        load_config(args.config, args.overrides),
-        seeds=tuple(args.seeds),
-        out_dir=args.out_dir,
-        variants=tuple(args.variants or VARIANTS),
-    )
-    print(format_ablation(results))
-    if args.json:
-        write_json(args.json, results)
-    if args.baseline:
-        from mmemo.cv import cv_rows
+    with _tables(args, source=args.config):
+        results = ablate(
+            load_config(args.config, args.overrides),
+            seeds=tuple(args.seeds),
+            out_dir=args.out_dir,
+            variants=tuple(args.variants or VARIANTS),
+        )
+        print(format_ablation(results))
+        if args.baseline:
+            from mmemo.cv import cv_rows
 
-        cfg = load_config(args.config, args.overrides)
-        _print_baseline(rows=cv_rows(cfg), split="test", cache_dir=cfg.data.cache_dir or None)
+            cfg = load_config(args.config, args.overrides)
+            _print_baseline(rows=cv_rows(cfg), split="test", cache_dir=cfg.data.cache_dir or None)
+    _emit(args, results)
 
 
 def cmd_predict(args) -> None:
@@ -654,59 +702,58 @@ def cmd_convert_ct2_whisper(args) -> None:
 
 
 def cmd_bench_predict(args) -> None:
-    from mmemo.bench.predict import bench_predict, format_results, write_results
+    from mmemo.bench.predict import bench_predict, format_results
 
-    results = bench_predict(
-        args.size,
-        model_dir=args.model,
-        threads=args.threads,
-        repeats=args.repeats,
-        log=lambda line: print(line, file=sys.stderr),
-    )
-    what = args.model or f"random {args.size} model"
-    print(format_results(results, f"mmemo bench predict: {what}, {args.threads} threads"))
-    if args.json:
-        write_results(results, args.json)
+    with _tables(args):
+        results = bench_predict(
+            args.size,
+            model_dir=args.model,
+            threads=args.threads,
+            repeats=args.repeats,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+        what = args.model or f"random {args.size} model"
+        print(format_results(results, f"mmemo bench predict: {what}, {args.threads} threads"))
+    _emit(args, results)
 
 
 def cmd_bench_train(args) -> None:
-    from mmemo.bench.train import bench_train, format_results, write_results
+    from mmemo.bench.train import bench_train, format_results
 
-    results = bench_train(
-        args.device or "auto",
-        args.size,
-        steps=args.steps,
-        warmup=args.warmup,
-        peak_tflops=args.peak_tflops,
-        compile=args.compile,
-        ablate=args.ablate,
-        threads=args.threads,
-        log=lambda line: print(line, file=sys.stderr),
-    )
-    print(format_results(results))
-    if args.json:
-        write_results(results, args.json)
+    with _tables(args):
+        results = bench_train(
+            args.device or "auto",
+            args.size,
+            steps=args.steps,
+            warmup=args.warmup,
+            peak_tflops=args.peak_tflops,
+            compile=args.compile,
+            ablate=args.ablate,
+            threads=args.threads,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+        print(format_results(results))
+    _emit(args, results)
 
 
 def cmd_bench_serve(args) -> None:
     from mmemo.bench.serve import bench_serve, format_results
-    from mmemo.io import write_json
 
-    results = bench_serve(
-        args.model_dir,
-        clients=tuple(args.clients),
-        requests=args.requests,
-        max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms,
-        gain_clients=args.gain_clients,
-        fault_rate=args.fault_rate,
-        device=args.device,
-        threads=args.threads,
-        log=lambda line: print(line, file=sys.stderr),
-    )
-    print(format_results(results))
-    if args.json:
-        write_json(args.json, results)  # its folder is created
+    with _tables(args):
+        results = bench_serve(
+            args.model_dir,
+            clients=tuple(args.clients),
+            requests=args.requests,
+            max_batch=args.max_batch,
+            batch_wait_ms=args.batch_wait_ms,
+            gain_clients=args.gain_clients,
+            fault_rate=args.fault_rate,
+            device=args.device,
+            threads=args.threads,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+        print(format_results(results))
+    _emit(args, results)
 
 
 def cmd_demo(args) -> None:
@@ -752,8 +799,12 @@ def cmd_data_check(args) -> int:
     from mmemo.data.check import check_manifest, format_report, write_clean
 
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
-    report = check_manifest(args.manifest, labels=labels, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
-    print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else format_report(report))
+    with _tables(args, source=args.manifest):
+        report = check_manifest(
+            args.manifest, labels=labels, min_seconds=args.min_seconds, max_seconds=args.max_seconds
+        )
+        print(format_report(report))
+    _emit(args, report.to_dict(), indent=2)
     if args.write_clean:
         out = write_clean(report, args.write_clean, overwrite=args.overwrite)
         print(f"wrote {len(report.good_rows)} of {report.rows} rows to {out}", file=sys.stderr)
@@ -800,38 +851,38 @@ def cmd_data_audit(args) -> None:
 
 def cmd_cv(args) -> None:
     from mmemo.config import load_config
-    from mmemo.cv import cross_validate, cv_rows, format_confusion, format_fold_table, write_results
+    from mmemo.cv import cross_validate, cv_rows, format_confusion, format_fold_table
 
     if args.manifest and "=" in args.manifest and not os.path.exists(args.manifest):
         # `mmemo cv CONFIG epochs=3`: argparse fills the optional MANIFEST first; a word with "=" is an override
         args.overrides, args.manifest = [args.manifest, *args.overrides], None
-    cfg = load_config(args.config, args.overrides)
-    results = cross_validate(cfg, args.manifest, folds=args.folds, seeds=tuple(args.seeds), out_dir=args.out_dir)
-    print(format_fold_table(results))
-    _print_corpus_table(results)
-    print()
-    print(format_confusion(results, "both"))
-    if args.json:
-        write_results(results, args.json)
-    if args.baseline:
-        _print_baseline(rows=cv_rows(cfg, args.manifest), folds=args.folds, cache_dir=cfg.data.cache_dir or None)
+    with _tables(args, source=args.manifest or args.config):
+        cfg = load_config(args.config, args.overrides)
+        results = cross_validate(cfg, args.manifest, folds=args.folds, seeds=tuple(args.seeds), out_dir=args.out_dir)
+        print(format_fold_table(results))
+        _print_corpus_table(results)
+        print()
+        print(format_confusion(results, "both"))
+        if args.baseline:
+            _print_baseline(rows=cv_rows(cfg, args.manifest), folds=args.folds, cache_dir=cfg.data.cache_dir or None)
+    _emit(args, results)
 
 
 def cmd_baseline(args) -> None:
-    from mmemo.cv import format_confusion, write_results
+    from mmemo.cv import format_confusion
 
-    results = _print_baseline(
-        args.manifest,
-        folds=args.folds,
-        split=args.split,
-        speaker_norm=args.speaker_norm,
-        cache_dir=args.cache_dir,
-        n_jobs=args.jobs,
-    )
-    print()
-    print(format_confusion(results, "audio"))
-    if args.json:
-        write_results(results, args.json)
+    with _tables(args, source=args.manifest):
+        results = _print_baseline(
+            args.manifest,
+            folds=args.folds,
+            split=args.split,
+            speaker_norm=args.speaker_norm,
+            cache_dir=args.cache_dir,
+            n_jobs=args.jobs,
+        )
+        print()
+        print(format_confusion(results, "audio"))
+    _emit(args, results)
 
 
 def _print_baseline(manifest=None, **options) -> dict:

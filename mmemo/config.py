@@ -1,7 +1,9 @@
 """Configuration: three flat dataclasses (model, data, train) under one `Config`; YAML in, resolved YAML out.
 
-Presets live in `configs/*.yaml`. Every key is checked: an unknown or misspelt key is an error that names
-the closest valid key, and a value of the wrong type is an error that names the expected type.
+Presets live in `configs/*.yaml`. Everything is checked when the config loads, before any data is read: an
+unknown or misspelt key is an error that names the closest valid key, a value of the wrong type names the expected
+type, a choice field (typed `Literal[...]`) names its choices and the closest one, a number out of its range
+(`CHECKS`) names the range, and the modality-dropout strategy and the augmentation are built once as a dry run.
 
 Overrides (`load_config(path, ["train.epochs=3"])`, or `key=value` words on the command line) are parsed as
 YAML. A dotted key reaches into a mapping: `model.audio_config.hidden_size=32` sets one key of
@@ -23,16 +25,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import os
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
-from mmemo.errors import ConfigError
+from mmemo.errors import ConfigError, not_one_of
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -51,12 +55,13 @@ class ModelConfig:
     # Tokenizer checkpoint; None uses the text encoder's, or trains a WordPiece tokenizer when that is None too.
     tokenizer: str | None = None
     tokenizer_vocab_size: int = 2000
-    fusion: str = "cross_attention"  # "cross_attention" or "concat"
+    fusion: Literal["cross_attention", "concat"] = "cross_attention"
     fusion_dim: int = 128
     fusion_heads: int = 4
     fusion_layers: int = 1
-    text_pooling: str = "attentive"  # attentive, mean, or first (the [CLS] token)
-    audio_pooling: str = "attentive"  # attentive or mean
+    # pooling of each stream after fusion; "first" is the text's [CLS] token, the audio's acoustic token (else frame 1)
+    text_pooling: Literal["attentive", "mean", "first"] = "attentive"
+    audio_pooling: Literal["attentive", "mean", "first"] = "attentive"
     # Average the audio stream's frames in groups of this many before fusion: fewer, coarser audio tokens make the
     # fusion head cheaper (4 turns Whisper's 20 ms frames into 80 ms tokens); 1 keeps every frame.
     audio_downsample: int = 1
@@ -65,7 +70,7 @@ class ModelConfig:
     # (the training clips' statistics, or the speaker's with acoustic_normalization: speaker) and mapped linearly
     # to one audio token: the head for a frozen pretrained tower, whose emotion cues are small shifts of a large
     # offset that every clip shares (docs/pretrained.md); with the tower frozen its states are computed once.
-    audio_head: str = "frames"
+    audio_head: Literal["frames", "pooled"] = "frames"
     # The hidden states the pooled head reads: 0 is the tower's input embeddings, i its layer i; [] reads all.
     pooled_layers: list = field(default_factory=list)
     dropout: float = 0.1
@@ -79,13 +84,16 @@ class ModelConfig:
     # "global": standardise with the training clips' statistics (saved with the model); "speaker": with each
     # speaker's own (training: the manifest's speaker column; inference: an enrolled SpeakerProfile, else global).
     # It applies to the utterance-level statistics: the acoustic functionals and the pooled head's tower states.
-    acoustic_normalization: str = "global"
+    acoustic_normalization: Literal["global", "speaker"] = "global"
     sampling_rate: int = 16000
     trust_remote_code: bool = False
     labels: list = field(default_factory=list)  # filled from the training data when empty
     # {corpus: {label: shared label or null}}: the label maps of the run's data.manifests, kept with the model
     # (training sets it from data.manifests; a value given here is replaced)
     label_maps: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass
@@ -96,12 +104,14 @@ class DataConfig:
     # Several corpora in one run instead of `manifest`: [{path, name, label_map, weight}] (mmemo/data/pool.py),
     # e.g. [{path: data/iemocap.jsonl, label_map: {excited: happy, frustrated: null}}, {path: data/emodb.jsonl}]
     manifests: list = field(default_factory=list)
-    corpus_sampling: str = "natural"  # natural (every row once an epoch), equal (each corpus alike), weighted
+    # natural (every row once an epoch), equal (each corpus alike), weighted (by data.manifests[i].weight)
+    corpus_sampling: Literal["natural", "equal", "weighted"] = "natural"
     max_audio_seconds: float = 8.0  # longer training clips are randomly cropped, evaluation clips centre-cropped
     batch_size: int = 16
     max_batch_seconds: float = 0.0  # > 0: batches are filled by total audio seconds instead of batch_size
     num_workers: int = 0
-    on_bad_sample: str = "fail"  # fail: stop before training on unreadable audio; skip: drop and count such clips
+    # fail: stop before training on unreadable audio; skip: drop and count such clips
+    on_bad_sample: Literal["fail", "skip"] = "fail"
     cache_dir: str = ""  # decoded-audio cache folder (e.g. ~/.cache/mmemo/audio); empty: decode every time
     # Training-time augmentation, e.g. {speed: [0.9, 1.1], noise_snr: [10, 30]}; {} is off. Keys and defaults:
     # mmemo/data/augment.py. Never applied at evaluation.
@@ -110,6 +120,9 @@ class DataConfig:
     # computed (and cached) besides the clean one's; each epoch draws one of the 1 + N per clip. 0: clean clips
     # only (data.augment then does not apply to that tower's input).
     tower_copies: int = 0
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass
@@ -129,11 +142,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     label_smoothing: float = 0.0
     patience: int = 5  # epochs without a better validation UA before stopping; 0 disables early stopping
-    monitor: str = "both"  # validation condition (both, text, audio) whose UA picks the best epoch
+    monitor: Literal["both", "text", "audio"] = "both"  # the validation condition whose UA picks the best epoch
     # with several corpora, the monitored UA is over all validation rows ("pooled") or the mean of each corpus's
     # UA ("corpus_mean": a large corpus does not pick the checkpoint alone; a corpus without validation rows for
     # the monitored condition has no say)
-    monitor_average: str = "pooled"
+    monitor_average: Literal["pooled", "corpus_mean"] = "pooled"
     bf16: bool = True  # autocast on CUDA; ignored on CPU
     grad_accum: int = 1  # micro-batches per optimizer step
     gradient_checkpointing: bool = False  # recompute encoder activations in backward: less memory, ~30% slower
@@ -150,6 +163,9 @@ class TrainConfig:
     # classical baseline fit on all non-test rows (validation scores stay those of the first run).
     refit: bool = False
 
+    def __post_init__(self):
+        check_fields(self)
+
 
 @dataclass
 class Config:
@@ -160,6 +176,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     # "data.manifest" -> the rule that made it absolute (see the module docstring); not part of the YAML
     origins: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        _check_across(self)
 
     def to_dict(self) -> dict:
         return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
@@ -194,7 +213,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 
     Raises:
         ConfigError: the file is missing or not YAML, a key is unknown (the closest valid key is suggested),
-            or a value has the wrong type; an override's error names the override, not the file.
+            a value has the wrong type, is not one of a field's choices (the closest is suggested), is out of its
+            range, or names a modality-dropout strategy or augmentation that cannot be built; an override's error
+            names the override, not the file. Nothing but the YAML file is read.
     """
     path = _resolve_preset(path)
     try:
@@ -204,15 +225,11 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with model/data/train sections")
-    cfg = config_from_dict(raw, where=str(path))  # the file's own errors name the file
-    overridden = set()
-    for item in overrides:
-        overridden.add(_apply_override(raw, item))
+    overridden = {_apply_override(raw, item) for item in overrides}  # each checked alone, its errors name it
     for given, other in (("manifest", "manifests"), ("manifests", "manifest")):
         if f"data.{given}" in overridden and f"data.{other}" not in overridden:  # the override replaces the file's
             raw["data"].pop(other, None)
-    if overrides:
-        cfg = config_from_dict(raw, where=str(path))
+    cfg = config_from_dict(raw, where=str(path))  # the file's own errors name the file
     if path.resolve().parent == CONFIG_DIR:
         file_base, file_rule = (
             Path.cwd(),
@@ -267,7 +284,7 @@ PATH_KEYS = (("data", "manifest"), ("data", "cache_dir"))
 
 
 def config_from_dict(raw: dict, where: str = "config") -> Config:
-    """Build a Config from nested dicts, checking every key and type."""
+    """Build a Config from nested dicts, checking every key, type and value (`where` names the source in errors)."""
     sections = {}
     for name, value in raw.items():
         cls = _SECTIONS.get(name)
@@ -275,8 +292,11 @@ def config_from_dict(raw: dict, where: str = "config") -> Config:
             raise ConfigError(_unknown(where, name, _SECTIONS))
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: section {name!r} must be a mapping, got {type(value).__name__}")
-        sections[name] = build_section(cls, value, f"{where}: {name}")
-    return Config(**sections)
+        sections[name] = build_section(cls, value, f"{where}: {name}", source=where)
+    try:
+        return Config(**sections)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def list_presets() -> list[str]:
@@ -322,8 +342,8 @@ def _apply_override(raw: dict, item: str) -> str:
     if not isinstance(raw[section], dict):
         raise ConfigError(f"{where}: section {section!r} is not a mapping")
     if not inner:
-        hint = typing.get_type_hints(_SECTIONS[section])[name]
-        raw[section][name] = _check_type(parsed, hint, where)
+        raw[section][name] = _check_type(parsed, _hints(_SECTIONS[section])[name], where)
+        _check_override(_SECTIONS[section], name, raw[section][name], where)
         return f"{section}.{name}"
     if name not in raw[section]:  # start from the default mapping, e.g. train.modality_dropout's
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
@@ -340,13 +360,26 @@ def _apply_override(raw: dict, item: str) -> str:
     if (section, name, inner) == ("train", "modality_dropout", ["name"]) and node.get("name") != parsed:
         node.clear()  # the old strategy's parameters would not fit the new one
     node[inner[-1]] = parsed
+    _check_override(_SECTIONS[section], name, raw[section][name], where)
     return f"{section}.{name}"
 
 
-def build_section(cls: type, values: dict, where: str):
-    """Instantiate one section dataclass from a dict, checking each key and value type."""
+def _check_override(cls: type, name: str, value, where: str) -> None:
+    """An overridden field's value checked on its own, so that its error names the override."""
+    try:
+        _check_field(cls, name, value)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def build_section(cls: type, values: dict, where: str, source: str | None = None):
+    """Instantiate one section dataclass from a dict, checking each key, type and value.
+
+    `where` ("c.yaml: model") names the section in key and type errors; `source` ("c.yaml") prefixes the value
+    errors of `__post_init__`, which name the key themselves.
+    """
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for name, value in values.items():
         if name in RETIRED_KEYS.get(cls, {}):
@@ -355,7 +388,10 @@ def build_section(cls: type, values: dict, where: str):
         if name not in fields:
             raise ConfigError(_unknown(where, name, fields))
         kwargs[name] = _check_type(value, hints[name], f"{where}.{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}" if source else str(e)) from None
 
 
 def _warn_retired(cls: type, name: str, where: str) -> None:
@@ -367,7 +403,10 @@ def _warn_retired(cls: type, name: str, where: str) -> None:
 
 
 def _check_type(value, hint, where: str):
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    """`value` if it has the type `hint` names (an int is a float, a Literal's values have their type), else an error;
+    whether a Literal field's value is one of its choices is `_check_field`'s question."""
+    allowed = _union(hint)
+    allowed = tuple(type(typing.get_args(k)[0]) if typing.get_origin(k) is Literal else k for k in allowed)
     if value is None and type(None) in allowed:
         return None
     for kind in allowed:
@@ -396,3 +435,176 @@ def _unknown(where: str, name: str, valid) -> str:
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+_SECTION_NAMES = {cls: name for name, cls in _SECTIONS.items()}
+
+
+# --- values: every field's choices and range, checked whenever a section is built ----------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a field allows: from `low` to `high` (None: no bound), each end excluded when open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __call__(self, value, key: str) -> None:
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if below or above or value != value:  # NaN is in no range
+            raise ConfigError(f"{key} must be {self}, got {value!r}")
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+def _number(x) -> str:
+    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
+
+
+AT_LEAST_1, NON_NEGATIVE, POSITIVE = Range(1), Range(0), Range(0, low_open=True)
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # for messages: any torch device name is accepted
+
+
+def _labels(labels: list, key: str) -> None:
+    if not all(isinstance(x, str) and x.strip() for x in labels) or len(set(labels)) != len(labels):
+        raise ConfigError(f"{key} must be distinct, non-empty label names, got {labels!r}")
+
+
+def _layer_indices(layers: list, key: str) -> None:
+    """Distinct hidden-state indices >= 0; that they exist in the tower is checked where it is built."""
+    indices = all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in layers)
+    if not indices or len(set(layers)) != len(layers):
+        raise ConfigError(f"{key} must be distinct hidden-state indices >= 0 (0: the input embeddings), got {layers!r}")
+
+
+def _not_empty(value: str, key: str) -> None:
+    if not value.strip():
+        raise ConfigError(f"{key} must be a folder name, got {value!r}")
+
+
+def _device(name: str, key: str) -> None:
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise not_one_of(key, name, DEVICES) from None
+
+
+def _strategy(spec: dict, key: str) -> None:
+    """The modality-dropout strategy built once, a dry run: its name and parameters checked (its errors name
+    `train.modality_dropout`). A strategy registered with `@register` must be registered before the config loads."""
+    from mmemo.modality_dropout import build_strategy
+
+    build_strategy(spec)
+
+
+def _augment(spec: dict, key: str) -> None:
+    """The augmentation built once, a dry run (its errors name `data.augment.KEY`); `noise_dir` is read at use."""
+    from mmemo.data.augment import build_augmenter
+
+    build_augmenter(spec, scan_noise=False)
+
+
+CHECKS = {
+    ModelConfig: {
+        "tokenizer_vocab_size": AT_LEAST_1,
+        "fusion_dim": AT_LEAST_1,
+        "fusion_heads": AT_LEAST_1,
+        "fusion_layers": NON_NEGATIVE,
+        "audio_downsample": AT_LEAST_1,
+        "dropout": Range(0, 1, high_open=True),
+        "freeze_text_layers": Range(-1),  # -1: all
+        "freeze_audio_layers": Range(-1),
+        "max_text_tokens": Range(2),  # [CLS] and [SEP]
+        "sampling_rate": AT_LEAST_1,
+        "labels": _labels,
+        "pooled_layers": _layer_indices,
+    },
+    DataConfig: {
+        "max_audio_seconds": NON_NEGATIVE,  # 0: clips are never cropped
+        "batch_size": AT_LEAST_1,
+        "max_batch_seconds": NON_NEGATIVE,
+        "num_workers": NON_NEGATIVE,
+        "augment": _augment,
+        "tower_copies": NON_NEGATIVE,
+    },
+    TrainConfig: {
+        "output_dir": _not_empty,
+        "seed": Range(0, 2**32 - 1),  # NumPy's seeds
+        "device": _device,
+        "epochs": AT_LEAST_1,
+        "lr": POSITIVE,
+        "encoder_lr": NON_NEGATIVE,
+        "layer_decay": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "warmup_ratio": Range(0, 1),
+        "grad_clip": NON_NEGATIVE,  # 0: no clipping
+        "label_smoothing": Range(0, 1, high_open=True),
+        "patience": NON_NEGATIVE,
+        "grad_accum": AT_LEAST_1,
+        "modality_dropout": _strategy,
+        "threads": NON_NEGATIVE,
+        "checkpoint_every": NON_NEGATIVE,
+    },
+}
+"""Per section, the checks of a field's value beyond its type and `Literal` choices: a `Range`, or a function
+`(value, key)` that raises ConfigError naming `key`. A `Literal[...]` field needs no entry: its choices are checked."""
+
+
+def field_choices(cls: type, name: str) -> tuple:
+    """The values a `Literal[...]` field of section `cls` allows (`Literal[...] | None`: None too), else ()."""
+    return tuple(c for k in _union(_hints(cls)[name]) if typing.get_origin(k) is Literal for c in typing.get_args(k))
+
+
+def check_fields(section) -> None:
+    """Check every field of a section dataclass: its `Literal` choices and `CHECKS` (each section's `__post_init__`)."""
+    for f in dataclasses.fields(section):
+        _check_field(type(section), f.name, getattr(section, f.name))
+
+
+def _check_field(cls: type, name: str, value) -> None:
+    key = f"{_SECTION_NAMES[cls]}.{name}"
+    choices = field_choices(cls, name)
+    if choices and value is not None and value not in choices:
+        raise not_one_of(key, value, choices)
+    check = CHECKS[cls].get(name)
+    if check is not None:
+        check(value, key)
+
+
+def _check_across(cfg: Config) -> None:
+    """The checks that read two keys (`Config.__post_init__`); the data's corpora are parsed, no file is read."""
+    model = cfg.model
+    if model.fusion == "cross_attention" and model.fusion_dim % model.fusion_heads:
+        raise ConfigError(
+            f"model.fusion_dim must be divisible by model.fusion_heads, got {model.fusion_dim} and "
+            f"{model.fusion_heads}; change one of them"
+        )
+    if cfg.data.tower_copies and not cfg.data.augment:
+        raise ConfigError(
+            f"data.tower_copies={cfg.data.tower_copies} augments copies of each clip with data.augment, which is "
+            "empty; give data.augment (e.g. {speed: [0.9, 1.1], gain_db: [-6, 6]}) or set data.tower_copies=0"
+        )
+    if cfg.data.manifest or cfg.data.manifests:
+        from mmemo.data.pool import corpora_of
+
+        corpora_of(cfg.data)
+
+
+@functools.cache
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _union(hint) -> tuple:
+    """The members of `A | B` (or `Optional[A]`); `(hint,)` for anything else."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)

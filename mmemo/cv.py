@@ -375,7 +375,7 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
     """Write cross-validation results as JSON (NaN, e.g. text-only scores without text rows, becomes null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, _nan_to_none(results))
+    write_json(path, results)
     return path
 
 
@@ -420,13 +420,3 @@ def format_confusion(results: dict, condition: str = "both") -> str:
     ]
     lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, matrix)]
     return "\n".join(lines)
-
-
-def _nan_to_none(value):
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    return value

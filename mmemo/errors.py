@@ -15,3 +15,13 @@ class DataError(MmemoError, ValueError):
 
 class ModelLoadError(MmemoError, OSError):
     """A model folder is missing a file or was written by an incompatible version."""
+
+
+def not_one_of(key: str, value, choices) -> ConfigError:
+    """The error for a value outside its choices: names the key, the value and the choices, and the closest one."""
+    import difflib
+
+    choices = list(choices)
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")

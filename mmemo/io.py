@@ -11,6 +11,7 @@ existing file without --overwrite, and a wrong suffix.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import tempfile
@@ -74,12 +75,28 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_json(path: str | os.PathLike, data) -> Path:
-    """Write `data` as indented UTF-8 JSON, atomically; returns the path."""
+    """Write `data` as indented UTF-8 JSON (`json_text`), atomically; returns the path."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(json_text(data, indent=2) + "\n")
+    return Path(path)
+
+
+def json_text(data, indent: int | None = None) -> str:
+    """`data` as strict JSON, what `--json` prints and `-o` writes: NaN and infinities (e.g. text-only scores of a
+    corpus without text) become null."""
     import json
 
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    return Path(path)
+    return json.dumps(_finite(data), indent=indent, ensure_ascii=False)
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def check_output(

@@ -27,9 +27,10 @@ import importlib
 
 import torch
 
-from mmemo.errors import ConfigError
+from mmemo.errors import ConfigError, not_one_of
 
 STRATEGIES: dict[str, type] = {}
+KEY = "train.modality_dropout"  # where a config sets the strategy, for messages
 
 
 def register(name: str):
@@ -45,8 +46,11 @@ def register(name: str):
 def build_strategy(spec: dict | None):
     """Instantiate the strategy a config names: `{"name": ..., **parameters}` (None or {} means `none`).
 
+    Loading a config builds it once (a dry run), so its errors come before any data is read.
+
     Raises:
-        ConfigError: the name is neither registered nor an importable dotted path, or a parameter is unknown.
+        ConfigError: the name is neither registered nor an importable dotted path (the closest registered name is
+            suggested), a parameter is unknown, or a parameter's value is out of its range.
     """
     spec = dict(spec or {"name": "none"})
     name = spec.pop("name", "none")
@@ -54,18 +58,24 @@ def build_strategy(spec: dict | None):
     try:
         return cls(**spec)
     except TypeError as e:
-        raise ConfigError(f"train.modality_dropout: bad parameters for strategy {name!r}: {e}") from None
+        raise ConfigError(f"{KEY}: bad parameters for strategy {name!r}: {e}") from None
 
 
-def _import(path: str):
-    module, _, attr = path.rpartition(".")
+def _import(path):
+    module, _, attr = str(path).rpartition(".")
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError):
-        raise ConfigError(
-            f"train.modality_dropout: unknown strategy {path!r}; registered: {', '.join(sorted(STRATEGIES))}, "
-            "or give a dotted import path to your own class"
-        ) from None
+        error = not_one_of(f"{KEY}.name", path, sorted(STRATEGIES))
+        raise ConfigError(f"{error} (or a dotted import path to your own strategy class)") from None
+
+
+def _check_range(low: float, high: float | None = None, **values) -> None:
+    """Each parameter in [low, high] (high None: no bound); the error names `train.modality_dropout.NAME`."""
+    for name, value in values.items():
+        if not (value >= low and (high is None or value <= high)):
+            bound = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+            raise ConfigError(f"{KEY}.{name} must be {bound}, got {value!r}")
 
 
 def as_views(masks) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
@@ -109,8 +119,7 @@ class IndependentDropout:
     """Drop text with p_text and audio with p_audio, independently; never both."""
 
     def __init__(self, p_text: float = 0.3, p_audio: float = 0.3):
-        if not (0 <= p_text <= 1 and 0 <= p_audio <= 1):
-            raise ConfigError(f"modality_dropout: probabilities must be in [0, 1], got {p_text}, {p_audio}")
+        _check_range(0, 1, p_text=p_text, p_audio=p_audio)
         self.p_text, self.p_audio = p_text, p_audio
 
     def __call__(self, text_present, audio_present, progress, generator):
@@ -129,9 +138,10 @@ class ExclusiveDropout:
     """Per sample, one of: keep both (p_both), drop text (p_drop_text), drop audio (p_drop_audio)."""
 
     def __init__(self, p_both: float = 0.5, p_drop_text: float = 0.25, p_drop_audio: float = 0.25):
+        _check_range(0, p_both=p_both, p_drop_text=p_drop_text, p_drop_audio=p_drop_audio)
         total = p_both + p_drop_text + p_drop_audio
-        if total <= 0 or min(p_both, p_drop_text, p_drop_audio) < 0:
-            raise ConfigError("modality_dropout: exclusive needs non-negative probabilities with a positive sum")
+        if total <= 0:
+            raise ConfigError(f"{KEY}: exclusive needs p_both, p_drop_text and p_drop_audio with a positive sum")
         self.probs = torch.tensor([p_both, p_drop_text, p_drop_audio]) / total
 
     def __call__(self, text_present, audio_present, progress, generator):
@@ -149,8 +159,9 @@ class AllSubsets:
     """
 
     def __init__(self, w_both: float = 1.0, w_text: float = 1.0, w_audio: float = 1.0):
-        if min(w_both, w_text, w_audio) < 0 or w_both + w_text + w_audio <= 0:
-            raise ConfigError("modality_dropout: all_subsets needs non-negative weights with a positive sum")
+        _check_range(0, w_both=w_both, w_text=w_text, w_audio=w_audio)
+        if w_both + w_text + w_audio <= 0:
+            raise ConfigError(f"{KEY}: all_subsets needs w_both, w_text and w_audio with a positive sum")
         self.weights = (w_both, w_text, w_audio)
 
     def __call__(self, text_present, audio_present, progress, generator):
@@ -168,6 +179,7 @@ class ScheduledDropout:
     """Independent dropout whose probabilities ramp linearly from `start` to `end` over the first `ramp` of training."""
 
     def __init__(self, start: float = 0.0, end: float = 0.4, ramp: float = 0.5):
+        _check_range(0, 1, start=start, end=end, ramp=ramp)
         self.start, self.end, self.ramp = start, end, max(ramp, 1e-6)
 
     def __call__(self, text_present, audio_present, progress, generator):

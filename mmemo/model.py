@@ -148,17 +148,11 @@ class EmotionModel(nn.Module):
         self.text_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.audio_placeholder = nn.Parameter(torch.randn(dim) * 0.02)
         self.presence = nn.Embedding(3, dim)
-        if cfg.audio_downsample < 1:
-            raise ConfigError(f"model.audio_downsample must be at least 1, got {cfg.audio_downsample}")
         self.audio_downsample = cfg.audio_downsample
         self.acoustic_proj = None
         if cfg.acoustic_features:
             from mmemo.data.acoustic import FEATURE_NAMES
 
-            if cfg.acoustic_normalization not in ("global", "speaker"):
-                raise ConfigError(
-                    f"model.acoustic_normalization must be 'global' or 'speaker', got {cfg.acoustic_normalization!r}"
-                )
             n = len(FEATURE_NAMES)
             # The training clips' statistics: the reference for clips whose speaker is unknown.
             self.register_buffer("acoustic_mean", torch.zeros(n))
@@ -166,14 +160,12 @@ class EmotionModel(nn.Module):
             self.acoustic_proj = nn.Sequential(
                 nn.Dropout(cfg.dropout), nn.Linear(n, dim), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(dim, dim)
             )
-        if cfg.fusion == "cross_attention":
+        if cfg.fusion == "concat":
+            self.fusion = ConcatFusion(dim, cfg.text_pooling, cfg.audio_pooling)
+        else:
             self.fusion = CrossAttentionFusion(
                 dim, cfg.fusion_heads, cfg.fusion_layers, cfg.dropout, cfg.text_pooling, cfg.audio_pooling
             )
-        elif cfg.fusion == "concat":
-            self.fusion = ConcatFusion(dim, cfg.text_pooling, cfg.audio_pooling)
-        else:
-            raise ConfigError(f"model.fusion must be 'cross_attention' or 'concat', got {cfg.fusion!r}")
         # The acoustic token is also read out directly: one position among a clip's hundreds of frames, it
         # would otherwise reach the classifier only as far as pooling learns to single it out.
         head_dim = self.fusion.out_dim + (dim if self.acoustic_proj is not None else 0)

@@ -1,12 +1,16 @@
-"""Shared fixtures: a tiny config, a small synthetic corpus and one trained tiny model per test session."""
+"""Shared fixtures: the tiny model's config, a small synthetic corpus, one trained tiny model per test session and
+its recognizer; the `slow` marker's rule."""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from mmemo.bench.sizes import TINY_MODEL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -14,42 +18,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Property tests: enough examples to find the corners, no per-example deadline on a loaded machine.
 HYPOTHESIS_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-TINY_MODEL = {
-    "text_config": {
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 128,
-    },
-    "audio_config": {
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "conv_dim": [16, 16, 16, 16, 16, 16, 16],
-        "num_conv_pos_embeddings": 16,
-        "num_conv_pos_embedding_groups": 2,
-        "feat_extract_norm": "group",
-        "layerdrop": 0.0,
-        "mask_time_prob": 0.0,
-        "hidden_dropout": 0.0,
-        "attention_dropout": 0.0,
-        "activation_dropout": 0.0,
-        "feat_proj_dropout": 0.0,
-    },
-    "tokenizer_vocab_size": 300,
-    "fusion_dim": 32,
-    "fusion_heads": 2,
-    "fusion_layers": 1,
-    "freeze_feature_encoder": False,
-}
+SLOW_FIXTURES = {"trained_run"}
+"""Fixtures that train a model: every test that uses one, directly or through another fixture, is marked slow."""
+
+
+def pytest_collection_modifyitems(items):
+    """Two tiers: `make test` runs everything; `make test-fast` (-m "not slow") leaves out the tests that train a
+    model, open a browser, start a process or decode speech. Those are marked `slow` by hand or per module
+    (`pytestmark = pytest.mark.slow`), and here every test whose fixtures include one of SLOW_FIXTURES."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Without the slow tests, a module whose tests are all slow is not even imported (gradio, playwright, ...)."""
+    if collection_path.suffix == ".py" and "not slow" in (config.option.markexpr or ""):
+        return "\npytestmark = pytest.mark.slow" in collection_path.read_text(encoding="utf-8") or None
+    return None
 
 
 def tiny_config_dict(manifest, out_dir, **train) -> dict:
     """A config dict for a tiny model; `train` entries override the train section."""
     return {
-        "model": dict(TINY_MODEL),
+        "model": copy.deepcopy(TINY_MODEL),
         "data": {"manifest": str(manifest), "batch_size": 16, "max_audio_seconds": 4.0},
         "train": {
             "output_dir": str(out_dir),
@@ -81,6 +73,28 @@ def trained_run(synth_corpus, tmp_path_factory):
     cfg = tiny_config_dict(synth_corpus, out, epochs=12)
     cfg["data"]["batch_size"] = 8  # more, smaller steps: a from-scratch audio encoder needs them
     return train(config_from_dict(cfg))
+
+
+@pytest.fixture(scope="module")
+def rec(trained_run):
+    """The trained tiny model's recognizer (one per test module: a module may change its temperature)."""
+    from mmemo.inference import EmotionRecognizer
+
+    return EmotionRecognizer.from_pretrained(trained_run["model_dir"])
+
+
+@pytest.fixture(scope="module")
+def rows(synth_corpus):
+    """The small synthetic corpus's rows (absolute audio paths)."""
+    from mmemo.data.manifest import read_manifest
+
+    return read_manifest(synth_corpus)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """A decoded-audio (and functionals) cache folder shared by one module's tests."""
+    return tmp_path_factory.mktemp("cache")
 
 
 def build_tiny_whisper(folder, multilingual: bool = False, seed: int = 0):

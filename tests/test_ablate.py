@@ -1,9 +1,11 @@
 import json
 
+import pytest
 from conftest import tiny_config_dict
 
 from mmemo.ablate import VARIANTS, ablate, format_ablation, variant_config
 from mmemo.config import config_from_dict
+from mmemo.errors import ConfigError
 
 
 def test_variant_configs_change_only_what_they_name(synth_corpus, tmp_path):
@@ -18,6 +20,14 @@ def test_variant_configs_change_only_what_they_name(synth_corpus, tmp_path):
     assert base.model.fusion == "cross_attention"  # the base config is not modified
 
 
+def test_an_unknown_variant_is_refused_before_training(synth_corpus, tmp_path):
+    cfg = config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "base"))
+    with pytest.raises(ConfigError, match=r"variant must be one of .*got 'concatt'; did you mean 'concat'\?"):
+        ablate(cfg, out_dir=tmp_path / "abl", variants=("joint_md", "concatt"))
+    assert not (tmp_path / "abl").exists()
+
+
+@pytest.mark.slow
 def test_ablation_runs_and_reports_every_condition(synth_corpus, tmp_path):
     cfg = config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "base", epochs=1))
     results = ablate(cfg, seeds=(0, 1), out_dir=tmp_path / "abl", variants=("joint_md", "text_only"))

@@ -68,6 +68,7 @@ def test_the_token_joins_the_audio_stream_and_is_masked_with_it():
         assert not torch.allclose(model(audio=audio)["logits"], model(audio=changed)["logits"])
 
 
+@pytest.mark.slow
 def test_statistics_travel_with_the_model_and_a_speaker_profile_changes_predictions(synth_corpus, tmp_path):
     from conftest import tiny_config_dict
 

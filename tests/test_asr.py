@@ -16,6 +16,7 @@ from mmemo.data.manifest import read_manifest
 from mmemo.errors import ConfigError
 
 pytest.importorskip("ctranslate2", reason="needs CTranslate2's converter: pip install -e '.[dev]'")
+pytestmark = pytest.mark.slow  # Whisper decoding through transformers' pipeline: tens of seconds on 2 cores
 
 
 @pytest.fixture(scope="module")

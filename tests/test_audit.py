@@ -77,15 +77,11 @@ def planted(synth_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("audit-cache")
-
-
-@pytest.fixture(scope="module")
 def report(planted, cache_dir):
     return audit_manifest(planted[0], folds=4, cache_dir=cache_dir, n_jobs=1)
 
 
+@pytest.mark.slow
 def test_planted_flips_rank_near_the_top(report, planted):
     _, flipped = planted
     assert report.out_of_fold and len(report.ranked) == 240 and not report.unscored
@@ -99,6 +95,7 @@ def test_planted_flips_rank_near_the_top(report, planted):
     assert len(flagged & flipped) / len(flagged) > 2 * N_FLIPS / 240
 
 
+@pytest.mark.slow
 def test_summary_and_files(report, planted, tmp_path):
     manifest, _ = planted
     summary = format_summary(report, top=5)
@@ -116,6 +113,7 @@ def test_summary_and_files(report, planted, tmp_path):
         write_audit(report, tmp_path / "audit.csv")
 
 
+@pytest.mark.slow
 def test_write_clean_drops_suspects_and_never_touches_the_input(report, planted, tmp_path):
     manifest, _ = planted
     before = manifest.read_bytes()
@@ -133,6 +131,7 @@ def test_write_clean_drops_suspects_and_never_touches_the_input(report, planted,
     assert manifest.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_cli_writes_the_ranking_and_a_clean_manifest(planted, cache_dir, tmp_path, capsys):
     manifest, flipped = planted
     before = manifest.read_bytes()
@@ -201,6 +200,7 @@ def pooled_report(pooled, cache_dir):
     return audit_manifest(pooled[0], cache_dir=cache_dir, n_jobs=1)
 
 
+@pytest.mark.slow
 def test_a_pooled_config_is_audited_through_its_label_maps(pooled_report, pooled):
     config, flipped = pooled
     report = pooled_report
@@ -221,6 +221,7 @@ def test_a_pooled_config_is_audited_through_its_label_maps(pooled_report, pooled
     assert rate["b"] > rate["a"]
 
 
+@pytest.mark.slow
 def test_the_summary_has_a_per_corpus_section(pooled_report, report, tmp_path):
     summary = format_summary(pooled_report)
     section = summary.split("## Per corpus")[1].split("\n## ")[0]
@@ -237,6 +238,7 @@ def test_the_summary_has_a_per_corpus_section(pooled_report, report, tmp_path):
     assert [r["corpus"] for r in written] == [r["corpus"] for r in pooled_report.ranked]
 
 
+@pytest.mark.slow
 def test_cli_audits_a_config_leaving_one_corpus_out_and_refuses_to_clean_it(pooled, cache_dir, tmp_path, capsys):
     config, _ = pooled
     out = tmp_path / "pool.jsonl"

@@ -18,7 +18,6 @@ from mmemo.data.audio import load_audio
 from mmemo.data.augment import build_augmenter
 from mmemo.data.cache import AudioCache
 from mmemo.data.dataset import Collator, EmotionDataset
-from mmemo.data.manifest import read_manifest
 from mmemo.errors import ConfigError, DataError
 
 SR = 16000
@@ -45,10 +44,11 @@ def _power(x):
 
 
 @pytest.fixture(scope="module")
-def rows(synth_corpus):
-    rows = [r for r in read_manifest(synth_corpus) if r["split"] == "train" and r["audio"]][:12]
-    assert len(rows) == 12
-    return rows
+def clips(rows):
+    """Twelve training rows with audio."""
+    clips = [r for r in rows if r["split"] == "train" and r["audio"]][:12]
+    assert len(clips) == 12
+    return clips
 
 
 def _dataset(rows, augment, train=True, **kwargs):
@@ -56,20 +56,20 @@ def _dataset(rows, augment, train=True, **kwargs):
     return EmotionDataset(rows, labels, SR, max_seconds=4.0, train=train, seed=3, augment=augment, **kwargs)
 
 
-def test_evaluation_is_never_augmented(rows):
+def test_evaluation_is_never_augmented(clips):
     augment = build_augmenter(EVERYTHING)
-    clean, augmented = _dataset(rows, None, train=False), _dataset(rows, augment, train=False)
-    for i in range(len(rows)):
+    clean, augmented = _dataset(clips, None, train=False), _dataset(clips, augment, train=False)
+    for i in range(len(clips)):
         np.testing.assert_array_equal(clean[i]["audio"], augmented[i]["audio"])
         assert "augment_rng" not in augmented[i]
     # and training with the same augmenter does change the clips: the comparison above can fail
-    trained = _dataset(rows, augment, train=True)
-    assert sum(not np.array_equal(clean[i]["audio"], trained[i]["audio"]) for i in range(len(rows))) >= 10
+    trained = _dataset(clips, augment, train=True)
+    assert sum(not np.array_equal(clean[i]["audio"], trained[i]["audio"]) for i in range(len(clips))) >= 10
 
 
-def test_same_seed_epoch_index_same_clip_new_epoch_new_clip(rows):
+def test_same_seed_epoch_index_same_clip_new_epoch_new_clip(clips):
     augment = build_augmenter(EVERYTHING)
-    first, again = _dataset(rows, augment), _dataset(rows, augment)
+    first, again = _dataset(clips, augment), _dataset(clips, augment)
     for i in range(4):
         np.testing.assert_array_equal(first[i]["audio"], again[i]["audio"])
     before = [first[i]["audio"] for i in range(4)]
@@ -207,13 +207,13 @@ def test_empty_spec_is_off():
     assert build_augmenter({}) is None and build_augmenter(None) is None
 
 
-def test_cache_keeps_clean_clips_and_workers_agree(rows, tmp_path):
+def test_cache_keeps_clean_clips_and_workers_agree(clips, tmp_path):
     augment = build_augmenter(EVERYTHING)
-    plain = _dataset(rows, augment)
-    cached = _dataset(rows, augment, cache_dir=str(tmp_path / "cache"))
+    plain = _dataset(clips, augment)
+    cached = _dataset(clips, augment, cache_dir=str(tmp_path / "cache"))
     for i in range(4):
         np.testing.assert_array_equal(plain[i]["audio"], cached[i]["audio"])  # augments the cached clip alike
-        row = rows[i]
+        row = clips[i]
         entry = AudioCache(tmp_path / "cache", SR).load(row["audio"], row["start"], row["end"])
         np.testing.assert_array_equal(entry, load_audio(row["audio"], SR, row["start"], row["end"]))
 
@@ -245,6 +245,7 @@ def test_setup_augments_the_training_loader_only_and_reproducibly(synth_corpus, 
     assert torch.equal(first_batch_of_epoch_one("a"), first_batch_of_epoch_one("b"))
 
 
+@pytest.mark.slow
 def test_tiny_training_run_with_augmentation(synth_corpus, tmp_path):
     from mmemo.config import config_from_dict
     from mmemo.train import train

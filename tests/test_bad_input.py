@@ -29,11 +29,6 @@ MMEMO = Path(__file__).resolve().parent.parent / "mmemo"
 
 
 @pytest.fixture(scope="module")
-def rec(trained_run):
-    return EmotionRecognizer.from_pretrained(trained_run["model_dir"])
-
-
-@pytest.fixture(scope="module")
 def corpus_rows(synth_corpus):
     """The synthetic manifest's raw rows with absolute audio paths, to copy and spoil."""
     rows = [json.loads(line) for line in synth_corpus.read_text().splitlines()]

@@ -14,15 +14,11 @@ from mmemo.data.manifest import read_manifest, write_manifest
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("baseline-cache")
-
-
-@pytest.fixture(scope="module")
 def results(synth_corpus, cache_dir):
     return run_baseline(synth_corpus, folds=4, cache_dir=cache_dir, n_jobs=1)
 
 
+@pytest.mark.slow
 def test_baseline_scores_every_fold_and_beats_chance(results):
     assert results["folds"] == ["1", "2", "3", "4"] and len(results["runs"]) == 4
     assert sum(r["n"]["test"] for r in results["runs"]) == 240  # each row tested once
@@ -32,6 +28,7 @@ def test_baseline_scores_every_fold_and_beats_chance(results):
     assert all(not r["shared_speakers"] for r in results["runs"])
 
 
+@pytest.mark.slow
 def test_baseline_is_deterministic(results, synth_corpus, cache_dir, tmp_path):
     # functionals themselves are checked for determinism in test_acoustic; this reruns the folds and models
     again = run_baseline(synth_corpus, folds=4, cache_dir=cache_dir, n_jobs=1)
@@ -41,18 +38,21 @@ def test_baseline_is_deterministic(results, synth_corpus, cache_dir, tmp_path):
     )
 
 
-def test_cli_prints_the_table_and_writes_json(results, synth_corpus, cache_dir, tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_prints_json_writes_it_and_shows_the_table_on_stderr(results, synth_corpus, cache_dir, tmp_path, capsys):
     out = tmp_path / "baseline.json"
-    args = ["--folds", "4", "--cache-dir", str(cache_dir), "--jobs", "1", "--json", str(out)]
+    args = ["--folds", "4", "--cache-dir", str(cache_dir), "--jobs", "1", "--json", "-o", str(out)]
     status = main(["baseline", str(synth_corpus), *args])  # --jobs 1: worker start-up (torch import) is slow
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     assert status == 0
-    assert "| **mean** |" in printed and "audio-only UA" in printed and "baseline time:" in printed
+    assert "| **mean** |" in printed.err and "audio-only UA" in printed.err and "baseline time:" in printed.err
     saved = json.loads(out.read_text())
+    assert json.loads(printed.out) == saved  # --json: stdout is the one JSON object -o writes
     assert saved["folds_by"] == "4" and len(saved["runs"]) == 4
     assert saved["mean"] == json.loads(write_results(results, tmp_path / "api.json").read_text())["mean"]
 
 
+@pytest.mark.slow
 def test_cli_speaker_norm_on_the_test_split(synth_corpus, cache_dir, capsys):
     args = ["--split", "test", "--speaker-norm", "--cache-dir", str(cache_dir), "--jobs", "1"]
     status = main(["baseline", str(synth_corpus), *args])
@@ -66,6 +66,7 @@ def test_folds_and_split_together_are_refused(synth_corpus, capsys):
     assert "not both" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("condition", ["both", "audio"])
 def test_out_of_fold_probabilities_are_the_fold_models_predictions(results, synth_corpus, cache_dir, condition):
     # each row scored by the model of the fold that tests it: argmax reproduces run_baseline's confusion matrix
@@ -86,9 +87,10 @@ def two_corpora(synth_corpus, tmp_path_factory):
     return write_manifest(rows, tmp_path_factory.mktemp("pooled") / "pooled.jsonl")
 
 
+@pytest.mark.slow
 def test_cli_leaves_one_corpus_out(two_corpora, cache_dir, capsys, tmp_path):
     out = tmp_path / "loco.json"
-    args = ["--folds", "corpus", "--cache-dir", str(cache_dir), "--jobs", "1", "--json", str(out)]
+    args = ["--folds", "corpus", "--cache-dir", str(cache_dir), "--jobs", "1", "-o", str(out)]
     assert main(["baseline", str(two_corpora), *args]) == 0
     printed = capsys.readouterr().out
     assert "| held-out corpus | seed | n |" in printed and "per corpus" not in printed
@@ -104,6 +106,7 @@ def test_cli_leaves_one_corpus_out(two_corpora, cache_dir, capsys, tmp_path):
     assert saved["mean"]["audio"]["ua"] > 0.4  # the held-out corpus's speakers are unseen; arousal still carries
 
 
+@pytest.mark.slow
 def test_pooled_rows_get_a_per_corpus_table_on_speaker_folds(two_corpora, results, cache_dir, capsys):
     rows = read_manifest(two_corpora)
     pooled = run_baseline(rows=rows, folds=4, cache_dir=cache_dir, n_jobs=1)

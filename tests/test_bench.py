@@ -31,7 +31,7 @@ def tiny_run(tmp_path_factory):
                 "1",
                 "--peak-tflops",
                 "0.05",
-                "--json",
+                "-o",
                 str(out),
             ]
         )
@@ -40,6 +40,7 @@ def tiny_run(tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_bench_train_json_shape(tiny_run, capsys):
     assert {"fast", "naive", "speedup", "setup"} <= set(tiny_run)
     for recipe in ("fast", "naive"):
@@ -51,6 +52,7 @@ def test_bench_train_json_shape(tiny_run, capsys):
     assert tiny_run["setup"]["peak_source"] == "given"
 
 
+@pytest.mark.slow
 def test_bucketing_pads_less_than_random_batches(tiny_run):
     assert 1.0 <= tiny_run["fast"]["padding_ratio"] <= tiny_run["naive"]["padding_ratio"]
 
@@ -86,3 +88,20 @@ def test_conv_backward_flops_count_groups(groups):
     with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as both:
         conv(x).sum().backward()
     assert both.get_total_flops() == 3 * forward.get_total_flops()
+
+
+def test_the_tiny_sizes_are_the_tests_model_and_the_quickstart_shapes():
+    from conftest import TINY_MODEL
+
+    from mmemo.bench.sizes import PREDICT, TRAIN
+    from mmemo.config import load_config
+
+    assert PREDICT["tiny"] is TINY_MODEL  # one tiny model: the tests', bench predict's and test_readme's
+    quickstart = load_config("quickstart").model
+    tiny = TRAIN["tiny"]["model"]
+    for tower, preset in (("text_config", quickstart.text_config), ("audio_config", quickstart.audio_config)):
+        assert {k: preset[k] for k in tiny[tower] if k in preset} == {
+            k: v for k, v in tiny[tower].items() if k in preset
+        }
+    assert (tiny["fusion_dim"], tiny["fusion_heads"]) == (quickstart.fusion_dim, quickstart.fusion_heads)
+    assert TRAIN["tiny"]["vocab_size"] == quickstart.tokenizer_vocab_size

@@ -7,21 +7,10 @@ import pytest
 import torch
 
 from mmemo.calibration import calibrate, expected_calibration_error, fit_temperature
-from mmemo.data.manifest import read_manifest
 from mmemo.evaluate import collect_logits
 from mmemo.inference import EmotionRecognizer
 
 RATE = 16000
-
-
-@pytest.fixture(scope="module")
-def rec(trained_run):
-    return EmotionRecognizer.from_pretrained(trained_run["model_dir"])
-
-
-@pytest.fixture(scope="module")
-def rows(synth_corpus):
-    return read_manifest(synth_corpus)
 
 
 def test_fit_temperature_recovers_a_known_temperature_and_lowers_ece():

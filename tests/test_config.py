@@ -1,4 +1,6 @@
+import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -160,8 +162,8 @@ def test_missing_manifest_error_shows_absolute_path_and_rule(tmp_path, monkeypat
 def test_overrides_anywhere_on_the_command_line(capsys):
     from mmemo.cli import main, parse_args
 
-    args = parse_args(["cv", "emodb_cv", "m.jsonl", "--json", "out.json", "train.epochs=3", "--seeds", "1", "2"])
-    assert (args.config, args.manifest, args.json, args.seeds) == ("emodb_cv", "m.jsonl", "out.json", [1, 2])
+    args = parse_args(["cv", "emodb_cv", "m.jsonl", "-o", "out.json", "train.epochs=3", "--seeds", "1", "2"])
+    assert (args.config, args.manifest, args.output, args.seeds) == ("emodb_cv", "m.jsonl", "out.json", [1, 2])
     assert args.overrides == ["train.epochs=3"]
     args = parse_args(["cv", "emodb_cv", "train.epochs=3", "m.jsonl", "model.audio_config.hidden_size=32"])
     assert args.manifest == "m.jsonl" and args.overrides == ["train.epochs=3", "model.audio_config.hidden_size=32"]
@@ -178,6 +180,26 @@ def test_overrides_anywhere_on_the_command_line(capsys):
     # an override's mistake is reported as the override, before anything runs
     assert main(["train", "quickstart", "--resume", "train.epoch=3"]) == 2
     assert "override 'train.epoch=3': unknown key 'epoch'; did you mean 'epochs'?" in capsys.readouterr().err
+
+
+def test_json_is_a_flag_and_the_old_json_path_spelling_writes_with_a_warning(capsys):
+    from mmemo.cli import parse_args
+
+    for argv in (["cv", "c.yaml", "m.jsonl"], ["ablate", "quickstart"], ["baseline", "m.jsonl"], ["bench", "train"]):
+        args = parse_args([*argv, "--json"])
+        assert args.json is True and args.output is None
+        args = parse_args([*argv, "--json", "-o", "r.json"])
+        assert args.json is True and args.output == "r.json"
+        assert capsys.readouterr().err == ""
+        args = parse_args([*argv, "--json", "old.json"])  # the old spelling: -o old.json, with a warning
+        assert args.json is False and args.output == "old.json"
+        assert "`--json PATH` is deprecated" in capsys.readouterr().err
+    assert parse_args(["bench", "predict", "--json=old.json"]).output == "old.json"
+    args = parse_args(["baseline", "--json", "m.jsonl"])  # not a .json file: not the old spelling's PATH
+    assert args.json is True and args.manifest == "m.jsonl" and args.output is None
+    for argv in (["evaluate", "model", "m.jsonl"], ["data", "check", "m.jsonl"]):
+        args = parse_args([*argv, "--json", "-o", "r.json"])
+        assert args.json is True and args.output == "r.json"
 
 
 def test_prepare_suggests_the_corpus_name(tmp_path):
@@ -198,3 +220,91 @@ def test_a_noise_folder_in_a_yaml_file_resolves_against_that_file(tmp_path, monk
     assert load_config(config).data.augment["noise_dir"] == str((tmp_path / "project" / "noise").resolve())
     overridden = load_config(config, ["data.augment.noise_dir=elsewhere"]).data.augment["noise_dir"]
     assert overridden == str((tmp_path / "elsewhere").resolve())  # a command-line value: the working directory
+
+
+# --- every value checked at load: one wrong value per field ------------------------------------------------------
+
+
+def _bad_values():
+    """(key, wrong value, what the message must say besides the key and the value) for every checked field: a
+    Literal field's first choice misspelt, each bound of a Range crossed, and a hand-made case per other check."""
+    from mmemo.config import _SECTIONS, CHECKS, Range, field_choices
+
+    special = {  # the checks that are functions: one wrong value each
+        "model.labels": (["angry", "angry"], "distinct"),
+        "model.pooled_layers": ([1, 1], "distinct hidden-state indices"),
+        "train.output_dir": ("", "a folder name"),
+        "train.device": ("cdua", "one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps', got 'cdua'; did you mean 'cuda'?"),
+        "train.modality_dropout": ({"name": "indepndent"}, "got 'indepndent'; did you mean 'independent'?"),
+        "data.augment": ({"sped": [0.9, 1.1]}, "unknown key 'sped'; did you mean 'speed'?"),
+    }
+    cases = []
+    for section, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{section}.{f.name}"
+            choices = field_choices(cls, f.name)
+            if choices:
+                wrong = f"{choices[0]}x"
+                cases.append((key, wrong, f"one of {', '.join(map(repr, choices))}, got {wrong!r}; did you mean"))
+            check = CHECKS[cls].get(f.name)
+            if isinstance(check, Range):
+                kind = float if hints[f.name] is float else int
+                if check.low is not None:
+                    cases.append((key, kind(check.low if check.low_open else check.low - 1), f"must be {check}"))
+                if check.high is not None:
+                    cases.append((key, kind(check.high if check.high_open else check.high + 1), f"must be {check}"))
+            elif check is not None:
+                assert key in special, f"add a wrong value for {key} to this test"
+                cases.append((key, *special[key]))
+    return cases
+
+
+BAD_VALUES = _bad_values()
+
+
+@pytest.mark.parametrize("key, value, says", BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
+def test_every_wrong_value_fails_at_load_naming_key_value_and_choices(key, value, says, tmp_path):
+    section, name = key.split(".")
+    shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
+    with pytest.raises(ConfigError) as error:  # a command-line override: named as the override
+        load_config("quickstart", [f"{key}={shown}"])
+    message = str(error.value)
+    assert message.startswith(f"override {f'{key}={shown}'!r}: {key}") and says in message
+    assert isinstance(value, dict) or f"got {value!r}" in message  # a spec's message names the part that is wrong
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({section: {name: value}}))
+    with pytest.raises(ConfigError) as error:  # a YAML file: named as the file
+        load_config(tmp_path / "c.yaml")
+    assert str(error.value).startswith(f"{tmp_path / 'c.yaml'}: {key}") and says in str(error.value)
+
+
+def test_every_choice_and_range_field_is_tried():
+    tried = {key for key, _, _ in BAD_VALUES}
+    assert {"model.fusion", "model.acoustic_normalization", "data.corpus_sampling", "data.on_bad_sample"} <= tried
+    assert {"train.monitor", "train.monitor_average", "train.epochs", "model.dropout", "data.batch_size"} <= tried
+
+
+def test_the_issues_typos_fail_at_load_before_any_data_is_read(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"data": {"manifest": "missing/manifest.jsonl"}}))  # never opened at load
+    for override, message in [
+        ("model.fusion=concatt", r"model\.fusion must be one of 'cross_attention', 'concat', got 'concatt'; did you"),
+        ("train.monitor=bogus", r"train\.monitor must be one of 'both', 'text', 'audio', got 'bogus'"),
+        ("data.corpus_sampling=equall", r"got 'equall'; did you mean 'equal'\?"),
+        ("train.modality_dropout.p_text=1.5", r"train\.modality_dropout\.p_text must be in \[0, 1\], got 1\.5"),
+        ("data.augment={noise_snr: [10, 30], p_noise: 2}", r"data\.augment\.p_noise must be a probability"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(config, [override])
+    with pytest.raises(ConfigError, match=r"c\.yaml: model\.fusion_dim must be divisible by model\.fusion_heads"):
+        load_config(config, ["model.fusion_dim=30"])  # two keys: named as the file's
+    assert load_config(config, ["model.fusion=concat", "model.fusion_dim=30"]).model.fusion_dim == 30
+
+
+def test_a_section_built_in_python_is_checked_too():
+    from mmemo.config import ModelConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match=r"^model\.fusion must be one of .*got 'concatt'; did you mean 'concat'\?"):
+        ModelConfig(fusion="concatt")
+    with pytest.raises(ConfigError, match=r"^train\.grad_accum must be >= 1, got 0"):
+        TrainConfig(grad_accum=0)

@@ -221,6 +221,7 @@ def test_meld_missing_clips_or_ffmpeg_are_explained(meld: Path, monkeypatch, tmp
         IMPORTERS["meld"](tmp_path / "elsewhere")
 
 
+@pytest.mark.slow
 def test_meld_decodes_clips_with_ffmpeg_and_drops_failures(meld: Path, fake_ffmpeg: Path, tmp_path: Path):
     with pytest.raises(DataError, match="ffmpeg failed on 1 clip.*Invalid data"):
         IMPORTERS["meld"](meld, audio_dir=str(tmp_path / "audio"))
@@ -232,6 +233,7 @@ def test_meld_decodes_clips_with_ffmpeg_and_drops_failures(meld: Path, fake_ffmp
     assert not list((tmp_path / "audio").glob("*.part.wav"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 def test_meld_real_ffmpeg_decodes_an_mp4(meld: Path, tmp_path: Path):
     for clip in (meld / "MELD.Raw").rglob("*.mp4"):
@@ -473,6 +475,7 @@ def test_prepare_writes_a_readable_manifest_and_refuses_to_overwrite(tess: Path,
         prepare("tes", tess)
 
 
+@pytest.mark.slow
 def test_prepare_converts_cli_text_and_puts_meld_audio_next_to_the_manifest(
     meld: Path, fake_ffmpeg: Path, iemocap: Path, tmp_path: Path
 ):

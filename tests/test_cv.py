@@ -132,13 +132,12 @@ def cv_run(tmp_path_factory):
     return tmp, manifest, config
 
 
+@pytest.mark.slow
 def test_cv_end_to_end(cv_run, capsys):
     tmp, manifest, config = cv_run
     out = tmp / "cv"
     assert (
-        main(
-            ["cv", str(config), str(manifest), "--folds", "3", "--out-dir", str(out), "--json", str(tmp / "copy.json")]
-        )
+        main(["cv", str(config), str(manifest), "--folds", "3", "--out-dir", str(out), "-o", str(tmp / "copy.json")])
         == 0
     )
     printed = capsys.readouterr().out
@@ -177,6 +176,7 @@ def test_cv_end_to_end(cv_run, capsys):
         assert confusion.shape == (4, 4) and confusion.sum() == results["mean"][cond]["n"] == 96
 
 
+@pytest.mark.slow
 def test_cv_refuses_a_used_out_dir(cv_run):
     from mmemo.config import load_config
     from mmemo.cv import cross_validate
@@ -199,6 +199,7 @@ def _two_corpora(manifest, folder):
     return write_manifest(a, folder / "A.jsonl"), write_manifest(b, folder / "B.jsonl"), {"A": len(a), "B": len(b)}
 
 
+@pytest.mark.slow
 def test_cv_leaves_one_corpus_out(cv_run, capsys):
     tmp, manifest, _ = cv_run
     path_a, path_b, count = _two_corpora(manifest, tmp)
@@ -252,6 +253,7 @@ def test_cv_leaves_one_corpus_out(cv_run, capsys):
     assert baseline_rows[1:3] == [["| A", "0", str(count["A"])], ["| B", "0", str(count["B"])]]
 
 
+@pytest.mark.slow
 def test_cv_takes_an_equals_word_as_an_override_not_a_manifest(cv_run, capsys):
     _, _, config = cv_run
     assert main(["cv", str(config), "epochs=1"]) == 2

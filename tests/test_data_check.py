@@ -76,6 +76,7 @@ def _faulty(clean, folder, leakage: bool) -> tuple:
     return path, where, train[0]["speaker"]
 
 
+@pytest.mark.slow
 def test_every_planted_fault_is_found_and_named_by_the_cli(clean, tmp_path):
     path, where, leaked = _faulty(clean, tmp_path, leakage=True)
     proc = _mmemo("data", "check", path, "--json")
@@ -103,6 +104,7 @@ def test_every_planted_fault_is_found_and_named_by_the_cli(clean, tmp_path):
     assert "FAILED" in text.stdout and "## Labels × split" in text.stdout
 
 
+@pytest.mark.slow
 def test_leakage_is_not_cleaned_away(clean, tmp_path):
     path, _, leaked = _faulty(clean, tmp_path, leakage=True)
     before = path.read_bytes()
@@ -112,6 +114,7 @@ def test_leakage_is_not_cleaned_away(clean, tmp_path):
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_write_clean_keeps_only_good_rows_and_never_touches_the_input(clean, tmp_path):
     path, where, _ = _faulty(clean, tmp_path, leakage=False)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -131,6 +134,7 @@ def test_write_clean_keeps_only_good_rows_and_never_touches_the_input(clean, tmp
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
+@pytest.mark.slow
 def test_clean_corpus_passes(clean):
     proc = _mmemo("data", "check", clean)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -153,3 +157,15 @@ def test_labels_option_and_csv_with_a_missing_column(clean, tmp_path):
     report = check_manifest(csv_path, progress=False)
     assert report.errors[0].kind == "missing-column" and "speaker" in report.errors[0].message
     assert any(e.kind == "invalid-row" and e.line == 2 for e in report.errors)
+
+
+def test_json_prints_the_report_on_stdout_and_o_writes_it(clean, tmp_path, capsys):
+    from mmemo.cli import main
+
+    out = tmp_path / "report.json"
+    assert main(["data", "check", str(clean), "--json", "-o", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == json.loads(out.read_text())  # stdout holds the JSON alone
+    assert json.loads(printed.out)["good_rows"] == 48 and "48" in printed.err  # the tables went to stderr
+    assert main(["data", "check", str(clean), "-o", str(clean)]) == 2  # never over the input
+    assert "refusing to write the results file over the input" in capsys.readouterr().err

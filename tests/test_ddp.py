@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import tiny_config_dict
 from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow  # starts torchrun processes
 
 
 def test_two_process_ddp_on_cpu(synth_corpus, tmp_path):

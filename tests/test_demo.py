@@ -20,6 +20,8 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from mmemo.data.manifest import read_manifest  # noqa: E402
 
+pytestmark = pytest.mark.slow  # serves the demo, starts processes and opens a browser
+
 # The README's screenshot is refreshed only when asked (MMEMO_SCREENSHOT=1), so test runs leave the tree clean.
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "demo.png"
 MAX_SECONDS = 20  # the demos under test refuse longer audio (the default is 60)

@@ -14,6 +14,8 @@ from mmemo.data.manifest import read_manifest
 from mmemo.errors import ConfigError, DataError, ModelLoadError
 from mmemo.evaluate import evaluate_manifest
 
+pytestmark = pytest.mark.slow  # trains and runs the CLI as processes
+
 
 def _mmemo(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "mmemo", *map(str, args)], capture_output=True, text=True)

@@ -153,9 +153,10 @@ def test_cli_export_refuses_to_overwrite(trained_run, exported, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_predict_reports_every_variant(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    assert main(["bench", "predict", "--size", "tiny", "--threads", "1", "--repeats", "2", "--json", str(path)]) == 0
+    assert main(["bench", "predict", "--size", "tiny", "--threads", "1", "--repeats", "2", "-o", str(path)]) == 0
     results = json.loads(path.read_text())
     assert set(results) == {"fp32", "int8", "onnx", "onnx_int8", "baseline"}
     for timings in results.values():

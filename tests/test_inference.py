@@ -13,22 +13,11 @@ import torch
 
 from mmemo import EmotionRecognizer
 from mmemo.cli import main
-from mmemo.data.manifest import read_manifest
 from mmemo.inference import Segment
 from mmemo.segmentation import speech_regions, speech_windows
 
 RATE = 16000
 HIGH_AROUSAL = ("angry", "happy")
-
-
-@pytest.fixture(scope="module")
-def rec(trained_run):
-    return EmotionRecognizer.from_pretrained(trained_run["model_dir"])
-
-
-@pytest.fixture(scope="module")
-def rows(synth_corpus):
-    return read_manifest(synth_corpus)
 
 
 def _close(p, q, atol):

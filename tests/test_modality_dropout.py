@@ -60,7 +60,9 @@ def test_user_strategies_by_decorator_and_dotted_path():
         {"name": "mmemo.modality_dropout.ExclusiveDropout", "p_both": 2, "p_drop_text": 1, "p_drop_audio": 1}
     )
     assert dotted.probs.tolist() == [0.5, 0.25, 0.25]
-    with pytest.raises(ConfigError, match="unknown strategy"):
+    with pytest.raises(ConfigError, match=r"train\.modality_dropout\.name must be one of .*'none'.*, got 'nope'"):
         build_strategy({"name": "nope"})
+    with pytest.raises(ConfigError, match=r"got 'exclusve'; did you mean 'exclusive'\?"):
+        build_strategy({"name": "exclusve"})
     with pytest.raises(ConfigError, match="bad parameters"):
         build_strategy({"name": "independent", "p": 0.1})

@@ -89,7 +89,7 @@ def test_a_manifest_corpus_column_keeps_its_corpora_and_their_speakers_apart(tmp
         ({"manifests": [{"path": "a.jsonl", "weight": 0}]}, "positive number"),
         ({"manifests": [{"path": "a.jsonl", "weight": 2}]}, "only data.corpus_sampling: weighted uses"),
         ({"manifests": [{"path": "x/a.jsonl"}, {"path": "y/a.jsonl"}]}, r"\['a'\] are used twice"),
-        ({"manifests": [{"path": "a.jsonl"}], "corpus_sampling": "balanced"}, "must be one of natural, equal"),
+        ({"manifests": [{"path": "a.jsonl"}], "corpus_sampling": "balanced"}, "must be one of 'natural', 'equal'"),
         ({}, "data.manifest is empty"),
     ],
 )
@@ -208,6 +208,7 @@ def test_unknown_label_in_a_pooled_run_names_the_corpus(two_corpora, tmp_path):
         setup(config_from_dict(raw))
 
 
+@pytest.mark.slow
 def test_pooled_training_saves_the_maps_and_reports_per_corpus(two_corpora, tmp_path):
     from mmemo.evaluate import evaluate_manifest
     from mmemo.inference import EmotionRecognizer

@@ -105,13 +105,14 @@ def test_augmented_copies_are_cached_beside_the_clean_clip(synth_corpus, tower, 
     np.testing.assert_array_equal(again["train"], tables["train"])
 
 
-def test_tower_copies_without_augmentation_is_an_error_before_any_data_is_read(synth_corpus, tower, tmp_path):
-    from mmemo.builders import check_settings
+def test_tower_copies_without_augmentation_is_an_error_when_the_config_loads(tmp_path):
+    from mmemo.config import load_config
 
-    cfg = _config(synth_corpus, tmp_path / "run", tower)
-    cfg.data.tower_copies = 2
-    with pytest.raises(ConfigError, match="data.tower_copies=2 augments copies .* data.augment"):
-        check_settings(cfg, resume=False)
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  manifest: missing.jsonl\n  tower_copies: 2\n")  # the manifest is never read
+    with pytest.raises(ConfigError, match="c.yaml: data.tower_copies=2 augments copies .* data.augment"):
+        load_config(config)
+    assert load_config(config, ["data.augment={gain_db: [-6, 6]}"]).data.tower_copies == 2
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +122,7 @@ def pooled_run(synth_corpus, tower, tmp_path_factory):
     return train(cfg)
 
 
+@pytest.mark.slow
 def test_training_the_pooled_head_keeps_the_frozen_tower_byte_identical(pooled_run, tower):
     from transformers import WhisperForAudioClassification
 
@@ -133,6 +135,7 @@ def test_training_the_pooled_head_keeps_the_frozen_tower_byte_identical(pooled_r
     assert scores["audio"]["n"] > 0 and 0.0 <= scores["audio"]["ua"] <= 1.0
 
 
+@pytest.mark.slow
 def test_the_cached_training_path_and_live_prediction_give_the_same_probabilities(pooled_run, synth_corpus, tmp_path):
     from mmemo.data.dataset import clip_seconds
 
@@ -152,6 +155,7 @@ def test_the_cached_training_path_and_live_prediction_give_the_same_probabilitie
     np.testing.assert_allclose(from_cache, [[p[label] for label in rec.labels] for p in live], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_speaker_profile_carries_the_pooled_statistics_and_must_fit_the_tower(pooled_run, synth_corpus, tmp_path):
     rec = EmotionRecognizer.from_pretrained(pooled_run["model_dir"])
     rows = [json.loads(line) for line in open(synth_corpus)]
@@ -177,6 +181,7 @@ def test_a_speaker_profile_carries_the_pooled_statistics_and_must_fit_the_tower(
         rec.predict(audio=clips[0], speaker_profile=other)
 
 
+@pytest.mark.slow
 def test_refit_trains_on_train_and_valid_for_the_best_epoch_count(synth_corpus, tower, tmp_path):
     cfg = _config(synth_corpus, tmp_path / "run", tower, cache_dir=tmp_path / "cache")
     cfg.train.refit = True

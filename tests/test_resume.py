@@ -18,6 +18,8 @@ from mmemo.checkpoint import latest_checkpoint
 from mmemo.config import config_from_dict
 from mmemo.errors import ModelLoadError
 
+pytestmark = pytest.mark.slow  # trains, kills and resumes training processes
+
 
 def _train_cmd(config_path, *extra):
     return [sys.executable, "-m", "mmemo", "train", str(config_path), *extra]

@@ -26,6 +26,8 @@ from mmemo.cli import main  # noqa: E402
 from mmemo.data.manifest import read_manifest  # noqa: E402
 from mmemo.serve import Batcher, RequestError, create_app  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real uvicorn servers and `mmemo serve` subprocesses
+
 MAX_UPLOAD_MB = 0.5  # a 4 s clip is 128 kB
 MAX_SECONDS = 10
 TIMEOUT = 120  # seconds per request: a loaded 2-core machine, and librosa imported on the first undecodable file
@@ -274,7 +276,7 @@ def test_bench_serve_runs_the_cli_server_under_load_and_faults(model_dir, tmp_pa
     """`mmemo bench serve` starts `mmemo serve` as subprocesses (batched, then --max-batch 1): every answer right."""
     out = tmp_path / "bench.json"
     argv = ["bench", "serve", str(model_dir), "--clients", "1", "4", "--requests", "4", "--gain-clients", "4"]
-    assert main([*argv, "--fault-rate", "0.25", "--json", str(out)]) == 0
+    assert main([*argv, "--fault-rate", "0.25", "-o", str(out)]) == 0
     results = json.loads(out.read_text())
     for run in [*results["load"], results["batching"]["one_at_a_time"]]:
         assert run["errors"] == 0 and run["wrong"] == 0 and run["ok"] == run["requests"], run

@@ -10,6 +10,7 @@ from conftest import tiny_config_dict
 from mmemo.config import config_from_dict
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
     from conftest import tiny_config_dict
 
@@ -55,6 +56,7 @@ def test_all_subsets_loss_is_the_weighted_mean_over_views(synth_corpus, tmp_path
     assert loss.item() == pytest.approx((2.0 * single[0] + single[1] + 0.5 * single[2]).item() / 3.5, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
     from mmemo.train import TrainState, optimizer_step, setup
 
@@ -93,6 +95,7 @@ def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
     assert state.skipped == len(batch["ids"])  # single samples that still do not fit are skipped and counted
 
 
+@pytest.mark.slow
 def test_state_step_counts_optimizer_steps_and_checkpoints_follow_them(synth_corpus, tmp_path):
     """With grad_accum 2 a step is two batches: `checkpoint_every: 2` checkpoints every fourth batch."""
     from mmemo.checkpoint import latest_checkpoint

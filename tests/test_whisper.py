@@ -118,6 +118,7 @@ def test_a_local_whisper_checkpoint_loads_its_encoder_weights(tmp_path):
     assert type(load_feature_extractor(cfg)).__name__ == "WhisperFeatureExtractor"
 
 
+@pytest.mark.slow
 def test_train_save_load_predict_with_the_whisper_tower(synth_corpus, tmp_path):
     from conftest import tiny_config_dict
 

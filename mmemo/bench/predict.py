@@ -21,7 +21,6 @@ import torch
 
 from mmemo.bench.sizes import PREDICT
 from mmemo.config import ModelConfig
-from mmemo.io import write_json
 
 VARIANTS = ("fp32", "int8", "onnx", "onnx_int8", "baseline")
 CLIP_SECONDS = 5.0
@@ -113,11 +112,6 @@ def format_results(results: dict, title: str) -> str:
             f"| {r['batch32_ms']:.0f} | {base / r['clip_text_p50_ms']:.2f}× |"
         )
     return "\n".join(lines)
-
-
-def write_results(results: dict, path: str | os.PathLike) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, results)
 
 
 def _random_model(size: str, rng: np.random.Generator):

@@ -1,7 +1,9 @@
 """Model and workload sizes for `mmemo bench`, as data: random-weight models built from these configs.
 
-`PREDICT` holds `ModelConfig` fields for `mmemo bench predict`; `TRAIN` holds, for `mmemo bench train`, the
-`ModelConfig` fields plus the clip lengths, the naive baseline's batch size and the tokenizer's vocabulary size.
+`TINY_MODEL` is mmemo's one tiny model: `mmemo bench predict --size tiny`, the test suite's model (tests/conftest.py)
+and the sizes tests/test_readme.py gives the README's training commands. `PREDICT` holds `ModelConfig` fields for
+`mmemo bench predict`; `TRAIN` holds, for `mmemo bench train`, the `ModelConfig` fields plus the clip lengths, the
+naive baseline's batch size and the tokenizer's vocabulary size.
 """
 
 from __future__ import annotations
@@ -11,27 +13,39 @@ import copy
 # SpecAugment draws its masks with NumPy on the host and layerdrop makes the work per step random: both off.
 _QUIET = {"layerdrop": 0.0, "mask_time_prob": 0.0}
 
-PREDICT = {
-    "tiny": {
-        "text_config": {
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "max_position_embeddings": 128,
-        },
-        "audio_config": {
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-            "conv_dim": [16] * 7,
-            "num_conv_pos_embeddings": 16,
-            "num_conv_pos_embedding_groups": 2,
-        },
-        "fusion_dim": 32,
-        "fusion_heads": 2,
+# Width 32, one layer per tower, no dropout, layerdrop or masking: it trains in seconds on a CPU, deterministically.
+TINY_MODEL = {
+    "text_config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 128,
     },
+    "audio_config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "conv_dim": [16] * 7,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 2,
+        "feat_extract_norm": "group",
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "feat_proj_dropout": 0.0,
+        **_QUIET,
+    },
+    "tokenizer_vocab_size": 300,
+    "fusion_dim": 32,
+    "fusion_heads": 2,
+    "fusion_layers": 1,
+    "freeze_feature_encoder": False,
+}
+
+PREDICT = {
+    "tiny": TINY_MODEL,  # at inference dropout, layerdrop, masking and freezing change nothing
     # BertConfig's and Wav2Vec2Config's defaults are bert-base and wav2vec2-base; spelt out for the reader.
     "base": {
         "text_config": {
@@ -52,7 +66,7 @@ PREDICT = {
 }
 
 TRAIN = {
-    # The quick-start shapes.
+    # configs/quickstart.yaml's shapes (a test keeps them equal), with the towers' default dropout.
     "tiny": {
         "model": {
             "text_config": {

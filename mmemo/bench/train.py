@@ -52,7 +52,6 @@ from mmemo.data.dataset import Collator, EmotionDataset, padding_ratio
 from mmemo.data.manifest import write_manifest
 from mmemo.device import resolve_device
 from mmemo.errors import ConfigError
-from mmemo.io import write_json
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 SOURCE_RATE = 48000  # the generated files' rate: loading them resamples to 16 kHz, as for RAVDESS
@@ -220,11 +219,6 @@ def format_results(results: dict) -> str:
         f"{s['load_average'][1]} after",
     ]
     return "\n".join(lines)
-
-
-def write_results(results: dict, path: str | os.PathLike) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, results)
 
 
 def measure_peak_tflops(device: torch.device) -> float:

@@ -169,11 +169,13 @@ def add_noise(wave: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     return (wave + scale * noise).astype(np.float32)
 
 
-def build_augmenter(spec: dict | None) -> Augmenter | None:
+def build_augmenter(spec: dict | None, *, scan_noise: bool = True) -> Augmenter | None:
     """Check a `data.augment` spec and build its Augmenter.
 
     Args:
         spec: the config dict (module docstring); None or {} turns augmentation off.
+        scan_noise: read `noise_dir`'s audio headers; False checks the spec alone (what loading a config does) and
+            builds an Augmenter without noise files.
 
     Returns:
         The Augmenter, or None when `spec` is empty.
@@ -204,7 +206,7 @@ def build_augmenter(spec: dict | None) -> Augmenter | None:
         p_speed=_probability(spec, "p_speed"),
         noise_snr=_range(spec, "noise_snr", -20.0, 100.0),
         p_noise=_probability(spec, "p_noise"),
-        noise_files=_noise_files(spec["noise_dir"]) if spec.get("noise_dir") else (),
+        noise_files=_noise_files(spec["noise_dir"]) if spec.get("noise_dir") and scan_noise else (),
         gain_db=_range(spec, "gain_db", -40.0, 40.0),
         p_gain=_probability(spec, "p_gain"),
         time_mask_count=_count(time_mask, "count", "time_mask"),

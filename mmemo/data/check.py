@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm.auto import tqdm
 
 from mmemo.data.audio import load_audio
 from mmemo.data.manifest import REQUIRED, SPLITS, jsonl_objects, validate_row, write_manifest
 from mmemo.errors import DataError
 from mmemo.io import check_output
+from mmemo.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def check_manifest(
         errors.append(Problem("empty-manifest", f"{path} has no rows", "write at least one row"))
 
     durations = {}  # line -> seconds of the rows that decoded
-    for line, row in tqdm(rows, desc=f"checking {path.name}", unit="row", disable=not progress):
+    for line, row in progress_bar(rows, enabled=progress, desc=f"checking {path.name}", unit="row"):
         problems, seconds = _check_row(line, row, min_seconds, max_seconds)
         if seconds is not None:
             durations[line] = seconds

@@ -34,7 +34,6 @@ from pathlib import Path
 from mmemo.data.manifest import read_manifest
 from mmemo.errors import ConfigError, DataError
 
-SAMPLING = ("natural", "equal", "weighted")
 CONFIG_SUFFIXES = (".yaml", ".yml")  # a source with one of these is a config whose corpora to read, not a manifest
 ENTRY_KEYS = ("path", "name", "label_map", "weight")
 
@@ -55,13 +54,11 @@ def corpora_of(data) -> list[Corpus]:
     Raises:
         ConfigError: neither or both of `manifest` and `manifests` are set, an entry is not a mapping, lacks
             `path`, has an unknown key, a label map that is not label -> label-or-null, a weight that is not a
-            positive number, or two entries share a name or a file; `corpus_sampling` is unknown, or weights are given
-            without `corpus_sampling: weighted` (they would be ignored).
+            positive number, or two entries share a name or a file; weights are given without
+            `corpus_sampling: weighted` (they would be ignored). Loading a config runs it once, as a dry run.
     """
     if data.manifest and data.manifests:
         raise ConfigError("set data.manifest (one corpus) or data.manifests (several), not both")
-    if data.corpus_sampling not in SAMPLING:
-        raise ConfigError(f"data.corpus_sampling must be one of {', '.join(SAMPLING)}, got {data.corpus_sampling!r}")
     if data.manifest:
         return [Corpus(data.manifest, "")]  # unnamed: its rows' `corpus` column names them (see `relabel`)
     if not data.manifests:

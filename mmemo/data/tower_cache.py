@@ -204,6 +204,6 @@ class _Writer:
 
 
 def _progress_bar(total: int, on: bool):
-    from tqdm.auto import tqdm
+    from mmemo.progress import progress_bar
 
-    return tqdm(total=total, desc="audio tower", unit="clip", disable=not on or total == 0, leave=False)
+    return progress_bar(enabled=on and total > 0, total=total, desc="audio tower", unit="clip", leave=False)
