@@ -56,6 +56,7 @@ from mmemo.inference import EmotionRecognizer
 from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, cross_entropy
 from mmemo.model_card import ModelCard
+from mmemo.progress import progress_bar
 from mmemo.report import (
     print_by_corpus,
     print_calibration,
@@ -380,13 +381,13 @@ def train_epoch(run: Run, state: TrainState) -> float:
     batches = len(loader.batch_sampler)
     total = run.cfg.train.epochs * batches
     accum, every = run.cfg.train.grad_accum, run.cfg.train.checkpoint_every
-    bar = tqdm(
+    bar = progress_bar(
         loader,
+        enabled=run.cfg.train.progress and run.main,
         desc=f"epoch {state.epoch + 1}/{run.cfg.train.epochs}",
         leave=False,
         initial=state.batch,
         total=batches,
-        disable=not (run.cfg.train.progress and run.main),
     )
     run.optimizer.zero_grad(set_to_none=True)
     for batch in bar:
