@@ -273,15 +273,16 @@ class EmotionRecognizer:
             window_seconds: audio longer than this is split into speech segments of at most this length.
             overlap_seconds: overlap between consecutive windows inside one long speech region.
             speaker_profile: the speaker's `SpeakerProfile` (or the path of its JSON file, see `enrol_speaker`):
-                the acoustic statistics are standardised against that speaker instead of the training clips.
-                Only for models with `acoustic_features`.
+                the acoustic statistics are standardised against that speaker instead of the training clips; or a
+                list of them, one per input (None: the training clips' statistics for that input). Only for models
+                with `acoustic_features`.
 
         Returns:
             A Prediction, or a list of them (in input order) when a list was given.
 
         Raises:
-            DataError: no input, mismatched list lengths, unreadable audio, an array without sampling_rate, or a
-                speaker profile for a model without acoustic statistics.
+            DataError: no input, mismatched list lengths (speaker profiles included), unreadable audio, an array
+                without sampling_rate, or a speaker profile for a model without acoustic statistics.
             ValueError: batch_size < 1, or overlap_seconds not in [0, window_seconds).
         """
         if batch_size < 1:
@@ -297,15 +298,26 @@ class EmotionRecognizer:
         audios = audios or [None] * n
         if len(texts) != len(audios):
             raise DataError(f"predict(): {len(texts)} texts but {len(audios)} audio inputs; give one of each per item")
-        reference = self._reference(speaker_profile)
-        if reference is None and self.config.acoustic_normalization == "speaker" and self.config.acoustic_features:
+        if isinstance(speaker_profile, (list, tuple)):
+            if len(speaker_profile) != n:
+                raise DataError(
+                    f"predict(): {n} inputs but {len(speaker_profile)} speaker profiles; give one per input"
+                )
+            references = [self._reference(profile) for profile in speaker_profile]
+        else:
+            references = [self._reference(speaker_profile)] * n
+        if (
+            any(r is None for r in references)
+            and self.config.acoustic_normalization == "speaker"
+            and self.config.acoustic_features
+        ):
             _warn_once(
                 "this model standardised the acoustic statistics per speaker in training; without a "
                 "speaker_profile (enrol_speaker / `mmemo enrol`) it uses the training speakers' statistics, which "
                 "suits voices like theirs best"
             )
         items = []
-        for i, (t, a) in enumerate(zip(texts, audios)):
+        for i, (t, a, reference) in enumerate(zip(texts, audios, references)):
             where = f"audio[{i}]" if batched else "audio"
             waveform = None if a is None else self._waveform(a, sampling_rate, where=where)
             t = (t or "").strip()
