@@ -23,14 +23,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from mmemo.errors import DataError
-from mmemo.inference import EmotionRecognizer, Prediction
 from mmemo.io import atomic_write, check_output
 from mmemo.row_scoring import CHUNK_ROWS, chunk_ranges, predict_rows
+
+if TYPE_CHECKING:
+    from mmemo.inference import EmotionRecognizer
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
@@ -209,7 +211,6 @@ def merge_predictions(
     output: str | os.PathLike,
     split: str | None = None,
     overwrite: bool = False,
-    labels: list[str] | None = None,
 ) -> dict:
     """Join the outputs of `predict_to_file` shards into one, in input order, checking each input row is in once.
 
@@ -219,13 +220,12 @@ def merge_predictions(
         output: the merged file, of the parts' format; written atomically.
         split: as given to the shards.
         overwrite: replace an existing `output`.
-        labels: the model's labels, to check the parts' probability columns against (None: not checked).
 
     Returns:
         {"output": Path, "rows", "parts": number of parts, "errors", "scores", "unscored"} as `predict_to_file`.
 
     Raises:
-        DataError: a part missing or unfinished, of another format, columns or labels than the others; an id in
+        DataError: a part missing or unfinished, of another format, columns or labels than the first; an id in
             two parts (or twice in one), or not in the input; input rows in no part (the message names them).
     """
     output = check_output(output, source, overwrite=overwrite, suffixes=OUTPUT_SUFFIXES, what="merged predictions")
@@ -233,7 +233,7 @@ def merge_predictions(
         raise DataError("--merge needs the shards' outputs")
     rows = batch_inputs(source, split)
     index = {row["id"]: i for i, row in enumerate(rows)}
-    header, by_id = None, {}
+    header, labels, by_id = None, None, {}
     for part in map(Path, parts):
         if not part.is_file():
             unfinished = part.with_name(part.name + PARTIAL_SUFFIX)
@@ -248,10 +248,9 @@ def merge_predictions(
         if torn:
             raise DataError(f"{part}: its last record is incomplete, so it is not a finished output; resume its shard")
         if header is None:
-            header = part_header
-            if labels is not None:
-                _check_labels(part, header, records, labels)
-        elif part_header != header:
+            header, labels = part_header, _labels_in(part_header, records)
+        _check_labels(part, part_header, records, labels)
+        if part_header != header:
             raise DataError(
                 f"{part} has other columns than {parts[0]} ({part_header} vs {header}); merge one run's parts"
             )
@@ -279,7 +278,7 @@ def merge_predictions(
         f.write(header or b"")
         for record in records:
             f.write(record.raw)
-    scores, unscored = _score(records, labels or _labels_in(header, records))
+    scores, unscored = _score(records, labels)
     return {
         "output": output,
         "rows": len(records),
@@ -319,17 +318,17 @@ class _Layout(NamedTuple):
         heard = [row["text"], row.get("transcript_source") or ""] if self.asr else []
         given = [row["label"]] if self.truth else []
         if self.csv:
-            if isinstance(result, Prediction):
-                predicted = [result.label, *(f"{result.probabilities[label]:.6f}" for label in self.labels), ""]
-            else:
+            if isinstance(result, str):  # an error message
                 predicted = ["", *[""] * len(self.labels), result]
+            else:
+                predicted = [result.label, *(f"{result.probabilities[label]:.6f}" for label in self.labels), ""]
             return _csv_line([row["id"], row["audio"], *heard, *given, *predicted])
         record = {"id": row["id"], "path": row["audio"]}
         record |= dict(zip(("transcript", "transcript_source"), heard)) | dict(zip(("true_label",), given))
-        if isinstance(result, Prediction):
-            record |= {k: v for k, v in result.to_dict().items() if k != "segments" or v}
-        else:
+        if isinstance(result, str):
             record |= {"label": None, "error": result}
+        else:
+            record |= {k: v for k, v in result.to_dict().items() if k != "segments" or v}
         return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -475,20 +474,20 @@ def _labels_in(header: bytes | None, records: list[_Record]) -> list[str]:
 
 def _check_labels(path: Path, header: bytes | None, records: list[_Record], labels: list[str]) -> None:
     found = _labels_in(header, records)
-    if found and found != list(labels):
-        raise DataError(f"{path} holds probabilities of the labels {found}, but the model's are {list(labels)}")
+    if found and labels and found != list(labels):
+        raise DataError(f"{path} holds probabilities of the labels {found}, where {list(labels)} were expected")
 
 
 def _score(records: list[_Record], labels: list[str]) -> tuple[dict | None, int]:
     """Metrics over the predicted records whose `true_label` is in the model's label set; and how many labelled
     records could not be scored."""
-    from mmemo.metrics import classification_metrics
-
     index = {label: i for i, label in enumerate(labels)}
     labelled = [r.fields for r in records if r.fields.get("true_label")]
     scored = [f for f in labelled if f["true_label"] in index and f.get("label") in index]
     if not scored:
         return None, len(labelled)
+    from mmemo.metrics import classification_metrics  # scikit-learn: only when there is something to score
+
     y_true = [index[f["true_label"]] for f in scored]
     y_pred = [index[f["label"]] for f in scored]
     return classification_metrics(y_true, y_pred, len(labels)), len(labelled) - len(scored)

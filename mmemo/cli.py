@@ -176,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="PART",
-        help="instead of predicting, join these shard outputs into OUTPUT (the shards' command line with --shard "
-        "replaced by --merge); every input row must be in exactly one part",
+        help="instead of predicting, join these shard outputs into OUTPUT: the shards' command line with --shard "
+        "replaced by --merge (MODEL_DIR is not read); every input row must be in exactly one part",
     )
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding audio (default 0: none)")
     p.add_argument(
@@ -606,7 +606,6 @@ def cmd_enrol(args) -> None:
 def cmd_predict_batch(args) -> None:
     from mmemo.batch_predict import merge_predictions, parse_shard, predict_to_file
     from mmemo.errors import ConfigError
-    from mmemo.inference import EmotionRecognizer
 
     if args.asr_language and not args.asr:
         raise ConfigError("--asr-language chooses the language of --asr; give --asr WHISPER too")
@@ -618,14 +617,11 @@ def cmd_predict_batch(args) -> None:
         ]
         if clash:
             raise ConfigError(f"--merge joins finished shard outputs; drop {', '.join(clash)}")
-        from mmemo.model_folder import local_folder, read_meta
-
-        labels = read_meta(local_folder(args.model_dir))[1].labels
-        summary = merge_predictions(
-            args.source, args.merge, args.output, split=args.split, overwrite=args.overwrite, labels=labels
-        )
+        summary = merge_predictions(args.source, args.merge, args.output, split=args.split, overwrite=args.overwrite)
         print(f"{summary['output']}: {summary['rows']} rows from {summary['parts']} parts, each input row once")
     else:
+        from mmemo.inference import EmotionRecognizer
+
         shard = parse_shard(args.shard) if args.shard else None
         recognizer = EmotionRecognizer.from_pretrained(
             args.model_dir, device=args.device, int8=args.int8, threads=args.threads

@@ -25,14 +25,14 @@ merged equal one process (with the same sizes, device and thread count). Audio i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
 
-from mmemo.data.audio import load_audio
-from mmemo.data.dataset import clip_seconds
 from mmemo.errors import DataError
-from mmemo.inference import EmotionRecognizer
+
+if TYPE_CHECKING:  # torch and the audio stack load on first use: `predict-batch --merge` needs neither
+    from mmemo.inference import EmotionRecognizer
 
 CHUNK_ROWS = 256  # rows per chunk: what a killed predict-batch can lose, and the unit shards are dealt in
 
@@ -44,8 +44,9 @@ def chunk_ranges(n_rows: int, chunk_rows: int = CHUNK_ROWS) -> list[range]:
     return [range(start, min(start + chunk_rows, n_rows)) for start in range(0, n_rows, chunk_rows)]
 
 
-class _Clips(Dataset):
-    """Decodes a row's audio (in a DataLoader worker): (row index, waveform or None, error message or None)."""
+class _Clips:
+    """A map-style dataset that decodes a row's audio (in a DataLoader worker): (row index, waveform or None, error
+    message or None)."""
 
     def __init__(self, rows: list[dict], sampling_rate: int):
         self.rows, self.sampling_rate = rows, sampling_rate
@@ -57,6 +58,8 @@ class _Clips(Dataset):
         row = self.rows[i]
         if not row["audio"]:
             return i, None, None
+        from mmemo.data.audio import load_audio
+
         try:
             return i, load_audio(row["audio"], self.sampling_rate, row.get("start"), row.get("end")), None
         except DataError as e:
@@ -70,6 +73,8 @@ class _Batches:
         self.rows, self.chunks, self.batch_size = rows, chunks, batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
+        from mmemo.data.dataset import clip_seconds
+
         for chunk in self.chunks:
             order = sorted(chunk, key=lambda i: clip_seconds(self.rows[i]))  # stable: ties keep input order
             for start in range(0, len(order), self.batch_size):
@@ -107,6 +112,7 @@ def predict_rows(
         (chunk, results): per row of the chunk, in input order, a `Prediction` or an error message (audio that
         cannot be decoded, a row with neither text nor audio).
     """
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     chunks = chunk_ranges(len(rows), chunk_rows) if chunks is None else chunks
@@ -169,6 +175,7 @@ def speaker_profiles(recognizer: EmotionRecognizer, rows: list[dict]) -> list | 
     if not (config.acoustic_features and config.acoustic_normalization == "speaker"):
         return None
     from mmemo.data.acoustic import enrol_speakers, functionals
+    from mmemo.data.audio import load_audio
 
     known, features = [], []
     for i, row in enumerate(rows):
