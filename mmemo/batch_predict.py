@@ -176,10 +176,11 @@ def predict_to_file(
     layout = _Layout(output.suffix.lower() == ".csv", tuple(recognizer.labels), truth, transcriber is not None)
     done, torn = set(), False
     if resume and (partial.exists() or output.exists()):
-        if not partial.exists():  # a finished output: complete it (rows added to the input since) in a copy
-            shutil.copyfile(output, partial)
-        records, torn = _resume_records(partial, layout, scope)
+        existing = partial if partial.exists() else output
+        records, torn = _resume_records(existing, layout, scope, cut_torn=existing == partial)
         done = {record.id for record in records}
+        if existing == output and len(done) < len(scope):  # rows added to the input since: complete it in a copy
+            shutil.copyfile(output, partial)
     else:
         partial.unlink(missing_ok=True)
         _append(partial, layout.header())
@@ -191,7 +192,8 @@ def predict_to_file(
         new = [(rows[i], result) for i, result in zip(chunk, results) if rows[i]["id"] not in done]
         _append(partial, b"".join(layout.encode(row, result) for row, result in new))
         written += len(new)
-    records = _finish(partial, output, scope)
+    if partial.exists():
+        records = _finish(partial, output, scope)
     scores, unscored = _score(records, recognizer.labels)
     return {
         "output": output,
@@ -399,14 +401,17 @@ def _read_records(path: Path) -> tuple[bytes | None, list[_Record], bool]:
     return header, records, False
 
 
-def _resume_records(partial: Path, layout: _Layout, scope: dict) -> tuple[list[_Record], bool]:
-    """The whole records of an interrupted output, after cutting off a torn last record; (records, torn).
+def _resume_records(partial: Path, layout: _Layout, scope: dict, cut_torn: bool) -> tuple[list[_Record], bool]:
+    """The whole records of an output to resume, after cutting off a torn last record (`cut_torn`: a `.partial`);
+    (records, torn).
 
     Raises:
         DataError: the file holds other columns or labels than this run writes, an id twice, or an id outside
-            this run's rows (another input, --split or --shard wrote it).
+            this run's rows (another input, --split or --shard wrote it); a finished output with a torn end.
     """
     header, records, torn = _read_records(partial)
+    if torn and not cut_torn:
+        raise DataError(f"{partial}: its last record is incomplete, which predict-batch never leaves; was it changed?")
     if layout.csv and header is None:  # killed before the header was whole: nothing of it counts
         partial.write_bytes(layout.header())
         return [], torn

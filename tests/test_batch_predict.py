@@ -195,6 +195,11 @@ def test_resume_refuses_an_output_it_did_not_write(rec, inputs, tmp_path, capsys
     partial.write_text('{"id": "synth00000"}\nnot json\n{"id": "synth00001"}\n')
     with pytest.raises(DataError, match=r"out\.jsonl\.partial:2: not a predict-batch JSON record"):
         predict_to_file(rec, inputs, out, resume=True, progress=False)
+    finished = tmp_path / "finished.jsonl"  # a finished output of another input: refused, and no .partial made
+    finished.write_text(json.dumps({"id": "elsewhere"}) + "\n")
+    with pytest.raises(DataError, match=r"finished\.jsonl:1: id 'elsewhere' is not among the rows of this run"):
+        predict_to_file(rec, inputs, finished, resume=True, progress=False)
+    assert not finished.with_name(finished.name + PARTIAL_SUFFIX).exists()
     csv_partial = tmp_path / "out.csv.partial"
     csv_partial.write_text("id,path,label,prob_angry,prob_happy,prob_neutral,prob_sad,error\r\n")
     with pytest.raises(DataError, match="another model, or other options"):  # written without true_label
