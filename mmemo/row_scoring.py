@@ -149,22 +149,26 @@ def _score_batch(recognizer: EmotionRecognizer, rows: list[dict], batch: list, p
             ready.append((i, audio))
         else:
             results[i] = error
-    for part in [ready] if len(ready) < 2 else [ready, *([item] for item in ready)]:
-        try:
-            predictions = recognizer.predict(
-                text=[rows[i]["text"] for i, _ in part],
-                audio=[audio for _, audio in part],
-                sampling_rate=recognizer.config.sampling_rate,
-                batch_size=batch_size,
-                speaker_profile=None if profiles is None else [profiles[i] for i, _ in part],
-            )
-        except DataError as e:
-            if len(part) == 1:
-                results[part[0][0]] = str(e)
-            continue
-        results.update({i: prediction for (i, _), prediction in zip(part, predictions)})
-        if part is ready:
-            break
+
+    def predict(items: list) -> list:
+        return recognizer.predict(
+            text=[rows[i]["text"] for i, _ in items],
+            audio=[audio for _, audio in items],
+            sampling_rate=recognizer.config.sampling_rate,
+            batch_size=batch_size,
+            speaker_profile=None if profiles is None else [profiles[i] for i, _ in items],
+        )
+
+    if not ready:
+        return results
+    try:
+        results.update(zip([i for i, _ in ready], predict(ready)))
+    except DataError:
+        for item in ready:
+            try:
+                results[item[0]] = predict([item])[0]
+            except DataError as e:
+                results[item[0]] = str(e)
     return results
 
 
@@ -193,6 +197,3 @@ def speaker_profiles(recognizer: EmotionRecognizer, rows: list[dict]) -> list | 
     for i in known:
         out[i] = profiles[rows[i]["speaker"]]
     return out
-
-
-# --- the output file -------------------------------------------------------------------------------------------

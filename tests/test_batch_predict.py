@@ -282,3 +282,30 @@ def test_asr_transcribes_rows_without_text(rec, synth_corpus, tmp_path):
     table = list(csv.DictReader(out.open(newline="")))
     assert [t["transcript_source"] for t in table] == ["asr", "typed", "asr", "asr"]
     assert table[1]["transcript"] == rows[1]["text"] and all(t["transcript"] for t in table)
+
+
+def test_a_batch_the_model_refuses_is_retried_row_by_row():
+    from types import SimpleNamespace
+
+    from mmemo.row_scoring import predict_rows
+
+    class Refuses:
+        """predict() refuses any batch holding the text "bad", as the model would an input it cannot take."""
+
+        config = SimpleNamespace(sampling_rate=16000, acoustic_features=False, acoustic_normalization="global")
+
+        def predict(self, text, audio, sampling_rate, batch_size, speaker_profile):
+            if "bad" in text:
+                raise DataError("cannot take this input")
+            return [SimpleNamespace(text=t) for t in text]
+
+    rows = [{"id": str(i), "audio": "", "text": t} for i, t in enumerate(["a", "bad", "c", " ", "e"])]
+    (chunk, results), *rest = predict_rows(Refuses(), rows, batch_size=8)
+    assert not rest and list(chunk) == [0, 1, 2, 3, 4]
+    assert [getattr(r, "text", r) for r in results] == [
+        "a",
+        "cannot take this input",
+        "c",
+        "row has neither text nor audio",
+        "e",
+    ]
