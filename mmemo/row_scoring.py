@@ -40,7 +40,7 @@ CHUNK_ROWS = 256  # rows per chunk: what a killed predict-batch can lose, and th
 def chunk_ranges(n_rows: int, chunk_rows: int = CHUNK_ROWS) -> list[range]:
     """Row index ranges of the plan's chunks: consecutive runs of `chunk_rows` rows in input order."""
     if chunk_rows < 1:
-        raise DataError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        raise DataError(f"--chunk-rows must be at least 1, got {chunk_rows}")
     return [range(start, min(start + chunk_rows, n_rows)) for start in range(0, n_rows, chunk_rows)]
 
 
