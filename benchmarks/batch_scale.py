@@ -191,7 +191,7 @@ def main() -> None:
         "rows": args.rows,
         "flac_rows": args.flac_rows,
         "emodb_clips": len(clips),
-        "model": args.model,
+        "model": os.path.relpath(args.model, REPO) if Path(args.model).resolve().is_relative_to(REPO) else args.model,
         "device": args.device,
         "threads": args.threads,
         "batch_size": args.batch_size,
