@@ -246,9 +246,10 @@ def rank_label_issues(
 
 
 def model_probabilities(
-    rows: list[dict], model_dir: str | os.PathLike, device: str = "auto", batch_size: int = 16, chunk: int = 256
+    rows: list[dict], model_dir: str | os.PathLike, device: str = "auto", batch_size: int = 16
 ) -> tuple[list[str], np.ndarray]:
-    """Class probabilities of every row from a trained model (fused text+audio, whatever the row has).
+    """Class probabilities of every row from a trained model (fused text+audio, whatever the row has), scored by
+    the row-scoring loop `mmemo.row_scoring.predict_rows`, as `mmemo predict-batch` and `mmemo evaluate` score it.
 
     Not out of fold: rows the model trained on get the probabilities of a model that fitted their labels.
 
@@ -257,31 +258,20 @@ def model_probabilities(
         model_dir: the model folder (`EmotionRecognizer.from_pretrained`).
         device: where the model runs.
         batch_size: inputs per forward pass.
-        chunk: rows decoded and held in memory at once.
 
     Returns:
-        (the model's labels, a (len(rows), len(labels)) array); a row with neither audio nor text is all NaN.
-
-    Raises:
-        DataError: a row's audio cannot be decoded (the message names the file).
+        (the model's labels, a (len(rows), len(labels)) array); a row that cannot be scored (neither audio nor
+        text, or audio that does not decode) is all NaN, so the audit lists it as not scored.
     """
-    from mmemo.data.audio import load_audio
-    from mmemo.inference import EmotionRecognizer
+    from mmemo.inference import EmotionRecognizer, Prediction
+    from mmemo.row_scoring import predict_rows
 
     recognizer = EmotionRecognizer.from_pretrained(model_dir, device=device)
-    rate = recognizer.config.sampling_rate
     probabilities = np.full((len(rows), len(recognizer.labels)), np.nan)
-    usable = [i for i, r in enumerate(rows) if r["audio"] or r["text"].strip()]
-    for start in range(0, len(usable), chunk):
-        part = usable[start : start + chunk]
-        texts = [rows[i]["text"] for i in part]
-        audios = [
-            load_audio(rows[i]["audio"], rate, rows[i]["start"], rows[i]["end"]) if rows[i]["audio"] else None
-            for i in part
-        ]
-        predictions = recognizer.predict(text=texts, audio=audios, sampling_rate=rate, batch_size=batch_size)
-        for i, prediction in zip(part, predictions):
-            probabilities[i] = [prediction.probabilities[label] for label in recognizer.labels]
+    for chunk, results in predict_rows(recognizer, rows, batch_size=batch_size):
+        for i, result in zip(chunk, results):
+            if isinstance(result, Prediction):
+                probabilities[i] = [result.probabilities[label] for label in recognizer.labels]
     return list(recognizer.labels), probabilities
 
 
@@ -368,7 +358,10 @@ def format_summary(report: AuditReport, top: int = 10, pairs_per_corpus: int = 3
             "look cleaner than they are; audit rows it did not train on, or use --baseline"
         )
     if report.unscored:
-        lines.append(f"{len(report.unscored)} row(s) not scored (no audio or text, or a label the model lacks)")
+        lines.append(
+            f"{len(report.unscored)} row(s) not scored (no audio or text, audio that does not decode, or a label "
+            "the model lacks)"
+        )
     by_label = Counter(r["label"] for r in report.ranked)
     suspects_by_label = Counter(r["label"] for r in suspects)
     lines += ["", "## Per-class thresholds (mean probability of the class over the rows labelled with it)", ""]

@@ -173,10 +173,48 @@ def build_parser() -> argparse.ArgumentParser:
         "relative audio paths resolve against the file's folder), or a folder of audio files (searched "
         "recursively). With a label column, accuracy and UA are printed",
     )
-    p.add_argument("-o", "--output", required=True, help="the results file (.csv or .jsonl)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the results file (.csv or .jsonl); rows stream into OUTPUT.partial, renamed to OUTPUT when all are in",
+    )
     p.add_argument("--split", default=None, help="predict only the rows of this split (needs a split column)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output (once the new one is complete)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run from OUTPUT.partial (ids already written are skipped; a torn last record is "
+        "cut off), or complete a finished OUTPUT; without either it starts a run, so a retried job can always pass it",
+    )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="predict only shard I of N (0 <= I < N): chunks I, I+N, I+2N, ... of the rows in input order, e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; join the shards' outputs with --merge",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="PART",
+        help="instead of predicting, join these shard outputs into OUTPUT: the shards' command line with --shard "
+        "replaced by --merge (MODEL_DIR is not read); every input row must be in exactly one part",
+    )
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding audio (default 0: none)")
+    from mmemo.row_scoring import CHUNK_ROWS  # numpy only: the parser stays quick to build
+
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=CHUNK_ROWS,
+        metavar="N",
+        help="rows per written chunk (a kill loses at most one) and per shard deal; keep it, --batch-size and "
+        f"--split the same across a run's shards and resumes (default {CHUNK_ROWS})",
+    )
+    _add_asr_options(p, "rows with audio but no text are transcribed, and the transcript is written beside them")
     _add_speed_options(p)
     p.set_defaults(func=cmd_predict_batch)
 
@@ -662,17 +700,51 @@ def cmd_enrol(args) -> None:
 
 
 def cmd_predict_batch(args) -> None:
-    from mmemo.batch_predict import predict_to_file
-    from mmemo.inference import EmotionRecognizer
+    from mmemo.batch_predict import merge_predictions, parse_shard, predict_to_file
+    from mmemo.errors import ConfigError
 
-    recognizer = EmotionRecognizer.from_pretrained(
-        args.model_dir, device=args.device, int8=args.int8, threads=args.threads
-    )
-    summary = predict_to_file(
-        recognizer, args.source, args.output, batch_size=args.batch_size, overwrite=args.overwrite, split=args.split
-    )
-    failed = f", {summary['errors']} failed (see the error column)" if summary["errors"] else ""
-    print(f"{summary['output']}: {summary['rows']} rows{failed}")
+    if args.asr_language and not args.asr:
+        raise ConfigError("--asr-language chooses the language of --asr; give --asr WHISPER too")
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {args.workers}")
+    if args.merge:
+        clash = [
+            flag for flag, given in (("--shard", args.shard), ("--resume", args.resume), ("--asr", args.asr)) if given
+        ]
+        if clash:
+            raise ConfigError(f"--merge joins finished shard outputs; drop {', '.join(clash)}")
+        summary = merge_predictions(args.source, args.merge, args.output, split=args.split, overwrite=args.overwrite)
+        print(f"{summary['output']}: {summary['rows']} rows from {summary['parts']} parts, each input row once")
+    else:
+        from mmemo.inference import EmotionRecognizer
+
+        shard = parse_shard(args.shard) if args.shard else None
+        recognizer = EmotionRecognizer.from_pretrained(
+            args.model_dir, device=args.device, int8=args.int8, threads=args.threads
+        )
+        transcriber = None
+        if args.asr:
+            from mmemo.asr import load_transcriber
+
+            transcriber = load_transcriber(args.asr, args.asr_language, device=str(recognizer.device))
+        summary = predict_to_file(
+            recognizer,
+            args.source,
+            args.output,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            split=args.split,
+            resume=args.resume,
+            shard=shard,
+            workers=args.workers,
+            chunk_rows=args.chunk_rows,
+            transcriber=transcriber,
+        )
+        earlier = f", {summary['resumed']} of them from the interrupted run" if summary["resumed"] else ""
+        torn = " (its torn last record was cut off and predicted again)" if summary["torn"] else ""
+        print(f"{summary['output']}: {summary['rows']} rows{earlier}{torn}")
+    if summary["errors"]:
+        print(f"{summary['errors']} rows failed (see the error column)")
     scores, unscored = summary["scores"], summary["unscored"]
     if scores:
         skipped = f" ({unscored} labelled rows not scored: label not in the model's set, or failed)" if unscored else ""

@@ -1,9 +1,11 @@
 """Evaluation in one place: logits per condition over a loader, their scores, and a saved model on a manifest.
 
-Every evaluation (each epoch's validation, the final validation and test of a run, calibration's logits,
-`mmemo evaluate`, and through `train` the cross-validation and ablation runs) goes through `collect_logits`,
-which classifies each batch with `EmotionModel.logits_by_condition` (encode once, fuse per condition).
-The ONNX runtime keeps its own torch-free copy.
+Training's evaluations (each epoch's validation, the final validation and test of a run, calibration's logits, and
+through `train` the cross-validation and ablation runs) go through `collect_logits`, which classifies each batch
+of a loader with `EmotionModel.logits_by_condition` (encode once, fuse per condition). A saved model scores rows
+(`mmemo evaluate`, `row_logits`) through `mmemo.row_scoring.predict_rows`, the loop `mmemo predict-batch` and
+`mmemo data audit --model` use too, so the three agree on every clip (long ones are segmented as `predict` does;
+that module's docstring says why). The ONNX runtime keeps its own torch-free copy.
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from mmemo.builders import make_loader
-from mmemo.config import Config, DataConfig, load_config
+from mmemo.config import load_config
 from mmemo.data.dataset import move_batch
 from mmemo.data.manifest import read_manifest
 from mmemo.data.pool import Corpus, corpora_of, is_config, read_corpora, read_lone_manifest, relabel
@@ -123,14 +123,15 @@ def evaluate_manifest(
     int8: bool = False,
     progress: bool = True,
     corpus: str | None = None,
+    workers: int = 0,
 ) -> dict:
-    """Score the model in `model_dir` on one split of `manifest` ("all" for every row).
+    """Score the model in `model_dir` on one split of `manifest` ("all" for every row), through `row_logits`.
 
     `manifest` may also be a YAML config whose `data.manifests` pools several corpora: they are read through
     their label maps, as in training. `corpus` names one of the label maps saved with the model
     (`model.label_maps`) to apply to a manifest that still carries that corpus's own labels. With `int8` the
     model's linear layers are quantized first (CPU only), as `from_pretrained(..., int8=True)`. With `progress`
-    a progress bar over batches goes to stderr when stderr is a terminal.
+    a progress bar over rows goes to stderr when stderr is a terminal. `workers` DataLoader processes decode audio.
 
     Returns:
         {"both": metrics, "text": metrics, "audio": metrics} (see `mmemo.metrics.classification_metrics`), each
@@ -139,7 +140,7 @@ def evaluate_manifest(
 
     Raises:
         ConfigError: `corpus` is not one of the model's label maps.
-        DataError: the split is empty, or it holds labels the model does not know.
+        DataError: the split is empty, it holds labels the model does not know, or a row cannot be scored.
     """
     recognizer = EmotionRecognizer.from_pretrained(model_dir, device=device, int8=int8)
     rows = [r for r in _read_rows(manifest, recognizer, corpus) if split == "all" or r["split"] == split]
@@ -152,13 +153,7 @@ def evaluate_manifest(
             f"; to map a corpus's own labels, pass --corpus with one of {sorted(maps)}" if maps and not corpus else ""
         )
         raise DataError(f"{manifest}: labels {unknown} are not in the model's label set {recognizer.labels}{hint}")
-    label_to_id = {label: i for i, label in enumerate(recognizer.labels)}
-    # Whole clips (no crop), sorted by length, as the training run's evaluation loader but for the crop.
-    cfg = Config(model=recognizer.config, data=DataConfig(batch_size=batch_size, max_audio_seconds=0.0))
-    loader = make_loader(rows, label_to_id, cfg, recognizer.collator, train=False, device=recognizer.device)
-    # disable=None: tqdm stays silent when stderr is not a terminal (a log file, a pipe, CI)
-    batches = tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=None if progress else True)
-    logits = collect_logits(recognizer.model, batches, recognizer.device)
+    logits = row_logits(recognizer, rows, batch_size=batch_size, workers=workers, progress=progress)
     labels = list(recognizer.labels)
     results = {c: {**m, "labels": labels} for c, m in score(logits, len(labels)).items()}
     by_corpus = score_by_corpus(logits, rows, len(labels))
@@ -167,6 +162,46 @@ def evaluate_manifest(
             name: {c: {**m, "labels": labels} for c, m in scores.items()} for name, scores in by_corpus.items()
         }
     return results
+
+
+def row_logits(
+    recognizer: EmotionRecognizer, rows: list[dict], batch_size: int = 16, workers: int = 0, progress: bool = False
+) -> dict[str, ConditionLogits]:
+    """`collect_logits`' output for labelled rows, scored by the row-scoring loop (`mmemo.row_scoring.predict_rows`).
+
+    The "logits" are log-probabilities (calibrated, so a softmax gives back the probabilities `predict-batch`
+    writes): "both" from each row's fused probabilities, "text" and "audio" from its per-modality ones, for the rows
+    that have that modality.
+
+    Raises:
+        DataError: a row cannot be scored (its audio does not decode, it has neither text nor audio), naming it;
+            a label outside the model's set.
+    """
+    from mmemo.row_scoring import predict_rows
+
+    label_to_id = {label: i for i, label in enumerate(recognizer.labels)}
+    logits = {c: [] for c in CONDITIONS}
+    ids = {c: [] for c in CONDITIONS}
+    labels = {c: [] for c in CONDITIONS}
+    for chunk, results in predict_rows(recognizer, rows, batch_size=batch_size, workers=workers, progress=progress):
+        for i, result in zip(chunk, results):
+            row = rows[i]
+            if isinstance(result, str):
+                raise DataError(f"row {row['id']}: {result}; `mmemo data check` finds every such row")
+            named = {"both": result.probabilities, **result.per_modality}
+            for condition, probabilities in named.items():
+                logits[condition].append([probabilities[label] for label in recognizer.labels])
+                ids[condition].append(row["id"])
+                labels[condition].append(label_to_id[row["label"]])
+    with np.errstate(divide="ignore"):  # a probability that underflowed to 0 is a log-probability of -inf
+        return {
+            c: ConditionLogits(
+                torch.from_numpy(np.log(np.array(logits[c], dtype=np.float64).reshape(-1, len(label_to_id)))),
+                torch.tensor(labels[c], dtype=torch.long),
+                ids[c],
+            )
+            for c in CONDITIONS
+        }
 
 
 def _read_rows(source: str | os.PathLike, recognizer: EmotionRecognizer, corpus: str | None) -> list[dict]:

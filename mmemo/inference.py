@@ -274,15 +274,16 @@ class EmotionRecognizer:
             window_seconds: audio longer than this is split into speech segments of at most this length.
             overlap_seconds: overlap between consecutive windows inside one long speech region.
             speaker_profile: the speaker's `SpeakerProfile` (or the path of its JSON file, see `enrol_speaker`):
-                the acoustic statistics are standardised against that speaker instead of the training clips.
-                Only for models with `acoustic_features`.
+                the acoustic statistics are standardised against that speaker instead of the training clips; or a
+                list of them, one per input (None: the training clips' statistics for that input). Only for models
+                with `acoustic_features`.
 
         Returns:
             A Prediction, or a list of them (in input order) when a list was given.
 
         Raises:
-            DataError: no input, mismatched list lengths, unreadable audio, an array without sampling_rate, or a
-                speaker profile for a model without acoustic statistics.
+            DataError: no input, mismatched list lengths (speaker profiles included), unreadable audio, an array
+                without sampling_rate, or a speaker profile for a model without acoustic statistics.
             ValueError: batch_size < 1, or overlap_seconds not in [0, window_seconds).
         """
         if batch_size < 1:
@@ -298,15 +299,22 @@ class EmotionRecognizer:
         audios = audios or [None] * n
         if len(texts) != len(audios):
             raise DataError(f"predict(): {len(texts)} texts but {len(audios)} audio inputs; give one of each per item")
-        reference = self._reference(speaker_profile)
-        if not reference and self.config.acoustic_normalization == "speaker" and self._uses_profiles:
+        if isinstance(speaker_profile, (list, tuple)):
+            if len(speaker_profile) != n:
+                raise DataError(
+                    f"predict(): {n} inputs but {len(speaker_profile)} speaker profiles; give one per input"
+                )
+            references = [self._reference(profile) for profile in speaker_profile]
+        else:
+            references = [self._reference(speaker_profile)] * n
+        if not all(references) and self.config.acoustic_normalization == "speaker" and self.uses_profiles:
             _warn_once(
                 "this model standardised the acoustic statistics per speaker in training; without a "
                 "speaker_profile (enrol_speaker / `mmemo enrol`) it uses the training speakers' statistics, which "
                 "suits voices like theirs best"
             )
         items = []
-        for i, (t, a) in enumerate(zip(texts, audios)):
+        for i, (t, a, reference) in enumerate(zip(texts, audios, references)):
             where = f"audio[{i}]" if batched else "audio"
             waveform = None if a is None else self._waveform(a, sampling_rate, where=where)
             t = (t or "").strip()
@@ -345,7 +353,7 @@ class EmotionRecognizer:
         return f"{tower_digest(tower.model, tower.hf_config.to_dict())}:{list(self.model.pooled_layers)}"
 
     @property
-    def _uses_profiles(self) -> bool:
+    def uses_profiles(self) -> bool:
         """Whether a speaker profile changes this model's predictions (acoustic token or pooled audio head)."""
         return self.config.acoustic_features or self.model.audio_head == "pooled"
 
@@ -365,7 +373,7 @@ class EmotionRecognizer:
         return torch.cat(out).float().cpu().numpy()
 
     def _check_acoustic(self, what: str) -> None:
-        if not self._uses_profiles:
+        if not self.uses_profiles:
             raise DataError(
                 f"this model has no utterance statistics to standardise (model.acoustic_features is off and its "
                 f"audio head is not pooled), so {what} cannot change its predictions; train with "

@@ -182,11 +182,13 @@ def read_inputs(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL or CSV file of inputs to predict: each row needs only `audio` and/or `text`.
 
     `id` is optional (the row number, from 1, stands in), and so are `label` (kept, for scoring), `split`,
-    `start` and `end`; other columns are ignored. Relative audio paths resolve against the file's folder, as in
+    `speaker` (for a model that standardises its acoustic statistics per speaker), `start` and `end`; other columns
+    are ignored. Relative audio paths resolve against the file's folder, as in
     `read_manifest`.
 
     Returns:
-        Rows with string `id/audio/text`, `label` and `split` ("" when absent), float `start`/`end` or None.
+        Rows with string `id/audio/text`, `label`, `split` and `speaker` ("" when absent), float `start`/`end` or
+        None.
 
     Raises:
         DataError: the file is missing or empty, a row cannot be parsed, has neither an `audio` nor a `text`
@@ -202,13 +204,13 @@ def read_inputs(path: str | os.PathLike) -> list[dict]:
         if "audio" not in raw and "text" not in raw:
             raise DataError(f"{where}: no 'audio' or 'text' column; each row needs audio, text or both")
         row = {}
-        for key in ("id", "audio", "text", "label", "split"):
+        for key in ("id", "audio", "text", "label", "split", "speaker"):
             value = raw.get(key)
             if value is None:
                 value = ""
             if not isinstance(value, (str, int)) or isinstance(value, bool):
                 raise DataError(f"{where}: column {key!r} must be a string, got {type(value).__name__} {value!r}")
-            row[key] = str(value).strip() if key in ("id", "label", "split") else str(value)
+            row[key] = str(value).strip() if key in ("id", "label", "split", "speaker") else str(value)
         row["id"] = row["id"] or str(number)
         row["split"] = row["split"].lower()
         if row["id"] in seen:
