@@ -178,7 +178,7 @@ def speaker_profiles(recognizer: EmotionRecognizer, rows: list[dict]) -> list | 
     not standardise per speaker or no row names one. Clips are decoded one at a time and only their statistics kept.
     """
     config = recognizer.config
-    if not (recognizer.uses_profiles and config.acoustic_normalization == "speaker"):
+    if config.acoustic_normalization != "speaker" or not recognizer.uses_profiles:
         return None
     from mmemo.data.acoustic import SpeakerProfile, functionals
     from mmemo.data.audio import load_audio
