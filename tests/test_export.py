@@ -159,7 +159,14 @@ def test_bench_predict_reports_every_variant(tmp_path, capsys):
     results = json.loads(path.read_text())
     assert set(results) == {"fp32", "int8", "onnx", "onnx_int8", "baseline"}
     for timings in results.values():
-        assert set(timings) == {"clip_text_p50_ms", "clip_text_p95_ms", "text_p50_ms", "batch32_ms"}
+        assert set(timings) == {
+            "clip_text_p50_ms",
+            "clip_text_p95_ms",
+            "clip3_text_p50_ms",
+            "audio3_p50_ms",
+            "text_p50_ms",
+            "batch32_ms",
+        }
         assert all(v > 0 for v in timings.values())
     assert "| onnx_int8 |" in capsys.readouterr().out
 
