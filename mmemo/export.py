@@ -319,7 +319,7 @@ def parity(recognizer: EmotionRecognizer, runtime: onnx_runtime.OnnxEmotionRecog
     ]
     profiles = [None]
     if recognizer.config.acoustic_features or recognizer.model.audio_head == "pooled":
-        profiles.append(recognizer.enrol_speaker([a for a in audios if a is not None], sampling_rate=rate))
+        profiles.append(recognizer.enrol_speaker(_speaker_like(rng, rate), sampling_rate=rate))
     diff = 0.0
     for profile in profiles:
         expected = recognizer.predict(text=texts, audio=audios, sampling_rate=rate, speaker_profile=profile)
@@ -329,6 +329,21 @@ def parity(recognizer: EmotionRecognizer, runtime: onnx_runtime.OnnxEmotionRecog
             pairs += [(e.per_modality[m], g.per_modality[m]) for m in e.per_modality]
             diff = max(diff, *(abs(p[k] - q[k]) for p, q in pairs for k in p))
     return float(diff)
+
+
+def _speaker_like(rng: np.random.Generator, rate: int) -> list[np.ndarray]:
+    """Six varied voiced clips (harmonic tones at 110-270 Hz with vibrato, loudness changes and noise) to enrol a
+    profile from: their statistics spread about as much as a real speaker's six clips do (whisper-base pooled
+    states: smallest std 0.009, EmoDB speaker 03: 0.006), where the parity batch's three clips give a profile ten
+    times narrower that magnifies rounding beyond any real use."""
+    clips = []
+    for i, f0 in enumerate((110, 150, 190, 230, 270, 130)):
+        t = np.arange(int((0.8 + 0.3 * i) * rate)) / rate
+        phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * (1 + i) * t))) / rate
+        level = (0.1 + 0.05 * i) * (1 + np.sin(2 * np.pi * (2 + i) * t))
+        wave = level * sum(np.sin(k * phase) / k for k in range(1, 6)) + rng.normal(0, 0.01 * (1 + i), t.size)
+        clips.append(wave.astype(np.float32))
+    return clips
 
 
 def _export_graphs(recognizer: EmotionRecognizer, out_dir: Path) -> None:

@@ -12,6 +12,7 @@ alone, and one batch of 32 5 s clip+transcript pairs.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import tempfile
@@ -78,14 +79,16 @@ def bench_predict(
         clips = [rng.normal(0, 0.1, int(CLIP_SECONDS * rate)).astype(np.float32) for _ in range(BATCH)]
         short = clips[1][: int(SHORT_CLIP_SECONDS * rate)]
         log(f"timing {', '.join(predictors)} in turn")
-        clip_text = _interleaved(
-            predictors, lambda p: p(text=transcripts[0], audio=clips[0], sampling_rate=rate), repeats
-        )
-        clip3_text = _interleaved(
-            predictors, lambda p: p(text=transcripts[0], audio=short, sampling_rate=rate), repeats
-        )
-        audio3 = _interleaved(predictors, lambda p: p(audio=short, sampling_rate=rate), repeats)
-        text = _interleaved(predictors, lambda p: p(text=transcripts[0]), repeats)
+        workloads = {
+            "clip_text": lambda p: p(text=transcripts[0], audio=clips[0], sampling_rate=rate),
+            "clip3_text": lambda p: p(text=transcripts[0], audio=short, sampling_rate=rate),
+            "audio3": lambda p: p(audio=short, sampling_rate=rate),
+            "text": lambda p: p(text=transcripts[0]),
+        }
+        # Every round calls every (variant, workload) pair once: a change in the machine's load between workloads
+        # would otherwise show up as a difference between them.
+        calls = {(n, w): functools.partial(work, p) for n, p in predictors.items() for w, work in workloads.items()}
+        single = _interleaved(calls, lambda call: call(), repeats)
         batch = _interleaved(
             predictors,
             lambda p: p(text=transcripts, audio=clips, sampling_rate=rate, batch_size=BATCH),
@@ -94,11 +97,11 @@ def bench_predict(
         )
         results = {
             name: {
-                "clip_text_p50_ms": _ms(clip_text[name], 50),
-                "clip_text_p95_ms": _ms(clip_text[name], 95),
-                "clip3_text_p50_ms": _ms(clip3_text[name], 50),
-                "audio3_p50_ms": _ms(audio3[name], 50),
-                "text_p50_ms": _ms(text[name], 50),
+                "clip_text_p50_ms": _ms(single[name, "clip_text"], 50),
+                "clip_text_p95_ms": _ms(single[name, "clip_text"], 95),
+                "clip3_text_p50_ms": _ms(single[name, "clip3_text"], 50),
+                "audio3_p50_ms": _ms(single[name, "audio3"], 50),
+                "text_p50_ms": _ms(single[name, "text"], 50),
                 "batch32_ms": _ms(batch[name], 50),
             }
             for name in predictors
@@ -193,7 +196,7 @@ def _baseline(recognizer):
     return predict
 
 
-def _interleaved(predictors: dict, call, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+def _interleaved(predictors: dict, call, repeats: int, warmup: int = 2) -> dict:
     """Seconds per `call(predictor)` for each predictor, taken in rounds that call every predictor once.
 
     Each round starts one predictor later than the one before, so none always runs right after the same other.
