@@ -276,7 +276,8 @@ class OnnxEmotionRecognizer:
 
     def _log_mel(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Whisper input: each clip's log-mel alone (B, n_mels, frames), zero-padded, and the frame mask (B, frames)."""
-        clips = [whisper_log_mel(w[: self.features["max_samples"]], self.mel_filters, **self._stft) for w in waves]
+        n_fft, hop, cut = self.features["n_fft"], self.features["hop_length"], self.features["max_samples"]
+        clips = [whisper_log_mel(w[:cut], self.mel_filters, n_fft, hop) for w in waves]
         clips = [clip[:, : self.features["max_frames"]] for clip in clips]  # the tower's positional table
         frames = max(clip.shape[1] for clip in clips)
         features = np.zeros((len(clips), clips[0].shape[0], frames), dtype=np.float32)
@@ -284,10 +285,6 @@ class OnnxEmotionRecognizer:
         for i, clip in enumerate(clips):
             features[i, :, : clip.shape[1]], mask[i, : clip.shape[1]] = clip, 1
         return features, mask
-
-    @property
-    def _stft(self) -> dict:
-        return {"n_fft": self.features["n_fft"], "hop_length": self.features["hop_length"]}
 
     def _reference(self, profile) -> dict[str, np.ndarray]:
         """A speaker profile as {"reference": (2, F), "pooled_reference": (2, layers, D)} mean and std, for the
