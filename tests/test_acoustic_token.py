@@ -142,9 +142,3 @@ def test_a_profile_for_a_model_without_acoustic_statistics_is_refused(trained_ru
     profile = SpeakerProfile.enrol(np.ones((2, len(FEATURE_NAMES))))
     with pytest.raises(DataError, match="no utterance statistics"):
         rec.predict(text="hello", speaker_profile=profile)
-
-
-def test_onnx_export_refuses_the_acoustic_token():
-    from mmemo.export import unsupported_for_onnx
-
-    assert "acoustic" in unsupported_for_onnx(ModelConfig(acoustic_features=True))

@@ -135,10 +135,3 @@ def test_train_save_load_predict_with_the_whisper_tower(synth_corpus, tmp_path):
     one = rec.predict(audio=wave, sampling_rate=16000)
     batch = rec.predict(audio=[wave, wave[:9000]], sampling_rate=16000)
     assert one.label in rec.labels and batch[0].probabilities == pytest.approx(one.probabilities, abs=1e-5)
-
-
-def test_onnx_export_refuses_the_whisper_tower_with_a_clear_error():
-    from mmemo.export import unsupported_for_onnx
-
-    assert "Whisper" in unsupported_for_onnx(ModelConfig(audio_config=WHISPER))
-    assert unsupported_for_onnx(ModelConfig()) == ""

@@ -3,13 +3,16 @@ beside plain Hugging Face pipelines of the same encoder sizes (text pipeline + a
 
 Without `--model`, the model has random weights at the chosen size ("base": BERT-base 12×768 text tower and
 wav2vec2-base 12×768 audio tower, built from configs, nothing downloaded) and a WordPiece tokenizer trained on
-generated sentences; weights do not change the speed. Three workloads: a 5 s clip with a 20-word transcript
-(p50/p95 over `repeats` calls), the transcript alone, and one batch of 32 clip+transcript pairs.
+generated sentences; weights do not change the speed. With `--model`, any trained folder (a Whisper tower with the
+pooled head, say). Five workloads: a 5 s clip with a 20-word transcript (p50/p95 over `repeats` calls), a 3 s clip
+with it, the 3 s clip alone (audio preprocessing + audio tower + head: the encoder's cost per clip), the transcript
+alone, and one batch of 32 5 s clip+transcript pairs.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import tempfile
@@ -24,6 +27,7 @@ from mmemo.config import ModelConfig
 
 VARIANTS = ("fp32", "int8", "onnx", "onnx_int8", "baseline")
 CLIP_SECONDS = 5.0
+SHORT_CLIP_SECONDS = 3.0
 TRANSCRIPT_WORDS = 20
 BATCH = 32
 LABELS = ["angry", "happy", "neutral", "sad"]
@@ -33,7 +37,8 @@ SIZES = PREDICT
 def bench_predict(
     size: str = "base", model_dir: str | os.PathLike | None = None, threads: int = 2, repeats: int = 20, log=print
 ) -> dict:
-    """Time every variant; returns {variant: {"clip_text_p50_ms", "clip_text_p95_ms", "text_p50_ms", "batch32_ms"}}.
+    """Time every variant; returns {variant: {"clip_text_p50_ms", "clip_text_p95_ms", "clip3_text_p50_ms",
+    "audio3_p50_ms", "text_p50_ms", "batch32_ms"}} (clip_text: the 5 s clip, clip3 and audio3: the 3 s one).
 
     Args:
         size: "tiny" or "base" (random weights); ignored when `model_dir` is given.
@@ -71,11 +76,18 @@ def bench_predict(
         rate = json.loads((Path(model_dir) / "config.json").read_text())["model"]["sampling_rate"]
         transcripts = random_sentences(rng, BATCH, words=TRANSCRIPT_WORDS)
         clips = [rng.normal(0, 0.1, int(CLIP_SECONDS * rate)).astype(np.float32) for _ in range(BATCH)]
+        short = clips[1][: int(SHORT_CLIP_SECONDS * rate)]
         log(f"timing {', '.join(predictors)} in turn")
-        clip_text = _interleaved(
-            predictors, lambda p: p(text=transcripts[0], audio=clips[0], sampling_rate=rate), repeats
-        )
-        text = _interleaved(predictors, lambda p: p(text=transcripts[0]), repeats)
+        workloads = {
+            "clip_text": lambda p: p(text=transcripts[0], audio=clips[0], sampling_rate=rate),
+            "clip3_text": lambda p: p(text=transcripts[0], audio=short, sampling_rate=rate),
+            "audio3": lambda p: p(audio=short, sampling_rate=rate),
+            "text": lambda p: p(text=transcripts[0]),
+        }
+        # Every round calls every (variant, workload) pair once: a change in the machine's load between workloads
+        # would otherwise show up as a difference between them.
+        calls = {(n, w): functools.partial(work, p) for n, p in predictors.items() for w, work in workloads.items()}
+        single = _interleaved(calls, lambda call: call(), repeats)
         batch = _interleaved(
             predictors,
             lambda p: p(text=transcripts, audio=clips, sampling_rate=rate, batch_size=BATCH),
@@ -84,9 +96,11 @@ def bench_predict(
         )
         results = {
             name: {
-                "clip_text_p50_ms": _ms(clip_text[name], 50),
-                "clip_text_p95_ms": _ms(clip_text[name], 95),
-                "text_p50_ms": _ms(text[name], 50),
+                "clip_text_p50_ms": _ms(single[name, "clip_text"], 50),
+                "clip_text_p95_ms": _ms(single[name, "clip_text"], 95),
+                "clip3_text_p50_ms": _ms(single[name, "clip3_text"], 50),
+                "audio3_p50_ms": _ms(single[name, "audio3"], 50),
+                "text_p50_ms": _ms(single[name, "text"], 50),
                 "batch32_ms": _ms(batch[name], 50),
             }
             for name in predictors
@@ -101,15 +115,16 @@ def format_results(results: dict, title: str) -> str:
     lines = [
         title,
         "",
-        "| variant | 5 s clip + text p50 (ms) | p95 (ms) | text p50 (ms) | batch of 32 (ms) | "
-        "speed-up vs fp32 (clip+text) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | 5 s clip + text p50 (ms) | p95 (ms) | 3 s clip + text p50 (ms) | 3 s clip alone p50 (ms) "
+        "| text p50 (ms) | batch of 32 (ms) | speed-up vs fp32 (5 s clip+text) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = results["fp32"]["clip_text_p50_ms"]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['clip_text_p50_ms']:.1f} | {r['clip_text_p95_ms']:.1f} | {r['text_p50_ms']:.1f} "
-            f"| {r['batch32_ms']:.0f} | {base / r['clip_text_p50_ms']:.2f}× |"
+            f"| {name} | {r['clip_text_p50_ms']:.1f} | {r['clip_text_p95_ms']:.1f} | {r['clip3_text_p50_ms']:.1f} "
+            f"| {r['audio3_p50_ms']:.1f} | {r['text_p50_ms']:.1f} | {r['batch32_ms']:.0f} "
+            f"| {base / r['clip_text_p50_ms']:.2f}× |"
         )
     return "\n".join(lines)
 
@@ -175,7 +190,7 @@ def _baseline(recognizer):
     return predict
 
 
-def _interleaved(predictors: dict, call, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+def _interleaved(predictors: dict, call, repeats: int, warmup: int = 2) -> dict:
     """Seconds per `call(predictor)` for each predictor, taken in rounds that call every predictor once.
 
     Each round starts one predictor later than the one before, so none always runs right after the same other.
