@@ -72,6 +72,9 @@ class ModelConfig:
     freeze_feature_encoder: bool = True
     freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all
     freeze_audio_layers: int = 0
+    # Keep only the first N layers of the pretrained Whisper tower (0: all). Its hidden states keep their numbers
+    # (pooled_layers mean the same layers pruned or not) and the saved model has N layers (docs/compression.md).
+    audio_layers: int = 0
     max_text_tokens: int = 128
     # Utterance acoustic statistics (mmemo.data.acoustic: pitch, energy, MFCC, voice quality, pauses) of the whole
     # clip, standardised and projected to one extra token at the front of the audio stream.
