@@ -24,6 +24,7 @@ from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset
 from mmemo.data.manifest import label_set
 from mmemo.data.pool import corpora_of, corpus_shares, read_corpora, warn_partial_labels
 from mmemo.data.text import train_wordpiece
+from mmemo.distil import check_distillation
 from mmemo.encoders import build_encoders
 from mmemo.errors import ConfigError, DataError, ModelLoadError
 from mmemo.inference import EmotionRecognizer
@@ -52,6 +53,7 @@ def check_settings(cfg: Config, resume: bool) -> None:
             f"data.tower_copies={cfg.data.tower_copies} augments copies of each clip with data.augment, which is "
             "empty; give data.augment (e.g. {speed: [0.9, 1.1], gain_db: [-6, 6]}) or set data.tower_copies=0"
         )
+    check_distillation(cfg.train)
     if cfg.train.grad_accum < 1:
         raise ConfigError(f"train.grad_accum must be at least 1, got {cfg.train.grad_accum}")
     out_dir = Path(cfg.train.output_dir)

@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-OVERRIDE_COMMANDS = ("train", "ablate", "cv")
+OVERRIDE_COMMANDS = ("train", "ablate", "cv", "distil")
 # `section.key[.subkey]=value`: a config override
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 
@@ -85,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         "config.original.yaml",
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "distil",
+        help="train a student on a teacher's softened probabilities and the gold labels (docs/compression.md)",
+        description="Train CONFIG's model as `mmemo train` does, on the teacher's temperature-softened probabilities "
+        "(train.distil_temperature) mixed with the gold labels (train.distil_weight: the teacher's share), in every "
+        "condition the teacher scores: text+audio, text alone, audio alone. The student is an ordinary model folder. "
+        "The teacher must not have trained on the student's test speakers (checked through its run folder).",
+    )
+    p.add_argument("teacher", help="the teacher's model folder (e.g. runs/whisper_base/model)")
+    p.add_argument("config", help="the student's YAML file or preset name in configs/")
+    p.add_argument(
+        "overrides", nargs="*", help="section.key=value anywhere on the line, e.g. train.distil_temperature=4"
+    )
+    p.set_defaults(func=cmd_distil)
 
     p = sub.add_parser("evaluate", help="score a model on a manifest split (text+audio, text-only, audio-only)")
     p.add_argument("model_dir")
@@ -373,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=None, help="the cross-validation folder (default train.output_dir)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results JSON here")
     p.add_argument("--baseline", action="store_true", help="also print `mmemo baseline`'s table on the same folds")
+    p.add_argument(
+        "--teacher",
+        default=None,
+        metavar="CV_DIR",
+        help="distil each fold from the same fold of this teacher cross-validation (same manifest and --folds; its "
+        "run of the same seed, else its lowest): the teacher never saw the fold's test speakers",
+    )
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser(
@@ -467,6 +489,13 @@ def cmd_train(args) -> None:
     final = result["test"] or result["valid"]
     print(format_table(final, f"{'test' if result['test'] else 'valid'} scores, best epoch {result['best_epoch']}"))
     print(f"run folder: {result['out_dir']}  model: {result['model_dir']}")
+
+
+def cmd_distil(args) -> None:
+    teacher = os.path.abspath(args.teacher)  # the run's config.yaml names it from any folder
+    cmd_train(
+        argparse.Namespace(config=args.config, overrides=[*args.overrides, f"train.teacher={teacher}"], resume=False)
+    )
 
 
 def cmd_evaluate(args) -> None:
@@ -806,7 +835,9 @@ def cmd_cv(args) -> None:
         # `mmemo cv CONFIG epochs=3`: argparse fills the optional MANIFEST first; a word with "=" is an override
         args.overrides, args.manifest = [args.manifest, *args.overrides], None
     cfg = load_config(args.config, args.overrides)
-    results = cross_validate(cfg, args.manifest, folds=args.folds, seeds=tuple(args.seeds), out_dir=args.out_dir)
+    results = cross_validate(
+        cfg, args.manifest, folds=args.folds, seeds=tuple(args.seeds), out_dir=args.out_dir, teacher=args.teacher
+    )
     print(format_fold_table(results))
     _print_corpus_table(results)
     print()

@@ -152,6 +152,11 @@ class TrainConfig:
     # + valid for that many epochs and keep the last epoch: more speakers to learn from, the same protocol as a
     # classical baseline fit on all non-test rows (validation scores stay those of the first run).
     refit: bool = False
+    # Distillation (`mmemo distil`, mmemo/distil.py): a trained model folder whose probabilities, softened by
+    # distil_temperature, the model learns besides the gold labels in each condition; "": the labels alone.
+    teacher: str = ""
+    distil_temperature: float = 2.0
+    distil_weight: float = 0.5  # the teacher's share of the loss, 1 - distil_weight the gold labels'
 
 
 @dataclass

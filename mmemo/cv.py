@@ -197,6 +197,7 @@ def cross_validate(
     folds: str | int | None = "fold",
     seeds: tuple[int, ...] | list[int] = (0,),
     out_dir: str | os.PathLike | None = None,
+    teacher: str | os.PathLike | None = None,
 ) -> dict:
     """Train and test one model per fold and seed with `mmemo.train.train`.
 
@@ -210,6 +211,8 @@ def cross_validate(
         seeds: one run per seed per fold.
         out_dir: the cross-validation folder (default `cfg.train.output_dir`); it must be empty or missing
             unless `train.overwrite` is true.
+        teacher: a teacher's cross-validation folder: each run distils from the teacher's model of the same fold
+            (`mmemo.distil.fold_teacher`: same seed where it has one, every row split alike, else a DataError).
 
     Returns:
         {"manifest", "corpora", "folds_by", "folds", "seeds", "labels",
@@ -228,7 +231,8 @@ def cross_validate(
             data is not valid (see `mmemo.data.pool.corpora_of`).
         DataError: see `fold_plan`; anything `train` raises about a fold's data.
     """
-    from mmemo.train import train  # imports torch and transformers; keep `assign_folds` light
+    from mmemo.distil import fold_teacher  # these import torch and transformers; keep `assign_folds` light
+    from mmemo.train import train
 
     out_dir = Path(out_dir or cfg.train.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not cfg.train.overwrite:
@@ -249,6 +253,8 @@ def cross_validate(
     labels = list(cfg.model.labels) or label_set(rows)
     model_cfg = dataclasses.replace(cfg.model, labels=labels)
 
+    # every fold's teacher found and checked before the first run trains
+    teachers = {(f, s): str(fold_teacher(teacher, f, s, r)) for f, _, r in plans for s in seeds} if teacher else {}
     runs = []
     for i, (fold, valid_fold, fold_rows) in enumerate(plans):
         speakers = {s: {r["speaker"] for r in fold_rows if r["split"] == s} for s in ("train", "valid", "test")}
@@ -264,11 +270,12 @@ def cross_validate(
         for seed in seeds:
             tqdm.write(f"cv fold {fold} ({i + 1}/{len(order)}), seed {seed}: {tested}")
             run_dir = out_dir / f"fold-{fold}" / f"seed-{seed}"
+            run_teacher = teachers.get((fold, seed), cfg.train.teacher)
             run_cfg = dataclasses.replace(
                 cfg,
                 model=model_cfg,
                 data=dataclasses.replace(cfg.data, **data),
-                train=dataclasses.replace(cfg.train, seed=seed, output_dir=str(run_dir)),
+                train=dataclasses.replace(cfg.train, seed=seed, output_dir=str(run_dir), teacher=run_teacher),
             )
             result = train(run_cfg)
             run = {
@@ -280,6 +287,7 @@ def cross_validate(
                 "n": {s: sum(r["split"] == s for r in fold_rows) for s in ("train", "valid", "test")},
                 "best_epoch": result["best_epoch"],
                 "run_dir": str(run_dir),
+                **({"teacher": run_teacher} if run_teacher else {}),
                 "test": _scores(result["test"]),
                 "confusion": {c: m["confusion"] for c, m in result["test"].items()},
             }

@@ -62,7 +62,7 @@ def test_pruning_keeps_the_first_k_layers_and_numbers_hidden_states_as_the_full_
 
 
 def test_a_pruned_model_trains_saves_with_k_layers_and_reloads_with_k(synth_corpus, tower, tmp_path):
-    cfg = tiny_config_dict(synth_corpus, tmp_path / "run", epochs=1, lr=3e-3)
+    cfg = tiny_config_dict(synth_corpus, tmp_path / "run", epochs=1, lr=3e-3, threads=1)
     cfg["model"] = {
         **cfg["model"],
         "audio_config": {},
