@@ -178,3 +178,20 @@ def test_each_folds_student_distils_from_the_same_folds_teacher_on_the_same_spli
     assert code == 2 and f"fold 2 of {tmp_path / 'teacher'} was not split like this fold: 1 row(s) differ" in err
     assert not (tmp_path / "again").exists()
     assert math.isfinite(results["mean"]["audio"]["ua"])
+
+
+def test_mmemo_distil_trains_an_ordinary_model_folder_that_names_its_teacher(
+    synth_corpus, tower, constant_teacher, tmp_path, monkeypatch
+):
+    teacher, _ = constant_teacher
+    config = tmp_path / "student.yaml"
+    config.write_text(yaml.safe_dump(_config_dict(synth_corpus, tmp_path / "unused", tower, epochs=1)))
+    monkeypatch.chdir(teacher.parent.parent)  # the teacher given relative to the working directory
+    out = tmp_path / "student"
+    assert main(["distil", "run/model", str(config), f"train.output_dir={out}", "train.distil_weight=0.9"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert saved["teacher"] == str(teacher) and saved["distil_weight"] == 0.9  # absolute: rerunnable from anywhere
+    student = EmotionRecognizer.from_pretrained(out / "model")
+    clip = np.random.default_rng(0).normal(0, 0.1, 24000).astype(np.float32)
+    prediction = student.predict(text="what a day", audio=clip, sampling_rate=16000)
+    assert set(prediction.per_modality) == {"text", "audio"} and prediction.label in student.labels
