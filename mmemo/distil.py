@@ -201,8 +201,8 @@ def check_teacher(teacher: str | os.PathLike, splits: dict[str, list[dict]]) -> 
 
 
 def fold_teacher(teacher_cv: str | os.PathLike, fold: str, seed: int, fold_rows: list[dict]) -> Path:
-    """The model of fold `fold` in the teacher's cross-validation folder (seed `seed`, else its lowest seed),
-    checked to have been trained on exactly this fold's split.
+    """The model of fold `fold` in the teacher's cross-validation folder (seed `seed`, else its lowest seed; an
+    absolute path), checked to have been trained on exactly this fold's split.
 
     Raises:
         DataError: the folder has no such fold or trained model, or a row's split differs between the teacher's
@@ -215,7 +215,7 @@ def fold_teacher(teacher_cv: str | os.PathLike, fold: str, seed: int, fold_rows:
             f"--teacher {teacher_cv}: no trained model in {fold_dir}/seed-*/model; cross-validate the teacher on "
             "the same manifest and folds first (mmemo cv TEACHER_CONFIG MANIFEST --out-dir ...)"
         )
-    chosen = next((p for p in runs if p.parent.parent.name == f"seed-{seed}"), runs[0]).parent
+    chosen = next((p for p in runs if p.parent.parent.name == f"seed-{seed}"), runs[0]).parent.resolve()
     seen = teacher_rows(chosen)
     if seen is None:
         raise DataError(f"--teacher: {chosen.parent}/config.yaml or the manifest it names cannot be read")
