@@ -59,10 +59,10 @@ def main() -> None:
     p.add_argument("latency", help="a JSON written by `latency`")
     p.add_argument("--ua", action="append", default=[], metavar="NAME=JSON[,JSON...]", help="cv_results of a model")
     p.add_argument("--int8-ua", action="append", default=[], metavar="NAME=JSON", help="`quantised` results")
+    p.add_argument("--json", default=None)
     p = sub.add_parser("quantised", help="a cv folder's fold models scored fp32 and int8 (mmemo evaluate's way)")
     p.add_argument("cv_dir")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--json", default=None)
     p.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.command == "latency":
@@ -113,7 +113,7 @@ def latency(models: dict, encoders: dict, threads: list[int], repeats: int, wav_
             "folder_mb": round(sum(f.stat().st_size for f in files) / 1e6, 2),
             "latency_ms": {"fp32": {}, "int8": {}},
         }
-    for n in threads:
+    for n in threads if predictors else ():
         torch.set_num_threads(n)
         times = _interleaved(predictors, lambda p: p(text=TRANSCRIPT, audio=clip, sampling_rate=RATE), repeats)
         for (name, variant), seconds in times.items():
