@@ -181,10 +181,9 @@ def quantised(cv_dir: str, seeds: list[int]) -> dict:
     clips), fp32 and torch int8: {"fp32": {"runs": [...]}, "int8": {"runs": [...]}}, cv_results-shaped."""
     from mmemo.evaluate import evaluate_manifest
 
-    runs = [r for r in json.loads((Path(cv_dir) / "cv_results.json").read_text())["runs"] if r["seed"] in seeds]
     out = {"fp32": {"runs": []}, "int8": {"runs": []}}
-    for run in runs:
-        folder = Path(run["run_dir"])
+    for folder in sorted(p.parent for seed in seeds for p in Path(cv_dir).glob(f"fold-*/seed-{seed}/model")):
+        run = {"fold": folder.parent.name.removeprefix("fold-"), "seed": int(folder.name.removeprefix("seed-"))}
         for precision in out:
             scores = evaluate_manifest(
                 folder / "model",
