@@ -320,7 +320,8 @@ def cross_validate(
 
 
 def _write_fold_data(fold_rows: list[dict], corpora, raw: dict[str, list[dict]], fold_dir: Path) -> dict:
-    """Write one fold's manifest(s); returns the DataConfig fields (`manifest`, `manifests`) that point at them.
+    """Write one fold's manifest(s); returns the DataConfig fields (`manifest`, `manifests`) that point at them,
+    absolute (a run's config.yaml then reads its data from any folder, as a distillation teacher's must).
 
     With `corpora` (the config's data.manifests) each corpus's raw rows (`raw`, labels as in its own manifest)
     are written with the fold's splits, and the entries keep their names, label maps and weights: the fold's run
@@ -328,7 +329,7 @@ def _write_fold_data(fold_rows: list[dict], corpora, raw: dict[str, list[dict]],
     and are dropped again.
     """
     if corpora is None:
-        return {"manifest": str(write_manifest(fold_rows, fold_dir / "manifest.jsonl")), "manifests": []}
+        return {"manifest": str(write_manifest(fold_rows, fold_dir / "manifest.jsonl").resolve()), "manifests": []}
     split_of = {r["id"]: r["split"] for r in fold_rows}
     prefix = len(corpora) > 1  # read_corpora's ids: "name/id" when pooled
     entries = []
@@ -337,7 +338,7 @@ def _write_fold_data(fold_rows: list[dict], corpora, raw: dict[str, list[dict]],
             {**r, "split": split_of.get(f"{corpus.name}/{r['id']}" if prefix else r["id"], "train")}
             for r in raw[corpus.name]
         ]
-        path = write_manifest(rows, fold_dir / f"{corpus.name}.jsonl")
+        path = write_manifest(rows, fold_dir / f"{corpus.name}.jsonl").resolve()
         entry = {"path": str(path), "name": corpus.name, "label_map": dict(corpus.label_map)}
         entries.append({**entry, "weight": corpus.weight} if corpus.weight != 1.0 else entry)
     return {"manifest": "", "manifests": entries}

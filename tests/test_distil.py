@@ -146,15 +146,16 @@ def test_bad_distillation_settings_are_config_errors(synth_corpus, tower, consta
 
 
 def test_each_folds_student_distils_from_the_same_folds_teacher_on_the_same_split(
-    synth_corpus, tower, tmp_path, capsys
+    synth_corpus, tower, tmp_path, capsys, monkeypatch
 ):
     config = tmp_path / "tiny.yaml"
     cfg = _config_dict(synth_corpus, tmp_path / "unused", tower, epochs=1)
     cfg["data"]["cache_dir"] = str(tmp_path / "cache")  # the tower's states once for all folds and both runs
     config.write_text(yaml.safe_dump(cfg))
-    assert main(["cv", str(config), str(synth_corpus), "--folds", "3", "--out-dir", str(tmp_path / "teacher")]) == 0
+    monkeypatch.chdir(tmp_path)  # folders given relative to the working directory, as people type them
+    assert main(["cv", str(config), str(synth_corpus), "--folds", "3", "--out-dir", "teacher"]) == 0
     out = tmp_path / "student"
-    code = main(["cv", str(config), str(synth_corpus), "--folds", "3", "--out-dir", str(out), "--teacher", str(tmp_path / "teacher"), "train.distil_weight=0.7"])  # fmt: skip
+    code = main(["cv", str(config), str(synth_corpus), "--folds", "3", "--out-dir", "student", "--teacher", "teacher", "train.distil_weight=0.7"])  # fmt: skip
     assert code == 0
     results = yaml.safe_load((out / "cv_results.json").read_text())
     assert [run["fold"] for run in results["runs"]] == ["1", "2", "3"]
@@ -173,9 +174,9 @@ def test_each_folds_student_distils_from_the_same_folds_teacher_on_the_same_spli
     rows[moved]["split"] = "train"
     write_manifest(rows, manifest)
     capsys.readouterr()
-    code = main(["cv", str(config), str(synth_corpus), "--folds", "3", "--out-dir", str(tmp_path / "again"), "--teacher", str(tmp_path / "teacher")])  # fmt: skip
+    code = main(["cv", str(config), str(synth_corpus), "--folds", "3", "--out-dir", "again", "--teacher", "teacher"])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and f"fold 2 of {tmp_path / 'teacher'} was not split like this fold: 1 row(s) differ" in err
+    assert code == 2 and "fold 2 of teacher was not split like this fold: 1 row(s) differ" in err
     assert not (tmp_path / "again").exists()
     assert math.isfinite(results["mean"]["audio"]["ua"])
 
