@@ -24,6 +24,7 @@ from mmemo.data.dataset import BucketBatchSampler, Collator, EmotionDataset
 from mmemo.data.manifest import label_set
 from mmemo.data.pool import corpora_of, corpus_shares, read_corpora, warn_partial_labels
 from mmemo.data.text import train_wordpiece
+from mmemo.distil import check_distillation
 from mmemo.encoders import build_encoders
 from mmemo.errors import ConfigError, DataError, ModelLoadError
 from mmemo.inference import EmotionRecognizer
@@ -41,6 +42,7 @@ def check_settings(cfg: Config, resume: bool) -> None:
                 f"{key}{which} {Path(corpus.path).resolve()} does not exist ({cfg.path_origin(key)}); "
                 "fix the path, or make the manifest with `mmemo synth` or `mmemo prepare`"
             )
+    check_distillation(cfg.train)
     out_dir = Path(cfg.train.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (cfg.train.overwrite or resume):
         raise ConfigError(

@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-OVERRIDE_COMMANDS = ("train", "ablate", "cv")
+OVERRIDE_COMMANDS = ("train", "ablate", "cv", "distil")
 # `section.key[.subkey]=value`: a config override
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 # the commands whose --json took a PATH to write before it became a flag (-o PATH writes now)
@@ -113,6 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
         "config.original.yaml",
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "distil",
+        help="train a student on a teacher's softened probabilities and the gold labels (docs/compression.md)",
+        description="Train CONFIG's model as `mmemo train` does, on the teacher's temperature-softened probabilities "
+        "(train.distil_temperature) mixed with the gold labels (train.distil_weight: the teacher's share), in every "
+        "condition the teacher scores: text+audio, text alone, audio alone. The student is an ordinary model folder. "
+        "The teacher must not have trained on the student's test speakers (checked through its run folder).",
+    )
+    p.add_argument("teacher", help="the teacher's model folder (e.g. runs/whisper_base/model)")
+    p.add_argument("config", help="the student's YAML file or preset name in configs/")
+    p.add_argument(
+        "overrides", nargs="*", help="section.key=value anywhere on the line, e.g. train.distil_temperature=4"
+    )
+    p.set_defaults(func=cmd_distil)
 
     p = sub.add_parser("evaluate", help="score a model on a manifest split (text+audio, text-only, audio-only)")
     p.add_argument("model_dir")
@@ -435,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=None, help="the cross-validation folder (default train.output_dir)")
     _add_json_options(p, "the results")
     p.add_argument("--baseline", action="store_true", help="also print `mmemo baseline`'s table on the same folds")
+    p.add_argument(
+        "--teacher",
+        default=None,
+        metavar="CV_DIR",
+        help="distil each fold from the same fold of this teacher cross-validation (same manifest and --folds; its "
+        "run of the same seed, else its lowest): the teacher never saw the fold's test speakers",
+    )
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser(
@@ -559,6 +581,13 @@ def cmd_train(args) -> None:
     final = result["test"] or result["valid"]
     print(format_table(final, f"{'test' if result['test'] else 'valid'} scores, best epoch {result['best_epoch']}"))
     print(f"run folder: {result['out_dir']}  model: {result['model_dir']}")
+
+
+def cmd_distil(args) -> None:
+    teacher = os.path.abspath(args.teacher)  # the run's config.yaml names it from any folder
+    cmd_train(
+        argparse.Namespace(config=args.config, overrides=[*args.overrides, f"train.teacher={teacher}"], resume=False)
+    )
 
 
 def cmd_evaluate(args) -> None:
@@ -930,7 +959,9 @@ def cmd_cv(args) -> None:
         args.overrides, args.manifest = [args.manifest, *args.overrides], None
     with _tables(args, source=args.manifest or args.config):
         cfg = load_config(args.config, args.overrides)
-        results = cross_validate(cfg, args.manifest, folds=args.folds, seeds=tuple(args.seeds), out_dir=args.out_dir)
+        results = cross_validate(
+            cfg, args.manifest, folds=args.folds, seeds=tuple(args.seeds), out_dir=args.out_dir, teacher=args.teacher
+        )
         print(format_fold_table(results))
         _print_corpus_table(results)
         print()

@@ -77,6 +77,9 @@ class ModelConfig:
     freeze_feature_encoder: bool = True
     freeze_text_layers: int = 0  # lower N transformer layers (and embeddings) frozen; -1 freezes all
     freeze_audio_layers: int = 0
+    # Keep only the first N layers of the pretrained Whisper tower (0: all). Its hidden states keep their numbers
+    # (pooled_layers mean the same layers pruned or not) and the saved model has N layers (docs/compression.md).
+    audio_layers: int = 0
     max_text_tokens: int = 128
     # Utterance acoustic statistics (mmemo.data.acoustic: pitch, energy, MFCC, voice quality, pauses) of the whole
     # clip, standardised and projected to one extra token at the front of the audio stream.
@@ -162,6 +165,11 @@ class TrainConfig:
     # + valid for that many epochs and keep the last epoch: more speakers to learn from, the same protocol as a
     # classical baseline fit on all non-test rows (validation scores stay those of the first run).
     refit: bool = False
+    # Distillation (`mmemo distil`, mmemo/distil.py): a trained model folder whose probabilities, softened by
+    # distil_temperature, the model learns besides the gold labels in each condition; "": the labels alone.
+    teacher: str = ""
+    distil_temperature: float = 2.0
+    distil_weight: float = 0.5  # the teacher's share of the loss, 1 - distil_weight the gold labels'
 
     def __post_init__(self):
         check_fields(self)
@@ -524,6 +532,7 @@ CHECKS = {
         "dropout": Range(0, 1, high_open=True),
         "freeze_text_layers": Range(-1),  # -1: all
         "freeze_audio_layers": Range(-1),
+        "audio_layers": NON_NEGATIVE,  # 0: all of a pretrained tower's layers
         "max_text_tokens": Range(2),  # [CLS] and [SEP]
         "sampling_rate": AT_LEAST_1,
         "labels": _labels,
@@ -554,6 +563,8 @@ CHECKS = {
         "modality_dropout": _strategy,
         "threads": NON_NEGATIVE,
         "checkpoint_every": NON_NEGATIVE,
+        "distil_temperature": POSITIVE,
+        "distil_weight": Range(0, 1),  # 0: the gold labels only, 1: the teacher only
     },
 }
 """Per section, the checks of a field's value beyond its type and `Literal` choices: a `Range`, or a function

@@ -197,6 +197,7 @@ def cross_validate(
     folds: str | int | None = "fold",
     seeds: tuple[int, ...] | list[int] = (0,),
     out_dir: str | os.PathLike | None = None,
+    teacher: str | os.PathLike | None = None,
 ) -> dict:
     """Train and test one model per fold and seed with `mmemo.train.train`.
 
@@ -210,6 +211,8 @@ def cross_validate(
         seeds: one run per seed per fold.
         out_dir: the cross-validation folder (default `cfg.train.output_dir`); it must be empty or missing
             unless `train.overwrite` is true.
+        teacher: a teacher's cross-validation folder: each run distils from the teacher's model of the same fold
+            (`mmemo.distil.fold_teacher`: same seed where it has one, every row split alike, else a DataError).
 
     Returns:
         {"manifest", "corpora", "folds_by", "folds", "seeds", "labels",
@@ -228,7 +231,8 @@ def cross_validate(
             data is not valid (see `mmemo.data.pool.corpora_of`).
         DataError: see `fold_plan`; anything `train` raises about a fold's data.
     """
-    from mmemo.train import train  # imports torch and transformers; keep `assign_folds` light
+    from mmemo.distil import fold_teacher  # these import torch and transformers; keep `assign_folds` light
+    from mmemo.train import train
 
     out_dir = Path(out_dir or cfg.train.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not cfg.train.overwrite:
@@ -249,6 +253,8 @@ def cross_validate(
     labels = list(cfg.model.labels) or label_set(rows)
     model_cfg = dataclasses.replace(cfg.model, labels=labels)
 
+    # every fold's teacher found and checked before the first run trains
+    teachers = {(f, s): str(fold_teacher(teacher, f, s, r)) for f, _, r in plans for s in seeds} if teacher else {}
     runs = []
     for i, (fold, valid_fold, fold_rows) in enumerate(plans):
         speakers = {s: {r["speaker"] for r in fold_rows if r["split"] == s} for s in ("train", "valid", "test")}
@@ -264,11 +270,12 @@ def cross_validate(
         for seed in seeds:
             tqdm.write(f"cv fold {fold} ({i + 1}/{len(order)}), seed {seed}: {tested}")
             run_dir = out_dir / f"fold-{fold}" / f"seed-{seed}"
+            run_teacher = teachers.get((fold, seed), cfg.train.teacher)
             run_cfg = dataclasses.replace(
                 cfg,
                 model=model_cfg,
                 data=dataclasses.replace(cfg.data, **data),
-                train=dataclasses.replace(cfg.train, seed=seed, output_dir=str(run_dir)),
+                train=dataclasses.replace(cfg.train, seed=seed, output_dir=str(run_dir), teacher=run_teacher),
             )
             result = train(run_cfg)
             run = {
@@ -280,6 +287,7 @@ def cross_validate(
                 "n": {s: sum(r["split"] == s for r in fold_rows) for s in ("train", "valid", "test")},
                 "best_epoch": result["best_epoch"],
                 "run_dir": str(run_dir),
+                **({"teacher": run_teacher} if run_teacher else {}),
                 "test": _scores(result["test"]),
                 "confusion": {c: m["confusion"] for c, m in result["test"].items()},
             }
@@ -312,7 +320,8 @@ def cross_validate(
 
 
 def _write_fold_data(fold_rows: list[dict], corpora, raw: dict[str, list[dict]], fold_dir: Path) -> dict:
-    """Write one fold's manifest(s); returns the DataConfig fields (`manifest`, `manifests`) that point at them.
+    """Write one fold's manifest(s); returns the DataConfig fields (`manifest`, `manifests`) that point at them,
+    absolute (a run's config.yaml then reads its data from any folder, as a distillation teacher's must).
 
     With `corpora` (the config's data.manifests) each corpus's raw rows (`raw`, labels as in its own manifest)
     are written with the fold's splits, and the entries keep their names, label maps and weights: the fold's run
@@ -320,7 +329,7 @@ def _write_fold_data(fold_rows: list[dict], corpora, raw: dict[str, list[dict]],
     and are dropped again.
     """
     if corpora is None:
-        return {"manifest": str(write_manifest(fold_rows, fold_dir / "manifest.jsonl")), "manifests": []}
+        return {"manifest": str(write_manifest(fold_rows, fold_dir / "manifest.jsonl").resolve()), "manifests": []}
     split_of = {r["id"]: r["split"] for r in fold_rows}
     prefix = len(corpora) > 1  # read_corpora's ids: "name/id" when pooled
     entries = []
@@ -329,7 +338,7 @@ def _write_fold_data(fold_rows: list[dict], corpora, raw: dict[str, list[dict]],
             {**r, "split": split_of.get(f"{corpus.name}/{r['id']}" if prefix else r["id"], "train")}
             for r in raw[corpus.name]
         ]
-        path = write_manifest(rows, fold_dir / f"{corpus.name}.jsonl")
+        path = write_manifest(rows, fold_dir / f"{corpus.name}.jsonl").resolve()
         entry = {"path": str(path), "name": corpus.name, "label_map": dict(corpus.label_map)}
         entries.append({**entry, "weight": corpus.weight} if corpus.weight != 1.0 else entry)
     return {"manifest": "", "manifests": entries}

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmemo.config import ModelConfig
-from mmemo.errors import ModelLoadError
+from mmemo.errors import ConfigError, ModelLoadError
 
 # Parameter-name parts of a tower's layers below its transformer layers (embeddings, CNN front ends, positions).
 _BELOW_LAYERS = (
@@ -223,8 +223,8 @@ class WhisperAudioEncoder(EncoderWrapper):
     def hidden_states(
         self, input_features: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every layer's frame states, input embeddings first (the last after the final norm): (L+1, B, T, D), and
-        the frame mask (B, T)."""
+        """Every layer's frame states, input embeddings first (the last after the final norm, which a pruned tower
+        does not have: `prune_whisper_encoder`): (L+1, B, T, D), and the frame mask (B, T)."""
         encoder = self.model
         x = F.gelu(encoder.conv1(input_features.to(encoder.conv1.weight.dtype)))  # (B, D, frames)
         # Zero the first convolution's output past each clip's frames, as its zero padding is for a clip alone:
@@ -270,6 +270,8 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
     from transformers import AutoConfig, AutoModel, BertConfig, Wav2Vec2Config
 
     remote = {"trust_remote_code": cfg.trust_remote_code}
+    audio_config = AutoConfig.from_pretrained(cfg.audio_encoder, **remote) if cfg.audio_encoder else None
+    check_audio_layers(cfg, audio_config)  # before any weights are read
     if cfg.text_encoder:
         text_model = AutoModel.from_pretrained(
             cfg.text_encoder, attn_implementation="sdpa", add_pooling_layer=False, **remote
@@ -277,8 +279,8 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
     else:
         config = BertConfig(**{"vocab_size": vocab_size, "attn_implementation": "sdpa", **cfg.text_config})
         text_model = AutoModel.from_config(config, add_pooling_layer=False)
-    if cfg.audio_encoder and is_whisper(AutoConfig.from_pretrained(cfg.audio_encoder, **remote)):
-        audio_model = _pretrained_whisper_encoder(cfg.audio_encoder)
+    if audio_config is not None and is_whisper(audio_config):
+        audio_model = _pretrained_whisper_encoder(cfg.audio_encoder, cfg.audio_layers)
     elif cfg.audio_encoder:
         audio_model = AutoModel.from_pretrained(cfg.audio_encoder, attn_implementation="sdpa", **remote)
     elif cfg.audio_config.get("model_type", "wav2vec2") == "whisper":
@@ -288,8 +290,9 @@ def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.
     return text_model, audio_model
 
 
-def _pretrained_whisper_encoder(name: str) -> nn.Module:
-    """The encoder of a Whisper checkpoint (full or encoder-only), loaded quietly; one line says what was loaded.
+def _pretrained_whisper_encoder(name: str, layers: int = 0) -> nn.Module:
+    """The encoder of a Whisper checkpoint (full or encoder-only), loaded quietly and pruned to its first `layers`
+    layers (0: all, see `prune_whisper_encoder`); one line says what was loaded.
 
     Raises:
         ModelLoadError: the checkpoint lacks some of the encoder's weights (they are named).
@@ -318,14 +321,76 @@ def _pretrained_whisper_encoder(name: str) -> nn.Module:
             f"{name}: the Whisper checkpoint has no weights for {len(missing)} encoder parameter(s), e.g. "
             f"{', '.join(missing[:3])}; it is not a Whisper checkpoint this transformers version reads"
         )
-    encoder = model.encoder
+    depth = model.config.encoder_layers
+    encoder = prune_whisper_encoder(model.encoder, layers)
     config = encoder.config
     parameters = sum(p.numel() for p in encoder.parameters()) / 1e6
+    kept = f"the first {config.encoder_layers} of {depth}" if config.encoder_layers < depth else depth
     print(
-        f"audio tower: the Whisper encoder of {name} ({config.encoder_layers} layers, {config.d_model} wide, "
+        f"audio tower: the Whisper encoder of {name} ({kept} layers, {config.d_model} wide, "
         f"{config.num_mel_bins} mel bins, {parameters:.1f} M parameters)",
         file=sys.stderr,
     )
+    return encoder
+
+
+def check_audio_layers(cfg: ModelConfig, config) -> None:
+    """Check `model.audio_layers` (and what must fit inside the kept layers) against the pretrained tower's config.
+
+    Raises:
+        ConfigError: a negative count, no pretrained tower, a tower that is not Whisper-family, more layers than it
+            has, or `pooled_layers` / `freeze_audio_layers` beyond the kept layers.
+    """
+    keep = cfg.audio_layers
+    if not keep:
+        return
+    if keep < 0:
+        raise ConfigError(f"model.audio_layers must be 0 (keep every layer) or a number of layers to keep, got {keep}")
+    if config is None:
+        raise ConfigError(
+            f"model.audio_layers={keep} prunes a pretrained tower (model.audio_encoder), and there is none; a tower "
+            "built from model.audio_config has the layers its config gives (encoder_layers)"
+        )
+    if not is_whisper(config):
+        raise ConfigError(
+            f"model.audio_layers={keep}: pruning keeps the first layers of a Whisper-family tower, and "
+            f"{cfg.audio_encoder} is a {config.model_type} model; set model.audio_layers=0"
+        )
+    depth = config.encoder_layers
+    if keep > depth:
+        raise ConfigError(
+            f"model.audio_layers={keep}: {cfg.audio_encoder} has {depth} encoder layers; give 1 to {depth} "
+            "(0 keeps them all)"
+        )
+    reach = max(cfg.pooled_layers, default=0) if cfg.audio_head == "pooled" else 0
+    if reach > keep:
+        raise ConfigError(
+            f"model.pooled_layers={list(cfg.pooled_layers)} reads hidden state {reach}, but model.audio_layers={keep} "
+            f"keeps hidden states 0 to {keep}; choose pooled_layers from 0 to {keep}, or model.audio_layers from "
+            f"{reach} to {depth}"
+        )
+    if cfg.freeze_audio_layers > keep:
+        raise ConfigError(
+            f"model.freeze_audio_layers={cfg.freeze_audio_layers} freezes more layers than model.audio_layers={keep} "
+            f"keeps; give 0 to {keep}, or -1 to freeze the whole tower"
+        )
+
+
+def prune_whisper_encoder(encoder: nn.Module, layers: int) -> nn.Module:
+    """Keep a Whisper encoder's first `layers` layers (0, or its depth or more: all of them, unchanged).
+
+    The final layer norm goes with the layers above: it belongs to the output of the last original layer, so a
+    pruned tower's hidden state i is the unpruned tower's hidden state i for every i it keeps (`pooled_layers`
+    mean the same layers pruned or not). The config says so (`encoder_layers`, and `pruned_from`: the depth it was
+    cut from), so a saved model rebuilds the same encoder from its config alone (`_whisper_encoder`).
+    """
+    depth = len(encoder.layers)
+    if not layers or layers >= depth:
+        return encoder
+    encoder.layers = encoder.layers[:layers]
+    encoder.config.encoder_layers = layers
+    encoder.config.pruned_from = depth
+    encoder.layer_norm = nn.Identity()
     return encoder
 
 
@@ -341,7 +406,10 @@ def _whisper_encoder(config: dict) -> nn.Module:
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     config = {key: value for key, value in config.items() if key != "model_type"}
-    return WhisperEncoder(WhisperConfig(**config))
+    encoder = WhisperEncoder(WhisperConfig(**config))
+    if config.get("pruned_from"):  # a pruned tower has no final layer norm (`prune_whisper_encoder`)
+        encoder.layer_norm = nn.Identity()
+    return encoder
 
 
 def encoders_from_configs(text_config: dict, audio_config: dict) -> tuple[nn.Module, nn.Module]:

@@ -50,6 +50,7 @@ from mmemo.config import Config
 from mmemo.data.augment import build_augmenter
 from mmemo.data.dataset import move_batch, split_batch
 from mmemo.device import resolve_device
+from mmemo.distil import Distillation, build_distillation, check_teacher
 from mmemo.distributed import barrier, init_distributed, no_sync, wrap_model
 from mmemo.evaluate import collect_logits, monitored_ua, score, score_by_corpus
 from mmemo.inference import EmotionRecognizer
@@ -84,6 +85,7 @@ class Run:
     rank: int = 0
     world_size: int = 1
     refit: bool = False  # training on train + valid for a fixed number of epochs: the last epoch is kept
+    distillation: Distillation | None = None  # the teacher's logits and the mixed loss (train.teacher)
 
     @property
     def model(self) -> EmotionModel:
@@ -123,6 +125,10 @@ def setup(cfg: Config, resume: bool = False, refit: bool = False) -> Run:
     else:
         recognizer = build_recognizer(cfg.model, splits, device, label_maps(cfg))
     check_labels(splits, recognizer.labels, data_name(cfg))
+    distillation = None
+    if cfg.train.teacher:
+        check_teacher(cfg.train.teacher, splits)
+        distillation = build_distillation(cfg, splits["train"], recognizer.labels, device)
     label_to_id = {label: i for i, label in enumerate(recognizer.labels)}
     pooled = pooled_tables(recognizer, splits, cfg, augmenter, set_statistics=not resume)
     loaders = {
@@ -163,11 +169,13 @@ def setup(cfg: Config, resume: bool = False, refit: bool = False) -> Run:
         rank,
         world_size,
         refit,
+        distillation,
     )
 
 
 def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
-    """Apply modality dropout, run the model on one batch and return the cross-entropy loss.
+    """Apply modality dropout, run the model on one batch and return the cross-entropy loss (mixed with the
+    teacher's when distilling, `mmemo.distil`).
 
     A strategy that answers with several views of the batch gets the weighted mean of their losses.
     """
@@ -183,10 +191,11 @@ def loss_step(run: Run, batch: dict, progress: float) -> torch.Tensor:
             keep_audio,
             views=[(t, a) for t, a, _ in others],
         )
-    losses = [
-        cross_entropy(logits, batch["labels"], run.cfg.train.label_smoothing)
-        for logits in (out["logits"], *out.get("view_logits", ()))
-    ]
+    outputs, smoothing = (out["logits"], *out.get("view_logits", ())), run.cfg.train.label_smoothing
+    if run.distillation is not None:
+        losses = [run.distillation.loss(y, batch, t, a, smoothing) for y, (t, a, _) in zip(outputs, views)]
+    else:
+        losses = [cross_entropy(logits, batch["labels"], smoothing) for logits in outputs]
     weights = [weight for _, _, weight in views]
     return sum(w * loss for w, loss in zip(weights, losses)) / sum(weights)
 

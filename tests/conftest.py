@@ -97,8 +97,8 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-def build_tiny_whisper(folder, multilingual: bool = False, seed: int = 0):
-    """A random tiny Whisper (width 32, 2+2 layers) with a byte-level tokenizer, saved to `folder`.
+def build_tiny_whisper(folder, multilingual: bool = False, seed: int = 0, encoder_layers: int = 2):
+    """A random tiny Whisper (width 32, `encoder_layers` + 2 layers) with a byte-level tokenizer, saved to `folder`.
 
     Its generation config suppresses the end token, the special tokens and the invisible bytes, so the English-only
     one "transcribes" anything as a line of visible characters (up to `max_target_positions`). `multilingual` pads
@@ -123,7 +123,7 @@ def build_tiny_whisper(folder, multilingual: bool = False, seed: int = 0):
             vocab_size=51865 if multilingual else len(tokenizer),
             num_mel_bins=80,
             d_model=32,
-            encoder_layers=2,
+            encoder_layers=encoder_layers,
             decoder_layers=2,
             encoder_attention_heads=2,
             decoder_attention_heads=4,
