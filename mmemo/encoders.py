@@ -338,14 +338,12 @@ def check_audio_layers(cfg: ModelConfig, config) -> None:
     """Check `model.audio_layers` (and what must fit inside the kept layers) against the pretrained tower's config.
 
     Raises:
-        ConfigError: a negative count, no pretrained tower, a tower that is not Whisper-family, more layers than it
+        ConfigError: no pretrained tower, a tower that is not Whisper-family, more layers than it
             has, or `pooled_layers` / `freeze_audio_layers` beyond the kept layers.
     """
     keep = cfg.audio_layers
     if not keep:
         return
-    if keep < 0:
-        raise ConfigError(f"model.audio_layers must be 0 (keep every layer) or a number of layers to keep, got {keep}")
     if config is None:
         raise ConfigError(
             f"model.audio_layers={keep} prunes a pretrained tower (model.audio_encoder), and there is none; a tower "

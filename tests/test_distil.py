@@ -92,7 +92,7 @@ def test_a_student_of_a_constant_teacher_learns_the_constant_in_every_condition(
 ):
     teacher, labels = constant_teacher
     cfg = _config(synth_corpus, tmp_path / "student", tower, epochs=2, lr=1e-2, encoder_lr=1e-2, warmup_ratio=0.0)
-    cfg.data.batch_size = 4  # the best epoch by validation UA is the first (a constant has chance UA): many steps
+    cfg.data.batch_size = 2  # the best epoch by validation UA is the first (a constant has chance UA): many steps
     cfg.train.modality_dropout = {"name": "all_subsets"}
     cfg.train.teacher, cfg.train.distil_weight, cfg.train.distil_temperature = str(teacher), 1.0, 1.0
     run = setup(cfg)
@@ -106,7 +106,10 @@ def test_a_student_of_a_constant_teacher_learns_the_constant_in_every_condition(
     expected = torch.tensor([CONSTANT[labels.index(label)] for label in student.labels])
     for condition, (condition_logits, _, _) in logits.items():
         probabilities = torch.softmax(condition_logits, -1)  # the raw model, before calibration's temperature
-        assert (probabilities - expected).abs().max() < 0.03, condition
+        # on average and in the worst row (the pooled token's direct read-out carries each clip's own states until
+        # it has unlearnt them); a student of the gold labels is 0.3 away (the test rows are balanced)
+        assert (probabilities.mean(0) - expected).abs().max() < 0.025, condition
+        assert (probabilities - expected).abs().max() < 0.06, condition
     # the gold labels alone teach something else: the test rows are balanced, the constant is not
     cfg.train.distil_weight, cfg.train.output_dir = 0.0, str(tmp_path / "labels")
     gold = EmotionRecognizer.from_pretrained(train(cfg)["model_dir"])

