@@ -388,7 +388,8 @@ def _fast_run(
     seed: int,
 ) -> _RecipeRun:
     """The trainer's own setup and optimizer step, from a config that sets the recipe's switches."""
-    from mmemo.train import TrainState, optimizer_step, setup
+    from mmemo.checkpoint import TrainState
+    from mmemo.train import optimizer_step, setup
 
     spec = SIZES[size]
     workers = min(4, (os.cpu_count() or 1) - 1) if recipe.loader and device.type == "cuda" else 0
