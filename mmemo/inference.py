@@ -330,7 +330,8 @@ class EmotionRecognizer:
         Save it with `.save("me.json")` and pass it (or the path) as `predict(..., speaker_profile=...)`. Five or
         more clips of ordinary speech give a usable profile; the emotions in them do not need to be known.
         """
-        from mmemo.data.acoustic import SpeakerProfile, functionals
+        from mmemo.data.acoustic import functionals
+        from mmemo.data.speakers import SpeakerProfile
 
         self._check_acoustic("a speaker profile")
         clips = _as_list(audio)
@@ -391,7 +392,7 @@ class EmotionRecognizer:
         if speaker_profile is None:
             return {}
         self._check_acoustic("a speaker profile")
-        from mmemo.data.acoustic import SpeakerProfile
+        from mmemo.data.speakers import SpeakerProfile
 
         if not isinstance(speaker_profile, SpeakerProfile):
             speaker_profile = SpeakerProfile.load(speaker_profile)
