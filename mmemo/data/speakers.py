@@ -82,6 +82,26 @@ class SpeakerProfile:
             )
         return np.clip((features - self.mean) / self.std, -Z_CLIP, Z_CLIP).astype(np.float32)
 
+    def references(self, pooled_key: str | None = None) -> dict[str, np.ndarray]:
+        """The profile as the references a model standardises against, float32: {"reference": (2, F) functionals
+        mean and std}, plus "pooled_reference": (2, layers, D) for a pooled-head model whose tower and layers
+        `pooled_key` names (`EmotionRecognizer.pooled_key`; None for any other model).
+
+        Raises:
+            DataError: the profile has no pooled statistics, or those of another tower (re-enrol with this model).
+        """
+        reference = {"reference": np.stack([self.mean, self.std]).astype(np.float32)}
+        if pooled_key is None:
+            return reference
+        if self.pooled_key != pooled_key:
+            made = "has no audio-tower statistics" if not self.pooled_key else "was enrolled with another"
+            raise DataError(
+                f"this speaker profile {made} audio tower than this model's; enrol the speaker again with this "
+                "model (`mmemo enrol MODEL CLIPS -o profile.json` or enrol_speaker)"
+            )
+        pooled = np.stack([self.pooled_mean, self.pooled_std]).astype(np.float32)
+        return {**reference, "pooled_reference": pooled}
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the profile as JSON (names, version, n_clips, mean, std); returns the path."""
         from mmemo.io import atomic_write
