@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmemo.bench.train import build_model, flop_formulas, plain_step
+from mmemo.bench.measure import flop_formulas
+from mmemo.bench.train import build_model, plain_step
 from mmemo.builders import load_feature_extractor
 from mmemo.config import ModelConfig
 from mmemo.data.dataset import Collator

@@ -263,7 +263,8 @@ def model_probabilities(
         (the model's labels, a (len(rows), len(labels)) array); a row that cannot be scored (neither audio nor
         text, or audio that does not decode) is all NaN, so the audit lists it as not scored.
     """
-    from mmemo.inference import EmotionRecognizer, Prediction
+    from mmemo.inference import EmotionRecognizer
+    from mmemo.prediction import Prediction
     from mmemo.row_scoring import predict_rows
 
     recognizer = EmotionRecognizer.from_pretrained(model_dir, device=device)

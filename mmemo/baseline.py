@@ -49,9 +49,10 @@ from sklearn.pipeline import make_union
 from sklearn.preprocessing import StandardScaler
 
 from mmemo.cv import assign_folds, condition_summary, corpus_summary, fold_order, fold_plan
-from mmemo.data.acoustic import FEATURE_NAMES, enrol_speakers
+from mmemo.data.acoustic import FEATURE_NAMES
 from mmemo.data.manifest import label_set
 from mmemo.data.pool import corpus_names, read_lone_manifest
+from mmemo.data.speakers import enrol_speakers
 from mmemo.errors import ConfigError, DataError
 from mmemo.metrics import CONDITIONS, classification_metrics
 

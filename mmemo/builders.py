@@ -185,7 +185,7 @@ def make_loader(
 
 def set_acoustic_statistics(model: EmotionModel, train_set) -> None:
     """The training clips' functionals mean and std become the model's reference for unknown speakers."""
-    from mmemo.data.acoustic import SpeakerProfile
+    from mmemo.data.speakers import SpeakerProfile
 
     usable = train_set.has_functionals()
     if not len(usable):
@@ -214,7 +214,7 @@ def pooled_tables(
     Returns:
         {split: (copies, N, layers, D)} for a frozen tower; {} otherwise (or for the frames head).
     """
-    from mmemo.data.acoustic import POOLED_STD_FLOOR_REL, floored_statistics
+    from mmemo.data.speakers import POOLED_STD_FLOOR_REL, floored_statistics
     from mmemo.data.tower_cache import pooled_table, tower_digest
 
     model = recognizer.model

@@ -9,20 +9,62 @@ A checkpoint is a folder `checkpoints/step-NNNNNNN/` holding
 It is written to a temporary folder and renamed into place; then `checkpoints/latest` (a one-line file naming
 it) is replaced atomically; older checkpoints are removed last. A kill at any point leaves `latest`
 naming a complete checkpoint.
+
+The training recipe (`mmemo.train`) keeps where it stands in a `TrainState` and checkpoints it with `save_state`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from mmemo.distributed import barrier
 from mmemo.errors import ModelLoadError
 from mmemo.io import atomic_folder, atomic_write
+
+if TYPE_CHECKING:
+    from mmemo.train import Run
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint so a killed run resumes exactly."""
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches finished in the current epoch
+    step: int = 0  # optimizer steps in all (one per train.grad_accum batches, and one at each epoch's end)
+    batches_seen: int = 0  # batches trained in all: the progress that modality-dropout schedules see
+    epoch_loss: float = 0.0
+    epoch_batches: int = 0
+    best_ua: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0
+    stopped: bool = False
+    skipped: int = 0  # bad clips skipped (data.on_bad_sample: skip) or samples dropped after running out of memory
+    history: list = field(default_factory=list)
+
+
+def save_state(run: Run, state: TrainState) -> None:
+    """Checkpoint a training run at `state.step` under `run.out_dir/checkpoints` (rank 0 writes, every rank waits)."""
+    if run.main:
+        save_checkpoint(
+            run.out_dir / "checkpoints",
+            state.step,
+            run.recognizer,
+            run.optimizer,
+            run.scheduler,
+            run.generator,
+            dataclasses.asdict(state),
+        )
+    barrier(run.world_size)
 
 
 def save_checkpoint(

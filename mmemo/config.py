@@ -3,7 +3,8 @@
 Presets live in `configs/*.yaml`. Everything is checked when the config loads, before any data is read: an
 unknown or misspelt key is an error that names the closest valid key, a value of the wrong type names the expected
 type, a choice field (typed `Literal[...]`) names its choices and the closest one, a number out of its range
-(`CHECKS`) names the range, and the modality-dropout strategy and the augmentation are built once as a dry run.
+(`CHECKS`, in `mmemo.config_checks`) names the range, and the modality-dropout strategy and the augmentation are
+built once as a dry run.
 
 Overrides (`load_config(path, ["train.epochs=3"])`, or `key=value` words on the command line) are parsed as
 YAML. A dotted key reaches into a mapping: `model.audio_config.hidden_size=32` sets one key of
@@ -25,10 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import functools
 import os
-import types
-import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +34,8 @@ from typing import Literal
 
 import yaml
 
-from mmemo.errors import ConfigError, not_one_of
+from mmemo.config_checks import check_across, check_field, check_fields, check_type, field_types
+from mmemo.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -96,7 +95,7 @@ class ModelConfig:
     label_maps: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        check_fields(self)
+        check_fields(self, "model")
 
 
 @dataclass
@@ -125,7 +124,7 @@ class DataConfig:
     tower_copies: int = 0
 
     def __post_init__(self):
-        check_fields(self)
+        check_fields(self, "data")
 
 
 @dataclass
@@ -172,7 +171,7 @@ class TrainConfig:
     distil_weight: float = 0.5  # the teacher's share of the loss, 1 - distil_weight the gold labels'
 
     def __post_init__(self):
-        check_fields(self)
+        check_fields(self, "train")
 
 
 @dataclass
@@ -186,7 +185,7 @@ class Config:
     origins: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
-        _check_across(self)
+        check_across(self)
 
     def to_dict(self) -> dict:
         return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
@@ -350,8 +349,8 @@ def _apply_override(raw: dict, item: str) -> str:
     if not isinstance(raw[section], dict):
         raise ConfigError(f"{where}: section {section!r} is not a mapping")
     if not inner:
-        raw[section][name] = _check_type(parsed, _hints(_SECTIONS[section])[name], where)
-        _check_override(_SECTIONS[section], name, raw[section][name], where)
+        raw[section][name] = check_type(parsed, field_types(_SECTIONS[section])[name], where)
+        _check_override(section, name, raw[section][name], where)
         return f"{section}.{name}"
     if name not in raw[section]:  # start from the default mapping, e.g. train.modality_dropout's
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
@@ -368,14 +367,14 @@ def _apply_override(raw: dict, item: str) -> str:
     if (section, name, inner) == ("train", "modality_dropout", ["name"]) and node.get("name") != parsed:
         node.clear()  # the old strategy's parameters would not fit the new one
     node[inner[-1]] = parsed
-    _check_override(_SECTIONS[section], name, raw[section][name], where)
+    _check_override(section, name, raw[section][name], where)
     return f"{section}.{name}"
 
 
-def _check_override(cls: type, name: str, value, where: str) -> None:
+def _check_override(section: str, name: str, value, where: str) -> None:
     """An overridden field's value checked on its own, so that its error names the override."""
     try:
-        _check_field(cls, name, value)
+        check_field(_SECTIONS[section], f"{section}.{name}", value)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
 
@@ -387,7 +386,7 @@ def build_section(cls: type, values: dict, where: str, source: str | None = None
     errors of `__post_init__`, which name the key themselves.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = _hints(cls)
+    hints = field_types(cls)
     kwargs = {}
     for name, value in values.items():
         if name in RETIRED_KEYS.get(cls, {}):
@@ -395,7 +394,7 @@ def build_section(cls: type, values: dict, where: str, source: str | None = None
             continue
         if name not in fields:
             raise ConfigError(_unknown(where, name, fields))
-        kwargs[name] = _check_type(value, hints[name], f"{where}.{name}")
+        kwargs[name] = check_type(value, hints[name], f"{where}.{name}")
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -410,32 +409,6 @@ def _warn_retired(cls: type, name: str, where: str) -> None:
         warnings.warn(f"{where}.{name} is ignored ({why}) and will be removed in the next release; delete it")
 
 
-def _check_type(value, hint, where: str):
-    """`value` if it has the type `hint` names (an int is a float, a Literal's values have their type), else an error;
-    whether a Literal field's value is one of its choices is `_check_field`'s question."""
-    allowed = _union(hint)
-    allowed = tuple(type(typing.get_args(k)[0]) if typing.get_origin(k) is Literal else k for k in allowed)
-    if value is None and type(None) in allowed:
-        return None
-    for kind in allowed:
-        kind = typing.get_origin(kind) or kind
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if kind is float and isinstance(value, str):
-            try:  # YAML 1.1 reads "5e-4" (no dot) as a string
-                return float(value)
-            except ValueError:
-                pass
-        if kind is bool and not isinstance(value, bool):
-            continue
-        if kind is not bool and isinstance(value, bool):
-            continue
-        if kind is not type(None) and isinstance(value, kind):
-            return value
-    names = " or ".join("null" if k is type(None) else (typing.get_origin(k) or k).__name__ for k in allowed)
-    raise ConfigError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
-
-
 def _unknown(where: str, name: str, valid) -> str:
     close = difflib.get_close_matches(str(name), list(valid), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
@@ -443,179 +416,3 @@ def _unknown(where: str, name: str, valid) -> str:
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-_SECTION_NAMES = {cls: name for name, cls in _SECTIONS.items()}
-
-
-# --- values: every field's choices and range, checked whenever a section is built ----------------------------
-
-
-@dataclass(frozen=True)
-class Range:
-    """The numbers a field allows: from `low` to `high` (None: no bound), each end excluded when open."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def __call__(self, value, key: str) -> None:
-        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
-        if below or above or value != value:  # NaN is in no range
-            raise ConfigError(f"{key} must be {self}, got {value!r}")
-
-    def __str__(self) -> str:
-        low, high = _number(self.low), _number(self.high)
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {low}"
-        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
-
-
-def _number(x) -> str:
-    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
-
-
-AT_LEAST_1, NON_NEGATIVE, POSITIVE = Range(1), Range(0), Range(0, low_open=True)
-DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # for messages: any torch device name is accepted
-
-
-def _labels(labels: list, key: str) -> None:
-    if not all(isinstance(x, str) and x.strip() for x in labels) or len(set(labels)) != len(labels):
-        raise ConfigError(f"{key} must be distinct, non-empty label names, got {labels!r}")
-
-
-def _layer_indices(layers: list, key: str) -> None:
-    """Distinct hidden-state indices >= 0; that they exist in the tower is checked where it is built."""
-    indices = all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in layers)
-    if not indices or len(set(layers)) != len(layers):
-        raise ConfigError(f"{key} must be distinct hidden-state indices >= 0 (0: the input embeddings), got {layers!r}")
-
-
-def _not_empty(value: str, key: str) -> None:
-    if not value.strip():
-        raise ConfigError(f"{key} must be a folder name, got {value!r}")
-
-
-def _device(name: str, key: str) -> None:
-    import torch
-
-    if name == "auto":
-        return
-    try:
-        torch.device(name)
-    except RuntimeError:
-        raise not_one_of(key, name, DEVICES) from None
-
-
-def _strategy(spec: dict, key: str) -> None:
-    """The modality-dropout strategy built once, a dry run: its name and parameters checked (its errors name
-    `train.modality_dropout`). A strategy registered with `@register` must be registered before the config loads."""
-    from mmemo.modality_dropout import build_strategy
-
-    build_strategy(spec)
-
-
-def _augment(spec: dict, key: str) -> None:
-    """The augmentation built once, a dry run (its errors name `data.augment.KEY`); `noise_dir` is read at use."""
-    from mmemo.data.augment import build_augmenter
-
-    build_augmenter(spec, scan_noise=False)
-
-
-CHECKS = {
-    ModelConfig: {
-        "tokenizer_vocab_size": AT_LEAST_1,
-        "fusion_dim": AT_LEAST_1,
-        "fusion_heads": AT_LEAST_1,
-        "fusion_layers": NON_NEGATIVE,
-        "audio_downsample": AT_LEAST_1,
-        "dropout": Range(0, 1, high_open=True),
-        "freeze_text_layers": Range(-1),  # -1: all
-        "freeze_audio_layers": Range(-1),
-        "audio_layers": NON_NEGATIVE,  # 0: all of a pretrained tower's layers
-        "max_text_tokens": Range(2),  # [CLS] and [SEP]
-        "sampling_rate": AT_LEAST_1,
-        "labels": _labels,
-        "pooled_layers": _layer_indices,
-    },
-    DataConfig: {
-        "max_audio_seconds": NON_NEGATIVE,  # 0: clips are never cropped
-        "batch_size": AT_LEAST_1,
-        "max_batch_seconds": NON_NEGATIVE,
-        "num_workers": NON_NEGATIVE,
-        "augment": _augment,
-        "tower_copies": NON_NEGATIVE,
-    },
-    TrainConfig: {
-        "output_dir": _not_empty,
-        "seed": Range(0, 2**32 - 1),  # NumPy's seeds
-        "device": _device,
-        "epochs": AT_LEAST_1,
-        "lr": POSITIVE,
-        "encoder_lr": NON_NEGATIVE,
-        "layer_decay": POSITIVE,
-        "weight_decay": NON_NEGATIVE,
-        "warmup_ratio": Range(0, 1),
-        "grad_clip": NON_NEGATIVE,  # 0: no clipping
-        "label_smoothing": Range(0, 1, high_open=True),
-        "patience": NON_NEGATIVE,
-        "grad_accum": AT_LEAST_1,
-        "modality_dropout": _strategy,
-        "threads": NON_NEGATIVE,
-        "checkpoint_every": NON_NEGATIVE,
-        "distil_temperature": POSITIVE,
-        "distil_weight": Range(0, 1),  # 0: the gold labels only, 1: the teacher only
-    },
-}
-"""Per section, the checks of a field's value beyond its type and `Literal` choices: a `Range`, or a function
-`(value, key)` that raises ConfigError naming `key`. A `Literal[...]` field needs no entry: its choices are checked."""
-
-
-def field_choices(cls: type, name: str) -> tuple:
-    """The values a `Literal[...]` field of section `cls` allows (`Literal[...] | None`: None too), else ()."""
-    return tuple(c for k in _union(_hints(cls)[name]) if typing.get_origin(k) is Literal for c in typing.get_args(k))
-
-
-def check_fields(section) -> None:
-    """Check every field of a section dataclass: its `Literal` choices and `CHECKS` (each section's `__post_init__`)."""
-    for f in dataclasses.fields(section):
-        _check_field(type(section), f.name, getattr(section, f.name))
-
-
-def _check_field(cls: type, name: str, value) -> None:
-    key = f"{_SECTION_NAMES[cls]}.{name}"
-    choices = field_choices(cls, name)
-    if choices and value is not None and value not in choices:
-        raise not_one_of(key, value, choices)
-    check = CHECKS[cls].get(name)
-    if check is not None:
-        check(value, key)
-
-
-def _check_across(cfg: Config) -> None:
-    """The checks that read two keys (`Config.__post_init__`); the data's corpora are parsed, no file is read."""
-    model = cfg.model
-    if model.fusion == "cross_attention" and model.fusion_dim % model.fusion_heads:
-        raise ConfigError(
-            f"model.fusion_dim must be divisible by model.fusion_heads, got {model.fusion_dim} and "
-            f"{model.fusion_heads}; change one of them"
-        )
-    if cfg.data.tower_copies and not cfg.data.augment:
-        raise ConfigError(
-            f"data.tower_copies={cfg.data.tower_copies} augments copies of each clip with data.augment, which is "
-            "empty; give data.augment (e.g. {speed: [0.9, 1.1], gain_db: [-6, 6]}) or set data.tower_copies=0"
-        )
-    if cfg.data.manifest or cfg.data.manifests:
-        from mmemo.data.pool import corpora_of
-
-        corpora_of(cfg.data)
-
-
-@functools.cache
-def _hints(cls: type) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _union(hint) -> tuple:
-    """The members of `A | B` (or `Optional[A]`); `(hint,)` for anything else."""
-    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)

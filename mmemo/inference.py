@@ -12,7 +12,8 @@ duration-weighted mean of its segments'. A transcript given with a long recordin
 whole transcript is fused with every segment (the model was trained on utterance-level text+audio pairs): the
 text sets what it can tell (e.g. valence) and each segment's voice the rest.
 
-Predicting a whole file of inputs is `mmemo.batch_predict`; the terminal table is the cli's.
+What `predict` returns, `Prediction` and `Segment`, is plain data in `mmemo.prediction`. Predicting a whole file of
+inputs is `mmemo.batch_predict`; the terminal table is the cli's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import functools
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,70 +36,8 @@ from mmemo.errors import DataError, MmemoError
 from mmemo.model import EmotionModel
 from mmemo.model_card import ModelCard, describe_encoder
 from mmemo.model_folder import check_replaceable, load_weights, local_folder, read_meta, upload, write
+from mmemo.prediction import Prediction, Segment
 from mmemo.segmentation import OVERLAP_SECONDS, WINDOW_SECONDS, speech_windows
-
-REPR_DIGITS = 3  # probabilities in reprs; the objects keep full floats
-
-
-@dataclass(frozen=True, repr=False)
-class Segment:
-    """One classified stretch of a long recording: start and end in seconds, top label, probabilities."""
-
-    start: float
-    end: float
-    label: str
-    probabilities: dict[str, float]
-
-    def __repr__(self) -> str:
-        return (
-            f"Segment(start={self.start:.2f}, end={self.end:.2f}, label={self.label!r}, "
-            f"probabilities={_rounded(self.probabilities)})"
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
-            "label": self.label,
-            "probabilities": self.probabilities,
-        }
-
-
-@dataclass(frozen=True, repr=False)
-class Prediction:
-    """One prediction.
-
-    Attributes:
-        label: the top label.
-        probabilities: a probability per label (summing to 1) from everything given (fused).
-        modalities: the modalities used, ("text",), ("audio",) or ("text", "audio").
-        per_modality: {"text": probabilities, "audio": probabilities} from the same checkpoint with one
-            modality at a time; one entry (equal to `probabilities`) when one modality was given.
-        segments: for audio longer than the window, its classified speech segments in time order; else ().
-    """
-
-    label: str
-    probabilities: dict[str, float]
-    modalities: tuple[str, ...]
-    per_modality: dict[str, dict[str, float]] = field(default_factory=dict)
-    segments: tuple[Segment, ...] = ()
-
-    def __repr__(self) -> str:
-        per_modality = {m: _rounded(p) for m, p in self.per_modality.items()}
-        segments = f", segments=<{len(self.segments)} segments>" if self.segments else ""
-        return (
-            f"Prediction(label={self.label!r}, probabilities={_rounded(self.probabilities)}, "
-            f"modalities={self.modalities!r}, per_modality={per_modality}{segments})"
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "label": self.label,
-            "probabilities": self.probabilities,
-            "modalities": list(self.modalities),
-            "per_modality": self.per_modality,
-            "segments": [s.to_dict() for s in self.segments],
-        }
 
 
 class EmotionRecognizer:
@@ -330,7 +268,8 @@ class EmotionRecognizer:
         Save it with `.save("me.json")` and pass it (or the path) as `predict(..., speaker_profile=...)`. Five or
         more clips of ordinary speech give a usable profile; the emotions in them do not need to be known.
         """
-        from mmemo.data.acoustic import SpeakerProfile, functionals
+        from mmemo.data.acoustic import functionals
+        from mmemo.data.speakers import SpeakerProfile
 
         self._check_acoustic("a speaker profile")
         clips = _as_list(audio)
@@ -382,30 +321,16 @@ class EmotionRecognizer:
             )
 
     def _reference(self, speaker_profile) -> dict:
-        """A speaker profile as the references its statistics are standardised against: {"reference": (2, F)
-        functionals mean and std, "pooled_reference": (2, layers, D) for a pooled-head model}; {} without one.
-
-        Raises:
-            DataError: the profile has no pooled statistics, or those of another tower (re-enrol with this model).
-        """
+        """A speaker profile (or its JSON file) as the references its statistics are standardised against
+        (`SpeakerProfile.references`, this model's tower named for a pooled head); {} without one."""
         if speaker_profile is None:
             return {}
         self._check_acoustic("a speaker profile")
-        from mmemo.data.acoustic import SpeakerProfile
+        from mmemo.data.speakers import SpeakerProfile
 
         if not isinstance(speaker_profile, SpeakerProfile):
             speaker_profile = SpeakerProfile.load(speaker_profile)
-        reference = {"reference": np.stack([speaker_profile.mean, speaker_profile.std]).astype(np.float32)}
-        if self.model.audio_head != "pooled":
-            return reference
-        if speaker_profile.pooled_key != self.pooled_key:
-            made = "has no audio-tower statistics" if not speaker_profile.pooled_key else "was enrolled with another"
-            raise DataError(
-                f"this speaker profile {made} audio tower than this model's; enrol the speaker again with this "
-                "model (`mmemo enrol MODEL CLIPS -o profile.json` or enrol_speaker)"
-            )
-        pooled = np.stack([speaker_profile.pooled_mean, speaker_profile.pooled_std]).astype(np.float32)
-        return {**reference, "pooled_reference": pooled}
+        return speaker_profile.references(self.pooled_key if self.model.audio_head == "pooled" else None)
 
     def _predict_items(
         self, items: list[dict], batch_size: int, window_seconds: float, overlap_seconds: float
@@ -508,10 +433,6 @@ def _warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
         warnings.warn(message, stacklevel=3)
-
-
-def _rounded(probabilities: dict[str, float]) -> dict[str, float]:
-    return {label: round(p, REPR_DIGITS) for label, p in probabilities.items()}
 
 
 def _as_list(value) -> list:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmemo.config import ModelConfig
-from mmemo.data.acoustic import Z_CLIP
+from mmemo.data.speakers import Z_CLIP
 from mmemo.encoders import AudioEncoder, TextEncoder, WhisperAudioEncoder, is_whisper
 from mmemo.errors import ConfigError
 

@@ -167,7 +167,7 @@ class OnnxEmotionRecognizer:
             sampling_rate: the rate of array audio.
             batch_size: inputs per run; inputs are sorted by length first.
             speaker_profile: the speaker's profile JSON file (`mmemo enrol`, `SpeakerProfile.save`) or a
-                `mmemo.data.acoustic.SpeakerProfile`: the model's utterance statistics (the acoustic token's
+                `mmemo.data.speakers.SpeakerProfile`: the model's utterance statistics (the acoustic token's
                 functionals, a pooled audio head's tower states) are standardised against that speaker instead of
                 the training clips. Only for models that have them.
 

@@ -1,4 +1,5 @@
-"""What a training run reports: the start-of-run header line, report.md and the two figures in the run folder."""
+"""What a training run reports: the start-of-run header line, report.md and the two figures in the run folder, and
+the final model card."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from mmemo.data.dataset import padding_ratio
 from mmemo.data.pool import rows_per_corpus
 from mmemo.metrics import CONDITION_NAMES, CONDITIONS, format_by_corpus, format_table
 from mmemo.model import count_parameters
+from mmemo.model_card import ModelCard
 
 if TYPE_CHECKING:
+    from mmemo.checkpoint import TrainState
     from mmemo.train import Run
 
 
@@ -146,4 +149,30 @@ def print_epoch(epoch: int, loss: float, valid: dict, by_corpus: dict, monitor: 
         f"text {valid['text']['ua']:.3f} audio {valid['audio']['ua']:.3f}"
         + (f"  ({monitor} by corpus:{corpora})" if by_corpus else "")
         + ("  *" if improved else "")
+    )
+
+
+def save_results(
+    run: Run, state: TrainState, valid: dict, test: dict | None, calibration: dict, by_corpus: dict
+) -> None:
+    """The end of a run on rank 0: the best model saved again with its card (config.json gains the temperature,
+    README.md the final scores and calibration), the calibration and per-corpus lines on the terminal, and
+    report.md with its figures (`write_report`)."""
+    final = "test" if test else "valid"
+    card = ModelCard.from_loaders(
+        run.loaders, data_name(run.cfg), test or valid, final, calibration, by_corpus.get(final)
+    )
+    run.recognizer.save_pretrained(run.out_dir / "model", card=card)
+    print_calibration(calibration)
+    print_by_corpus(by_corpus)
+    write_report(
+        run.out_dir,
+        run.cfg,
+        run.recognizer.labels,
+        state.history,
+        state.best_epoch,
+        valid,
+        test,
+        calibration,
+        by_corpus,
     )

@@ -180,8 +180,9 @@ def speaker_profiles(recognizer: EmotionRecognizer, rows: list[dict]) -> list | 
     config = recognizer.config
     if config.acoustic_normalization != "speaker" or not recognizer.uses_profiles:
         return None
-    from mmemo.data.acoustic import SpeakerProfile, functionals
+    from mmemo.data.acoustic import functionals
     from mmemo.data.audio import load_audio
+    from mmemo.data.speakers import SpeakerProfile
 
     pooled = recognizer.model.audio_head == "pooled"
     rows_of, features_of, states_of = {}, {}, {}

@@ -14,21 +14,18 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import math
 import os
-import shutil
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from mmemo.backward import backward_splitting
 from mmemo.builders import (
     build_recognizer,
     check_labels,
@@ -45,10 +42,10 @@ from mmemo.builders import (
     warmup_linear_decay,
 )
 from mmemo.calibration import calibrate
-from mmemo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mmemo.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_state
 from mmemo.config import Config
 from mmemo.data.augment import build_augmenter
-from mmemo.data.dataset import move_batch, split_batch
+from mmemo.data.dataset import move_batch
 from mmemo.device import resolve_device
 from mmemo.distil import Distillation, build_distillation, check_teacher
 from mmemo.distributed import barrier, init_distributed, no_sync, wrap_model
@@ -58,14 +55,8 @@ from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, cross_entropy
 from mmemo.model_card import ModelCard
 from mmemo.progress import progress_bar
-from mmemo.report import (
-    print_by_corpus,
-    print_calibration,
-    print_epoch,
-    print_header,
-    save_run_config,
-    write_report,
-)
+from mmemo.refit import adopt_refit, refit_config
+from mmemo.report import print_epoch, print_header, save_results, save_run_config
 
 
 @dataclass
@@ -263,25 +254,7 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
         test = score(test_logits, num_labels)
         by_corpus["test"] = score_by_corpus(test_logits, run.loaders["test"].dataset.rows, num_labels)
     if run.main:
-        # config.json gains the temperature, README.md the test scores and calibration
-        final = "test" if test else "valid"
-        card = ModelCard.from_loaders(
-            run.loaders, data_name(run.cfg), test or valid, final, calibration, by_corpus.get(final)
-        )
-        run.recognizer.save_pretrained(model_dir, card=card)
-        print_calibration(calibration)
-        print_by_corpus(by_corpus)
-        write_report(
-            run.out_dir,
-            cfg,
-            run.recognizer.labels,
-            state.history,
-            state.best_epoch,
-            valid,
-            test,
-            calibration,
-            by_corpus,
-        )
+        save_results(run, state, valid, test, calibration, by_corpus)
     barrier(run.world_size)
     result = {
         "out_dir": run.out_dir,
@@ -295,44 +268,14 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
         "calibration": calibration,
         "refit_epochs": None,
     }
-    if cfg.train.refit and refit_of is None:
-        return _refit(cfg, result, run.main)
+    if cfg.train.refit and refit_of is None:  # train again on train + valid for the best epoch count
+        refit_cfg = refit_config(cfg, state.best_epoch)
+        if run.main:
+            tqdm.write(
+                f"refit: training on train + valid for {state.best_epoch} epochs in {refit_cfg.train.output_dir}"
+            )
+        return adopt_refit(result, train(refit_cfg, refit_of=result), run.main)
     return result
-
-
-def _refit(cfg: Config, first: dict, main: bool) -> dict:
-    """Train again on train + valid for the first run's best epoch count; its model becomes the run's model."""
-    from mmemo.io import atomic_folder
-
-    refit_cfg = copy.deepcopy(cfg)
-    refit_cfg.train.output_dir = str(Path(cfg.train.output_dir) / "refit")
-    refit_cfg.train.epochs, refit_cfg.train.patience, refit_cfg.train.overwrite = first["best_epoch"], 0, True
-    if main:
-        tqdm.write(f"refit: training on train + valid for {first['best_epoch']} epochs in {refit_cfg.train.output_dir}")
-    result = train(refit_cfg, refit_of=first)
-    if main:
-        with atomic_folder(first["model_dir"]) as tmp:
-            shutil.copytree(result["model_dir"], tmp, dirs_exist_ok=True)
-    keep = ("out_dir", "model_dir", "best_epoch", "valid", "valid_by_corpus")
-    return {**result, **{key: first[key] for key in keep}, "refit_epochs": first["best_epoch"]}
-
-
-@dataclass
-class TrainState:
-    """Where training stands; saved in every checkpoint so a killed run resumes exactly."""
-
-    epoch: int = 0  # epochs finished
-    batch: int = 0  # batches finished in the current epoch
-    step: int = 0  # optimizer steps in all (one per train.grad_accum batches, and one at each epoch's end)
-    batches_seen: int = 0  # batches trained in all: the progress that modality-dropout schedules see
-    epoch_loss: float = 0.0
-    epoch_batches: int = 0
-    best_ua: float = -1.0
-    best_epoch: int = 0
-    stale: int = 0
-    stopped: bool = False
-    skipped: int = 0  # bad clips skipped (data.on_bad_sample: skip) or samples dropped after running out of memory
-    history: list = field(default_factory=list)
 
 
 def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) -> None:
@@ -374,7 +317,7 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
         with open(run.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
     state.epoch, state.batch, state.epoch_loss, state.epoch_batches = state.epoch + 1, 0, 0.0, 0
-    _checkpoint(run, state)
+    save_state(run, state)
 
 
 def train_epoch(run: Run, state: TrainState) -> float:
@@ -412,7 +355,7 @@ def train_epoch(run: Run, state: TrainState) -> float:
             state.step += 1
         state.batch, state.batches_seen = state.batch + 1, state.batches_seen + 1
         if boundary and every and state.step % every == 0 and state.batch < batches:
-            _checkpoint(run, state)
+            save_state(run, state)
     return state.epoch_loss / max(state.epoch_batches, 1)
 
 
@@ -428,7 +371,9 @@ def _accumulate(run: Run, batch: dict, progress: float, state: TrainState, weigh
     """Add one batch's gradients (scaled by `weight`); None for an empty batch or one lost to memory."""
     if not batch["labels"].numel():
         return None
-    return _backward_splitting(run, batch, progress, state, weight)
+    loss, skipped = backward_splitting(lambda part: loss_step(run, part, progress), batch, weight, run.device)
+    state.skipped += skipped
+    return loss
 
 
 def _apply_gradients(run: Run) -> None:
@@ -437,42 +382,6 @@ def _apply_gradients(run: Run) -> None:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-
-
-def _backward_splitting(run: Run, batch: dict, progress: float, state: TrainState, weight: float) -> float | None:
-    """Backward one batch; on out-of-memory split it in halves (down to single samples, skipped with a warning
-    and counted) and accumulate their gradients, so no sample is silently lost."""
-    try:
-        loss = loss_step(run, batch, progress)
-        (loss * weight).backward()
-        return loss.item() * weight
-    except torch.OutOfMemoryError:
-        size = len(batch["ids"])
-        if run.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if size == 1:
-            warnings.warn(f"out of memory on a single sample ({batch['ids'][0]}); skipped it")
-            state.skipped += 1
-            return None
-        warnings.warn(f"out of memory on a batch of {size}; retrying it as two halves")
-        halves = [split_batch(batch, part) for part in (slice(0, size // 2), slice(size // 2, size))]
-        losses = [_backward_splitting(run, half, progress, state, weight * len(half["ids"]) / size) for half in halves]
-        kept = [loss for loss in losses if loss is not None]
-        return sum(kept) if kept else None
-
-
-def _checkpoint(run: Run, state: TrainState) -> None:
-    if run.main:
-        save_checkpoint(
-            run.out_dir / "checkpoints",
-            state.step,
-            run.recognizer,
-            run.optimizer,
-            run.scheduler,
-            run.generator,
-            dataclasses.asdict(state),
-        )
-    barrier(run.world_size)
 
 
 def _autocast(run: Run):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from mmemo.checkpoint import TrainState
 from mmemo.config import config_from_dict
 from mmemo.data import dataset
-from mmemo.train import TrainState, setup, train, train_epoch
+from mmemo.train import setup, train, train_epoch
 
 seen = []
 _getitem = dataset.EmotionDataset.__getitem__

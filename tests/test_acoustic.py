@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mmemo.data.acoustic import FEATURE_NAMES, FEATURES_VERSION, SpeakerProfile, functionals
+from mmemo.data.acoustic import FEATURE_NAMES, FEATURES_VERSION, functionals
 from mmemo.data.audio import load_audio
 from mmemo.data.cache import AudioCache
+from mmemo.data.speakers import SpeakerProfile
 from mmemo.errors import DataError
 
 SR = 16000

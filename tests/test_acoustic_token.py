@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mmemo.config import ModelConfig
-from mmemo.data.acoustic import FEATURE_NAMES, SpeakerProfile
+from mmemo.data.acoustic import FEATURE_NAMES
+from mmemo.data.speakers import SpeakerProfile
 from mmemo.encoders import build_encoders
 from mmemo.errors import DataError
 from mmemo.model import EmotionModel

@@ -79,7 +79,7 @@ def test_conv_backward_flops_count_groups(groups):
     """Forward + backward of a convolution is 3× its forward (torch 2.11 counts grouped ones `groups`× over)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mmemo.bench.train import flop_formulas
+    from mmemo.bench.measure import flop_formulas
 
     conv = torch.nn.Conv1d(32, 64, 8, stride=2, groups=groups)
     x = torch.randn(2, 32, 100, requires_grad=True)

@@ -228,7 +228,8 @@ def test_a_noise_folder_in_a_yaml_file_resolves_against_that_file(tmp_path, monk
 def _bad_values():
     """(key, wrong value, what the message must say besides the key and the value) for every checked field: a
     Literal field's first choice misspelt, each bound of a Range crossed, and a hand-made case per other check."""
-    from mmemo.config import _SECTIONS, CHECKS, Range, field_choices
+    from mmemo.config import _SECTIONS
+    from mmemo.config_checks import CHECKS, Range, field_choices
 
     special = {  # the checks that are functions: one wrong value each
         "model.labels": (["angry", "angry"], "distinct"),
@@ -247,7 +248,7 @@ def _bad_values():
             if choices:
                 wrong = f"{choices[0]}x"
                 cases.append((key, wrong, f"one of {', '.join(map(repr, choices))}, got {wrong!r}; did you mean"))
-            check = CHECKS[cls].get(f.name)
+            check = CHECKS[section].get(f.name)
             if isinstance(check, Range):
                 kind = float if hints[f.name] is float else int
                 if check.low is not None:

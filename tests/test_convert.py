@@ -11,7 +11,8 @@ import torch
 from conftest import build_tiny_whisper, ct2_convert
 
 from mmemo.cli import main
-from mmemo.convert import convert_ct2_whisper, read_ct2, special_ids, whisper_config, whisper_state_dict
+from mmemo.convert import convert_ct2_whisper, special_ids, whisper_config, whisper_state_dict
+from mmemo.ct2 import read_ct2
 from mmemo.errors import ConfigError, DataError, ModelLoadError
 
 ctranslate2 = pytest.importorskip("ctranslate2", reason="needs CTranslate2's converter: pip install -e '.[dev]'")
@@ -302,7 +303,7 @@ def _copy(src, dst):
 
 
 def _write_ct2(path, spec: str, variables: dict, version: int = 6) -> None:
-    """A CTranslate2 model.bin written by hand (the layout in mmemo/convert.py's docstring)."""
+    """A CTranslate2 model.bin written by hand (the layout in mmemo/ct2.py's docstring)."""
     codes = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2}
 
     def string(text: str) -> bytes:

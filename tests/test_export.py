@@ -289,7 +289,7 @@ def test_whisper_exports_match_pytorch_batched_and_alone(whisper_exports, test_r
 def test_a_speaker_profile_standardises_the_pooled_states_and_functionals_in_the_export(
     whisper_exports, test_rows, synth_corpus, tmp_path
 ):
-    from mmemo.data.acoustic import SpeakerProfile
+    from mmemo.data.speakers import SpeakerProfile
 
     export = whisper_exports["pooled"]
     rec = EmotionRecognizer.from_pretrained(export["model_dir"])

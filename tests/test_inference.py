@@ -13,7 +13,7 @@ import torch
 
 from mmemo import EmotionRecognizer
 from mmemo.cli import main
-from mmemo.inference import Segment
+from mmemo.prediction import Segment
 from mmemo.segmentation import speech_regions, speech_windows
 
 RATE = 16000

@@ -10,7 +10,7 @@ from conftest import build_tiny_whisper, tiny_config_dict
 
 from mmemo.builders import build_recognizer, load_splits, pooled_tables
 from mmemo.config import config_from_dict
-from mmemo.data.acoustic import SpeakerProfile
+from mmemo.data.speakers import SpeakerProfile
 from mmemo.errors import ConfigError, DataError, ModelLoadError
 from mmemo.inference import EmotionRecognizer
 from mmemo.train import train

@@ -22,9 +22,10 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
 from mmemo import EmotionRecognizer  # noqa: E402
+from mmemo.batcher import Batcher, RequestError  # noqa: E402
 from mmemo.cli import main  # noqa: E402
 from mmemo.data.manifest import read_manifest  # noqa: E402
-from mmemo.serve import Batcher, RequestError, create_app  # noqa: E402
+from mmemo.serve import create_app  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real uvicorn servers and `mmemo serve` subprocesses
 

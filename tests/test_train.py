@@ -14,8 +14,9 @@ from mmemo.config import config_from_dict
 def test_gradient_checkpointing_trains(synth_corpus, tmp_path):
     from conftest import tiny_config_dict
 
+    from mmemo.checkpoint import TrainState
     from mmemo.config import config_from_dict
-    from mmemo.train import TrainState, optimizer_step, setup
+    from mmemo.train import optimizer_step, setup
 
     cfg = tiny_config_dict(synth_corpus, tmp_path / "gc", gradient_checkpointing=True, grad_accum=2)
     run = setup(config_from_dict(cfg))
@@ -58,7 +59,8 @@ def test_all_subsets_loss_is_the_weighted_mean_over_views(synth_corpus, tmp_path
 
 @pytest.mark.slow
 def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
-    from mmemo.train import TrainState, optimizer_step, setup
+    from mmemo.checkpoint import TrainState
+    from mmemo.train import optimizer_step, setup
 
     run = setup(config_from_dict(tiny_config_dict(synth_corpus, tmp_path / "oom", threads=1)))
     batch = next(iter(run.loaders["train"]))
@@ -98,8 +100,8 @@ def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
 @pytest.mark.slow
 def test_state_step_counts_optimizer_steps_and_checkpoints_follow_them(synth_corpus, tmp_path):
     """With grad_accum 2 a step is two batches: `checkpoint_every: 2` checkpoints every fourth batch."""
-    from mmemo.checkpoint import latest_checkpoint
-    from mmemo.train import TrainState, setup, train_epoch
+    from mmemo.checkpoint import TrainState, latest_checkpoint
+    from mmemo.train import setup, train_epoch
 
     cfg = tiny_config_dict(synth_corpus, tmp_path / "accum", epochs=1, grad_accum=2, checkpoint_every=2, threads=1)
     run = setup(config_from_dict(cfg))

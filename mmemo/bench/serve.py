@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmemo.bench.train import _load_average
+from mmemo.bench.measure import load_average
 from mmemo.errors import MmemoError
 
 CLIENTS = (1, 8, 32, 64)
@@ -141,7 +141,7 @@ def bench_serve(
         "threads": threads,
         "tolerance": TOLERANCE,
         "cpu_count": os.cpu_count(),
-        "load_average": _load_average(),
+        "load_average": load_average(),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }

@@ -33,9 +33,7 @@ import copy
 import dataclasses
 import gc
 import os
-import resource
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from mmemo.bench.measure import PeakRSS, flop_formulas, load_average, measure_peak_tflops, synchronize
 from mmemo.bench.predict import random_sentences
 from mmemo.bench.sizes import TRAIN as SIZES
 from mmemo.config import Config, DataConfig, ModelConfig, TrainConfig
@@ -123,7 +122,7 @@ def bench_train(
             if device.type == "cuda" or f not in ("bf16", "loader")
         ]  # CUDA-only switches
     rng = np.random.default_rng(seed)
-    load_before = _load_average()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="mmemo-bench-train-") as tmp:
         tmp = Path(tmp)
         n = (steps + warmup) * spec["batch_size"]
@@ -186,7 +185,7 @@ def bench_train(
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "compile": compile,
-            "load_average": [load_before, _load_average()],
+            "load_average": [load_before, load_average()],
         },
     }
     if ablate:
@@ -219,23 +218,6 @@ def format_results(results: dict) -> str:
         f"{s['load_average'][1]} after",
     ]
     return "\n".join(lines)
-
-
-def measure_peak_tflops(device: torch.device) -> float:
-    """The achieved TFLOP/s of a large square matmul: bf16 on CUDA, fp32 on CPU (a practical peak)."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    n, repeats = (8192, 20) if cuda else (2048, 3)
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16 if cuda else torch.float32)
-    b = torch.randn_like(a)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
 def count_step_flops(
@@ -319,7 +301,7 @@ class _RecipeRun:
                     f"{len(self.loader)} batches are not more than the {steps} warm-up steps; raise --steps"
                 )
             self.step(batch)
-        _sync(self.device)
+        synchronize(self.device)
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -327,12 +309,12 @@ class _RecipeRun:
         """One timed step, loading its batch included, waiting for the device before the clock stops."""
         if self.done:
             return
-        with _PeakRSS() as rss:
+        with PeakRSS() as rss:
             start = time.perf_counter()
             batch = next(self.batches, None)
             if batch is not None:
                 self.step(batch)
-                _sync(self.device)
+                synchronize(self.device)
             self.elapsed += time.perf_counter() - start
         self.peak_rss = max(self.peak_rss, rss.peak)
         if batch is None:
@@ -342,12 +324,12 @@ class _RecipeRun:
 
     def timed_pass(self) -> _RecipeRun:
         """The rest of the pass timed as a whole: the device is waited for only at the end."""
-        with _PeakRSS() as rss:
+        with PeakRSS() as rss:
             start = time.perf_counter()
             for batch in self.batches:
                 self.step(batch)
                 self._count(batch)
-            _sync(self.device)
+            synchronize(self.device)
             self.elapsed += time.perf_counter() - start
         self.peak_rss, self.done = rss.peak, True
         return self
@@ -388,7 +370,8 @@ def _fast_run(
     seed: int,
 ) -> _RecipeRun:
     """The trainer's own setup and optimizer step, from a config that sets the recipe's switches."""
-    from mmemo.train import TrainState, optimizer_step, setup
+    from mmemo.checkpoint import TrainState
+    from mmemo.train import optimizer_step, setup
 
     spec = SIZES[size]
     workers = min(4, (os.cpu_count() or 1) - 1) if recipe.loader and device.type == "cuda" else 0
@@ -496,92 +479,3 @@ def _write_corpus(folder: Path, n: int, seconds: tuple[float, float], rng: np.ra
 def _max_batch_seconds(spec: dict) -> float:
     """The fast path's batch budget: the naive batch's real audio on average, so memory per step is comparable."""
     return spec["batch_size"] * sum(spec["seconds"]) / 2
-
-
-def flop_formulas() -> dict:
-    """FlopCounterMode's `custom_mapping` for a step's FLOPs, with two fixes to its table (torch 2.11): it lacks
-    the CPU flash-attention kernels (same arithmetic as the CUDA ones), and its convolution-backward formula
-    ignores `groups` for the weight gradient, counting wav2vec2's grouped positional convolution (768 channels,
-    16 groups, kernel 128) 16× over: +42 GFLOP on a 6 s clip at base size."""
-    from math import prod
-
-    from torch.utils.flop_counter import conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
-
-    aten = torch.ops.aten
-
-    def sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-    def sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-
-    def conv_backward(
-        grad_out_shape,
-        x_shape,
-        w_shape,
-        _bias,
-        _stride,
-        _padding,
-        _dilation,
-        transposed,
-        _output_padding,
-        _groups,
-        output_mask,
-        out_shape=None,
-        **kwargs,
-    ) -> int:
-        flops = 0
-        if output_mask[0]:  # grad_input: a transposed convolution of grad_out with the weight (groups-aware)
-            flops += conv_flop_count(grad_out_shape, w_shape, x_shape, not transposed)
-        if output_mask[1]:  # grad_weight: one multiply-add per weight element per position, as the forward
-            positions = prod((x_shape if transposed else grad_out_shape)[2:])
-            flops += 2 * x_shape[0] * positions * prod(w_shape)
-        return flops
-
-    return {
-        aten._scaled_dot_product_flash_attention_for_cpu: sdpa,
-        aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward,
-        aten.convolution_backward: conv_backward,
-    }
-
-
-def _load_average() -> float | None:
-    """The 1-minute load average (other work on the machine slows both recipes, not always equally)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class _PeakRSS:
-    """The process's peak resident memory while the block runs, sampled from /proc every 20 ms (Linux);
-    elsewhere the process-wide high-water mark (which includes what ran before)."""
-
-    def __enter__(self):
-        self.peak = self._current()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._current())
-
-    def _sample(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._current())
-
-    @staticmethod
-    def _current() -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from mmemo.data.acoustic import POOLED_STD_FLOOR_REL, STD_FLOOR_REL, speaker_statistics
 from mmemo.data.audio import audio_duration, load_audio
 from mmemo.data.augment import Augmenter
 from mmemo.data.cache import AudioCache, clip_functionals
+from mmemo.data.speakers import POOLED_STD_FLOOR_REL, STD_FLOOR_REL, speaker_statistics
 from mmemo.errors import DataError
 
 # The shortest audio a tower takes: wav2vec2's convolutional front end needs 400 samples (25 ms) for one frame, a

@@ -1,0 +1,40 @@
+"""`train.refit`: once early stopping has chosen the epoch count on the valid split, a second run trains from the
+same seed on train + valid for that many epochs, and its last epoch becomes the run's model.
+
+`mmemo.train.train` runs the refit in `<output_dir>/refit/` with `refit_config`, then `adopt_refit` puts its model
+and test scores in the first run's place.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+from mmemo.config import Config
+from mmemo.io import atomic_folder
+
+
+def refit_config(cfg: Config, epochs: int) -> Config:
+    """The refit's config: `cfg` writing to `<output_dir>/refit`, for `epochs` epochs, without early stopping."""
+    refit_cfg = copy.deepcopy(cfg)
+    refit_cfg.train.output_dir = str(Path(cfg.train.output_dir) / "refit")
+    refit_cfg.train.epochs, refit_cfg.train.patience, refit_cfg.train.overwrite = epochs, 0, True
+    return refit_cfg
+
+
+def adopt_refit(first: dict, refit: dict, main: bool) -> dict:
+    """The run's result once its refit has trained: rank 0 (`main`) copies the refit's model over the first run's
+    `model_dir`; the result has the refit's test scores and the first run's folder, best epoch and validation scores
+    (the refit trained on the valid rows).
+
+    Args:
+        first: the first run's result (`mmemo.train.train`).
+        refit: the refit's result.
+        main: this is the process that writes files.
+    """
+    if main:
+        with atomic_folder(first["model_dir"]) as tmp:
+            shutil.copytree(refit["model_dir"], tmp, dirs_exist_ok=True)
+    keep = ("out_dir", "model_dir", "best_epoch", "valid", "valid_by_corpus")
+    return {**refit, **{key: first[key] for key in keep}, "refit_epochs": first["best_epoch"]}
