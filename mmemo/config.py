@@ -164,6 +164,9 @@ class TrainConfig:
     # + valid for that many epochs and keep the last epoch: more speakers to learn from, the same protocol as a
     # classical baseline fit on all non-test rows (validation scores stay those of the first run).
     refit: bool = False
+    # The refit's epochs; 0: the first run's best epoch. Two validation speakers choose that epoch noisily (EmoDB:
+    # 5-16 across folds, on a plateau where every epoch scores alike), so a recipe may fix it.
+    refit_epochs: int = 0
     # Distillation (`mmemo distil`, mmemo/distil.py): a trained model folder whose probabilities, softened by
     # distil_temperature, the model learns besides the gold labels in each condition; "": the labels alone.
     teacher: str = ""

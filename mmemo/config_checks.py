@@ -135,6 +135,7 @@ CHECKS = {
         "modality_dropout": _strategy,
         "threads": NON_NEGATIVE,
         "checkpoint_every": NON_NEGATIVE,
+        "refit_epochs": NON_NEGATIVE,
         "distil_temperature": POSITIVE,
         "distil_weight": Range(0, 1),  # 0: the gold labels only, 1: the teacher only
     },

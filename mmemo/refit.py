@@ -1,5 +1,6 @@
-"""`train.refit`: once early stopping has chosen the epoch count on the valid split, a second run trains from the
-same seed on train + valid for that many epochs, and its last epoch becomes the run's model.
+"""`train.refit`: once early stopping has chosen the epoch count on the valid split (or `train.refit_epochs` has
+set it), a second run trains from the same seed on train + valid for that many epochs, and its last epoch becomes
+the run's model.
 
 `mmemo.train.train` runs the refit in `<output_dir>/refit/` with `refit_config`, then `adopt_refit` puts its model
 and test scores in the first run's place.
@@ -23,7 +24,7 @@ def refit_config(cfg: Config, epochs: int) -> Config:
     return refit_cfg
 
 
-def adopt_refit(first: dict, refit: dict, main: bool) -> dict:
+def adopt_refit(first: dict, refit: dict, main: bool, epochs: int) -> dict:
     """The run's result once its refit has trained: rank 0 (`main`) copies the refit's model over the first run's
     `model_dir`; the result has the refit's test scores and the first run's folder, best epoch and validation scores
     (the refit trained on the valid rows).
@@ -32,9 +33,10 @@ def adopt_refit(first: dict, refit: dict, main: bool) -> dict:
         first: the first run's result (`mmemo.train.train`).
         refit: the refit's result.
         main: this is the process that writes files.
+        epochs: the epochs the refit trained.
     """
     if main:
         with atomic_folder(first["model_dir"]) as tmp:
             shutil.copytree(refit["model_dir"], tmp, dirs_exist_ok=True)
     keep = ("out_dir", "model_dir", "best_epoch", "valid", "valid_by_corpus")
-    return {**refit, **{key: first[key] for key in keep}, "refit_epochs": first["best_epoch"]}
+    return {**refit, **{key: first[key] for key in keep}, "refit_epochs": epochs}

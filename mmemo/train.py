@@ -268,13 +268,12 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
         "calibration": calibration,
         "refit_epochs": None,
     }
-    if cfg.train.refit and refit_of is None:  # train again on train + valid for the best epoch count
-        refit_cfg = refit_config(cfg, state.best_epoch)
+    if cfg.train.refit and refit_of is None:  # train again on train + valid for the best (or a set) epoch count
+        epochs = cfg.train.refit_epochs or state.best_epoch
+        refit_cfg = refit_config(cfg, epochs)
         if run.main:
-            tqdm.write(
-                f"refit: training on train + valid for {state.best_epoch} epochs in {refit_cfg.train.output_dir}"
-            )
-        return adopt_refit(result, train(refit_cfg, refit_of=result), run.main)
+            tqdm.write(f"refit: training on train + valid for {epochs} epochs in {refit_cfg.train.output_dir}")
+        return adopt_refit(result, train(refit_cfg, refit_of=result), run.main, epochs)
     return result
 
 

@@ -198,6 +198,10 @@ def test_refit_trains_on_train_and_valid_for_the_best_epoch_count(synth_corpus, 
     fresh = build_recognizer(cfg.model, splits, torch.device("cpu"))
     pooled_tables(fresh, {"train": splits["train"] + splits["valid"]}, cfg, None)
     torch.testing.assert_close(final["pooled_mean"], fresh.model.pooled_mean)
+    # train.refit_epochs sets the refit's length, whatever the best epoch was
+    cfg.train.refit_epochs, cfg.train.output_dir = epochs + 2, str(tmp_path / "fixed")
+    assert train(cfg)["refit_epochs"] == epochs + 2
+    assert len((tmp_path / "fixed" / "refit" / "metrics.jsonl").read_text().splitlines()) == epochs + 2
 
 
 def test_pooled_layers_outside_the_tower_are_a_config_error(synth_corpus, tower, tmp_path):
