@@ -7,7 +7,8 @@
 #
 # Prints: the environment, `mmemo bench train` (fast vs naive, MFU), the FLOP count of one 6 s + 20-token
 # training step, a 2-process DDP smoke test (skipped with fewer than 2 GPUs) and `mmemo bench predict` on
-# cuda (skipped while that command has no --device option). JSON results go to $OUT (default: a temp folder).
+# cuda (skipped while that command has no --device option), and the whisper-base tower's speed when models/whisper-base
+# (or $MMEMO_WHISPER_BASE) holds it. JSON results go to $OUT (default: a temp folder).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -59,6 +60,15 @@ if "$PY" -m mmemo bench predict --help 2>/dev/null | grep -q -- "--device"; then
         -o "$OUT/bench_predict.json" || failed+=("bench predict (exit $?)")
 else
     echo "skipped: mmemo bench predict has no --device option (it times CPU inference only)"
+fi
+
+section "whisper-base tower on $DEVICE (the pretrained recipe's pooled states per 3 s clip)"
+WHISPER=${MMEMO_WHISPER_BASE:-models/whisper-base}
+if [[ -f "$WHISPER/config.json" ]]; then
+    timeout 120 "$PY" benchmarks/whisper_tower_speed.py --model "$WHISPER" --device "$DEVICE" \
+        -o "$OUT/whisper_tower.json" || failed+=("whisper tower (exit $?)")
+else
+    echo "skipped: no $WHISPER (carry the folder that mmemo convert ct2-whisper wrote, or set MMEMO_WHISPER_BASE)"
 fi
 
 section "summary"

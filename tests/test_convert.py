@@ -138,7 +138,7 @@ def test_quantised_weights_are_dequantised_within_their_rounding(whisper_ct2, tm
     with torch.no_grad():
         states = converted.model.encoder(_features()).last_hidden_state
         reference = _original(whisper_ct2["hf"]).model.encoder(_features()).last_hidden_state
-    # the documented bound (docs/pretrained_convert.md): encoder states within 0.5 % of their largest magnitude
+    # the documented bound (docs/pretrained.md): encoder states within 0.5 % of their largest magnitude
     # (measured here: int8 0.05 %, int16 0.01 %)
     assert (states - reference).abs().max() <= 0.005 * reference.abs().max()
 

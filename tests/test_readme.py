@@ -96,7 +96,12 @@ EMODB_CACHE = yaml.safe_load((ROOT / "configs" / "emodb_cv.yaml").read_text())["
 # Command pattern (re.search on the step, `.venv/bin/` dropped) → words appended to it. Every matching pattern
 # applies, in this order. `{port}` becomes a free port.
 OVERRIDES = {
-    r"^mmemo (train|cv|ablate)\b": ["train.epochs=1", "train.patience=0", "train.progress=false"],
+    r"^mmemo (train|cv|ablate)\b": [
+        "train.epochs=1",
+        "train.patience=0",
+        "train.refit_epochs=1",
+        "train.progress=false",
+    ],
     r"^mmemo (train|cv|ablate) \S*quickstart\b": _flatten("model", TINY_MODEL),
     r"^mmemo (train|cv|ablate) \S*emodb_cv\b": [*_flatten("model", TINY_WHISPER), "data.max_audio_seconds=2.0"],
     r"^mmemo (cv|ablate)\b": ["--seeds", "0"],
