@@ -48,7 +48,13 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     ms = 1000 * (time.perf_counter() - start) / len(clips)
-    results = {"model": args.model, "device": str(device), "batch": args.batch, "clips": len(clips), "ms_per_3s_clip": ms}
+    results = {
+        "model": args.model,
+        "device": str(device),
+        "batch": args.batch,
+        "clips": len(clips),
+        "ms_per_3s_clip": ms,
+    }
     print("| device | batch | ms per 3 s clip (log-mel + encoder + pooling) |")
     print("|---|---:|---:|")
     print(f"| {device} | {args.batch} | {ms:.1f} |")
