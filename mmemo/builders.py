@@ -154,6 +154,7 @@ def make_loader(
         acoustic=cfg.model.acoustic_normalization if cfg.model.acoustic_features else None,
         augment=augmenter,
         pooled=pooled,
+        pooled_speaker=pooled is not None and cfg.model.acoustic_normalization == "speaker",
     )
     groups = shares = None
     if train and cfg.data.corpus_sampling != "natural":

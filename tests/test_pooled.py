@@ -115,6 +115,27 @@ def test_tower_copies_without_augmentation_is_an_error_when_the_config_loads(tmp
     assert load_config(config, ["data.augment={gain_db: [-6, 6]}"]).data.tower_copies == 2
 
 
+def test_speaker_normalisation_reaches_the_pooled_states_without_the_acoustic_token(synth_corpus, tower, tmp_path):
+    """`acoustic_normalization: speaker` standardises a pooled head's states per speaker whether or not the
+    acoustic-statistics token is on (it once did only with the token: the recipe trained globally unawares)."""
+    from mmemo.train import setup
+
+    for acoustic_features in (False, True):
+        cfg = _config(
+            synth_corpus,
+            tmp_path / f"run{acoustic_features}",
+            tower,
+            cache_dir=tmp_path / "cache",
+            acoustic_normalization="speaker",
+            acoustic_features=acoustic_features,
+        )
+        run = setup(cfg)
+        for name, loader in run.loaders.items():
+            batch = next(iter(loader))
+            assert "pooled_reference" in batch["audio"], (acoustic_features, name)
+            assert torch.isfinite(batch["audio"]["pooled_reference"]).all()
+
+
 @pytest.fixture(scope="module")
 def pooled_run(synth_corpus, tower, tmp_path_factory):
     root = tmp_path_factory.mktemp("pooled")

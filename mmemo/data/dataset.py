@@ -51,7 +51,7 @@ class EmotionDataset(Dataset):
     With `pooled`, a frozen audio tower's pooled states computed beforehand (`mmemo.data.tower_cache`; (copies, N,
     layers, D), copy 0 the clean clip), items carry `pooled` (layers, D) instead of audio, and nothing is decoded:
     a training item draws one copy per epoch (seeded like the crop), evaluation takes the clean one. With
-    `acoustic` "speaker" they also carry `pooled_reference` (2, layers, D): their speaker's mean and std.
+    `pooled_speaker` they also carry `pooled_reference` (2, layers, D): their speaker's mean and std.
     """
 
     def __init__(
@@ -67,6 +67,7 @@ class EmotionDataset(Dataset):
         acoustic: str | None = None,
         augment: Augmenter | None = None,
         pooled: np.ndarray | None = None,
+        pooled_speaker: bool = False,
     ):
         self.rows = rows
         self.label_to_id = label_to_id
@@ -84,7 +85,7 @@ class EmotionDataset(Dataset):
             if acoustic == "speaker":
                 self.references = self._speaker_references(self.functionals, self.has_functionals(), STD_FLOOR_REL)
         self.pooled, self.pooled_references = pooled, None
-        if pooled is not None and acoustic == "speaker":
+        if pooled is not None and pooled_speaker:
             clean = pooled[0].reshape(len(rows), -1)
             usable = np.flatnonzero(np.isfinite(clean).all(axis=1))
             self.pooled_references = self._speaker_references(clean, usable, POOLED_STD_FLOOR_REL)
