@@ -7,6 +7,10 @@ turns call by call, so a machine whose load changes during the run moves them al
 times a Whisper tower pruned to each of `--layers` (`model.audio_layers`): the log-mel features and the tower's
 pooled forward separately.
 
+`equivalence` checks that a tower pruned to K layers pools the same hidden states as the full one on real clips
+(hidden states 0..K are the same computation pruned or not), so pruned depths that still reach every pooled layer
+need no cross-validation of their own.
+
 `table` joins those timings with `mmemo cv` results (the test UA of each fold and seed): mean over folds, ± the
 std over seeds' fold means, as docs/real_speech.md reports.
 
@@ -55,6 +59,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=30, help="timed calls per variant and thread count")
     p.add_argument("--wav-dir", default=str(EMODB_WAV), help="speech for the 5 s clip (default: EmoDB's wav/)")
     p.add_argument("--json", default=None)
+    p = sub.add_parser("equivalence", help="pooled states of pruned towers against the full tower on real clips")
+    p.add_argument("encoder", help="a pretrained Whisper folder or hub id")
+    p.add_argument("--layers", type=int, nargs="+", required=True, help="kept-layer counts to compare")
+    p.add_argument("--pooled", type=int, nargs="+", default=[2, 3, 4], help="the pooled hidden states")
+    p.add_argument("--clips", type=int, default=8, help="EmoDB clips compared (the first, sorted by name)")
+    p.add_argument("--wav-dir", default=str(EMODB_WAV))
+    p.add_argument("--json", default=None)
     p = sub.add_parser("table", help="the docs table: latency JSON + cv results")
     p.add_argument("latency", help="a JSON written by `latency`")
     p.add_argument("--ua", action="append", default=[], metavar="NAME=JSON[,JSON...]", help="cv_results of a model")
@@ -69,6 +80,10 @@ def main() -> None:
         models, encoders = dict(_pair(m) for m in args.model), dict(_pair(e) for e in args.encoder)
         results = latency(models, encoders, args.threads, args.repeats, args.wav_dir)
         print(format_latency(results))
+    elif args.command == "equivalence":
+        results = equivalence(args.encoder, args.layers, tuple(args.pooled), args.clips, args.wav_dir)
+        for k, row in results["by_layers"].items():
+            print(f"K={k}: pooled states {row['pooled']} max |pruned - full| = {row['max_abs_diff']:.2e}")
     elif args.command == "quantised":
         results = quantised(args.cv_dir, args.seeds)
         for precision in ("fp32", "int8"):
@@ -151,6 +166,38 @@ def encoder_latency(encoder: str, threads: list[int], repeats: int, clip: np.nda
         for k, seconds in times.items():
             out[k]["tower_ms"][str(n)] = _percentiles(seconds)
     return {"log_mel_ms": log_mel, "by_layers": out}
+
+
+def equivalence(encoder: str, layers: list[int], pooled: tuple[int, ...], clips: int, wav_dir) -> dict:
+    """The largest absolute difference between the full tower's and each pruned tower's pooled states (B, len, D)
+    over `clips` real clips, padded together as training pads them."""
+    from mmemo.builders import load_feature_extractor
+    from mmemo.config import ModelConfig
+    from mmemo.data.audio import load_audio
+    from mmemo.data.dataset import Collator
+    from mmemo.encoders import WhisperAudioEncoder, build_encoders
+
+    text = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+
+    def tower(k: int):
+        cfg = ModelConfig(audio_encoder=encoder, audio_layers=k, text_config=text)
+        return WhisperAudioEncoder(build_encoders(cfg, vocab_size=10)[1]).eval()
+
+    files = sorted(Path(wav_dir).glob("*.wav"))[:clips]
+    collator = Collator(None, load_feature_extractor(ModelConfig(audio_encoder=encoder)))
+    features = collator.pad_audio([load_audio(f, RATE) for f in files])
+    with torch.inference_mode():
+        full = tower(0).pooled(features["input_features"], features["attention_mask"], pooled)  # (B, len, D)
+        out = {"encoder": encoder, "clips": [f.name for f in files], "by_layers": {}}
+        for k in layers:
+            states = tower(k).pooled(features["input_features"], features["attention_mask"], pooled)
+            diff = float((states - full).abs().max())
+            out["by_layers"][str(k)] = {
+                "pooled": list(pooled),
+                "max_abs_diff": diff,
+                "full_max_abs": float(full.abs().max()),
+            }
+    return out
 
 
 def _pooled_call(tower, features: dict, k: int):

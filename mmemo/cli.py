@@ -282,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="time this model folder instead of a random one")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per workload (default 20)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["fp32", "int8", "onnx", "onnx_int8", "baseline"],
+        default=None,
+        help="what to time (default all; fp32 always): baseline, plain pipelines over 30 s windows, is the slow one",
+    )
     _add_json_options(p, "the results")
     p.set_defaults(func=cmd_bench_predict)
     p = bench_sub.add_parser(
@@ -804,7 +811,7 @@ def cmd_convert_ct2_whisper(args) -> None:
 
 
 def cmd_bench_predict(args) -> None:
-    from mmemo.bench.predict import bench_predict, format_results
+    from mmemo.bench.predict import VARIANTS, bench_predict, format_results
 
     with _tables(args):
         results = bench_predict(
@@ -813,6 +820,7 @@ def cmd_bench_predict(args) -> None:
             threads=args.threads,
             repeats=args.repeats,
             log=lambda line: print(line, file=sys.stderr),
+            variants=tuple(args.variants or VARIANTS),
         )
         what = args.model or f"random {args.size} model"
         print(format_results(results, f"mmemo bench predict: {what}, {args.threads} threads"))

@@ -172,6 +172,13 @@ def test_bench_predict_reports_every_variant(tmp_path, capsys):
     assert "| onnx_int8 |" in capsys.readouterr().out
 
 
+def test_bench_predict_times_only_the_variants_asked_for(tmp_path):
+    path = tmp_path / "bench.json"
+    args = ["bench", "predict", "--size", "tiny", "--threads", "1", "--repeats", "1", "--variants", "int8"]
+    assert main([*args, "-o", str(path)]) == 0
+    assert set(json.loads(path.read_text())) == {"fp32", "int8"}  # fp32 always: the speed-ups are over it
+
+
 # Whisper towers: a tiny random one built from a config, with the frames head and with the pooled head (the latter
 # also with the acoustic-statistics token, so one export covers both speaker references).
 WHISPER = {
