@@ -183,7 +183,9 @@ def row_logits(
     logits = {c: [] for c in CONDITIONS}
     ids = {c: [] for c in CONDITIONS}
     labels = {c: [] for c in CONDITIONS}
-    for chunk, results in predict_rows(recognizer, rows, batch_size=batch_size, workers=workers, progress=progress):
+    for chunk, results in predict_rows(
+        recognizer, rows, batch_size=batch_size, workers=workers, progress=progress, desc="evaluate"
+    ):
         for i, result in zip(chunk, results):
             row = rows[i]
             if isinstance(result, str):

@@ -90,6 +90,7 @@ def predict_rows(
     workers: int = 0,
     transcriber=None,
     progress: bool = False,
+    desc: str = "predict",
 ) -> Iterator[tuple[range, list]]:
     """Score rows chunk by chunk: the one row-scoring loop (see the module docstring for the plan).
 
@@ -107,6 +108,7 @@ def predict_rows(
         transcriber: a `mmemo.asr.Transcriber`: each chunk's rows with audio but no text are transcribed
             (`mmemo.asr.transcribe_missing`, in place) before they are scored.
         progress: a progress bar over rows on a terminal.
+        desc: the bar's label (the command that scores: predict, evaluate).
 
     Yields:
         (chunk, results): per row of the chunk, in input order, a `Prediction` or an error message (audio that
@@ -123,7 +125,7 @@ def predict_rows(
     loader = DataLoader(
         _Clips(rows, rate), batch_sampler=_Batches(rows, chunks, batch_size), collate_fn=list, num_workers=workers
     )
-    bar = tqdm(total=sum(map(len, chunks)), unit="row", desc="predict", disable=None if progress else True)
+    bar = tqdm(total=sum(map(len, chunks)), unit="row", desc=desc, disable=None if progress else True)
     k, results = 0, {}
     with bar:
         for batch in loader:  # batches arrive in plan order, and no batch spans two chunks

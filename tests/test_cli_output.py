@@ -98,7 +98,7 @@ def test_predict_details_table_has_a_column_per_modality(model, test_row, capsys
 def test_evaluate_shows_progress_on_a_terminal_only(model, synth_corpus):
     rc, shown, piped = _run(["evaluate", model, str(synth_corpus), "--batch-size", "4"], tty_stdout=False)
     assert rc == 0, shown
-    assert "evaluate:" in shown and "batch" in shown and "|" in piped  # the bar on stderr, the table on stdout
+    assert "evaluate:" in shown and "row" in shown and "|" in piped  # the bar on stderr, the table on stdout
     rc, shown, piped = _run(["evaluate", model, str(synth_corpus), "--batch-size", "4", "--quiet"], tty_stdout=False)
     assert rc == 0 and "evaluate:" not in shown and "| text+audio |" in piped
 
