@@ -87,6 +87,7 @@ def test_the_loss_mixes_gold_labels_with_the_teachers_probabilities_of_each_samp
         distillation.loss(student, {**batch, "ids": ["a", "b", "d"]}, keep_text, keep_audio, 0.0)
 
 
+@pytest.mark.slow
 def test_a_student_of_a_constant_teacher_learns_the_constant_in_every_condition(
     synth_corpus, tower, constant_teacher, tmp_path
 ):
@@ -150,6 +151,7 @@ def test_bad_distillation_settings_are_config_errors(synth_corpus, tower, consta
             config_from_dict(raw)
 
 
+@pytest.mark.slow
 def test_each_folds_student_distils_from_the_same_folds_teacher_on_the_same_split(
     synth_corpus, tower, tmp_path, capsys, monkeypatch
 ):
@@ -186,6 +188,7 @@ def test_each_folds_student_distils_from_the_same_folds_teacher_on_the_same_spli
     assert math.isfinite(results["mean"]["audio"]["ua"])
 
 
+@pytest.mark.slow
 def test_mmemo_distil_trains_an_ordinary_model_folder_that_names_its_teacher(
     synth_corpus, tower, constant_teacher, tmp_path, monkeypatch
 ):
