@@ -268,19 +268,28 @@ class EmotionRecognizer:
         Save it with `.save("me.json")` and pass it (or the path) as `predict(..., speaker_profile=...)`. Five or
         more clips of ordinary speech give a usable profile; the emotions in them do not need to be known.
         """
-        from mmemo.data.acoustic import functionals
-        from mmemo.data.speakers import SpeakerProfile
-
         self._check_acoustic("a speaker profile")
         clips = _as_list(audio)
         if not clips:
             raise DataError("enrol_speaker() needs at least one clip")
-        rate = self.config.sampling_rate
         waves = [self._waveform(a, sampling_rate, where=f"audio[{i}]") for i, a in enumerate(clips)]
-        features = np.stack([functionals(w, rate) for w in waves])
-        if self.model.audio_head != "pooled":
+        return self.profile_from(*self.enrolment_statistics(waves))
+
+    def enrolment_statistics(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """What a speaker profile is enrolled from, per clip (mono float32 at the model's rate): the functionals
+        (N, F) and, for a pooled-head model, the tower's pooled states (N, layers, D); None for other models."""
+        from mmemo.data.acoustic import functionals
+
+        features = np.stack([functionals(w, self.config.sampling_rate) for w in waves])
+        return features, self.pooled_states(waves) if self.model.audio_head == "pooled" else None
+
+    def profile_from(self, features: np.ndarray, pooled: np.ndarray | None):
+        """A `SpeakerProfile` from one speaker's `enrolment_statistics` (of any number of calls, concatenated)."""
+        from mmemo.data.speakers import SpeakerProfile
+
+        if pooled is None:
             return SpeakerProfile.enrol(features)
-        return SpeakerProfile.enrol(features, self.pooled_states(waves), self.pooled_key)
+        return SpeakerProfile.enrol(features, pooled, self.pooled_key)
 
     @functools.cached_property
     def pooled_key(self) -> str:

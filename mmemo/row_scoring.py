@@ -175,19 +175,16 @@ def _score_batch(recognizer: EmotionRecognizer, rows: list[dict], batch: list, p
 
 
 def speaker_profiles(recognizer: EmotionRecognizer, rows: list[dict]) -> list | None:
-    """Per row, its speaker's `SpeakerProfile` enrolled from `rows` as `enrol_speaker` enrols one (the functionals,
-    and a pooled head's tower states; None for a row without speaker or decodable audio); None when the model does
+    """Per row, its speaker's `SpeakerProfile` enrolled from `rows` as `enrol_speaker` enrols one
+    (`enrolment_statistics`, `profile_from`; None for a row without speaker or decodable audio); None when the model does
     not standardise per speaker or no row names one. Clips are decoded one at a time and only their statistics kept.
     """
     config = recognizer.config
     if config.acoustic_normalization != "speaker" or not recognizer.uses_profiles:
         return None
-    from mmemo.data.acoustic import functionals
     from mmemo.data.audio import load_audio
-    from mmemo.data.speakers import SpeakerProfile
 
-    pooled = recognizer.model.audio_head == "pooled"
-    rows_of, features_of, states_of = {}, {}, {}
+    rows_of, statistics_of = {}, {}
     for i, row in enumerate(rows):
         if row.get("speaker") and row["audio"]:
             try:
@@ -195,16 +192,13 @@ def speaker_profiles(recognizer: EmotionRecognizer, rows: list[dict]) -> list | 
             except DataError:
                 continue  # the row reports its error when it is scored
             rows_of.setdefault(row["speaker"], []).append(i)
-            features_of.setdefault(row["speaker"], []).append(functionals(audio, config.sampling_rate))
-            if pooled:
-                states_of.setdefault(row["speaker"], []).append(recognizer.pooled_states([audio])[0])
+            statistics_of.setdefault(row["speaker"], []).append(recognizer.enrolment_statistics([audio]))
     out = [None] * len(rows)
     for speaker, indices in rows_of.items():
-        features = np.stack(features_of[speaker])
-        if pooled:
-            profile = SpeakerProfile.enrol(features, np.stack(states_of[speaker]), recognizer.pooled_key)
-        else:
-            profile = SpeakerProfile.enrol(features)
+        features, pooled = zip(*statistics_of[speaker])
+        profile = recognizer.profile_from(
+            np.concatenate(features), None if pooled[0] is None else np.concatenate(pooled)
+        )
         for i in indices:
             out[i] = profile
     return out if rows_of else None
