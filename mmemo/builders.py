@@ -159,10 +159,13 @@ def make_loader(
     groups = shares = None
     if train and cfg.data.corpus_sampling != "natural":
         groups, shares = corpus_shares(rows, corpora_of(cfg.data), cfg.data.corpus_sampling)
+    # A frozen tower's pooled clip is one token: nothing to pad, so no length buckets. Sorted by duration, a batch
+    # would gather the long emotions (sad, bored) or the short ones (angry): EmoDB 0.928 against 0.934 audio-only UA.
+    durations = dataset.durations() if pooled is None else [0.0] * len(rows)  # all equal: the jitter shuffles
     sampler = BucketBatchSampler(
-        dataset.durations(),
+        durations,
         cfg.data.batch_size,
-        cfg.data.max_batch_seconds,
+        cfg.data.max_batch_seconds if pooled is None else 0.0,
         shuffle=train,
         seed=cfg.train.seed,
         rank=rank if train else 0,

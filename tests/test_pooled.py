@@ -136,6 +136,22 @@ def test_speaker_normalisation_reaches_the_pooled_states_without_the_acoustic_to
             assert torch.isfinite(batch["audio"]["pooled_reference"]).all()
 
 
+def test_pooled_training_batches_are_random_draws_not_length_buckets(synth_corpus, tower, tmp_path):
+    """A pooled clip is one token, so nothing pads: length buckets would only group the long emotions (sad,
+    bored) apart from the short ones (angry) and cost accuracy. The frames head still buckets."""
+    from mmemo.train import setup
+
+    def spread(head):
+        cfg = _config(synth_corpus, tmp_path / head, tower, cache_dir=tmp_path / "cache", audio_head=head)
+        loader = setup(cfg).loaders["train"]
+        seconds = np.array(loader.dataset.durations())
+        return np.mean([np.ptp(seconds[batch]) for batch in loader.batch_sampler.batches()]), np.ptp(seconds)
+
+    bucketed, whole = spread("frames")
+    drawn, _ = spread("pooled")
+    assert bucketed < 0.2 * whole < drawn
+
+
 @pytest.fixture(scope="module")
 def pooled_run(synth_corpus, tower, tmp_path_factory):
     root = tmp_path_factory.mktemp("pooled")
