@@ -33,9 +33,12 @@ def write_report(
     test: dict | None,
     calibration: dict,
     by_corpus: dict | None = None,
+    refit_of_epoch: int | None = None,
 ) -> None:
     """report.md, confusion_matrix.png and training_curves.png in the run folder; `by_corpus` ({split: {corpus:
-    scores}}, from `mmemo.evaluate.score_by_corpus`) adds a per-corpus table per split when several were pooled."""
+    scores}}, from `mmemo.evaluate.score_by_corpus`) adds a per-corpus table per split when several were pooled.
+    `refit_of_epoch`: this run is a refit (`train.refit`) of a first run whose best epoch that was; `valid` is then
+    the first run's (the refit trained on those rows)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,11 +47,16 @@ def write_report(
 
     final = test or valid
     split = "test" if test else "valid"
+    trained = f"best epoch {best_epoch} of {len(history)} (by validation UA, {CONDITION_NAMES[cfg.train.monitor]})"
+    if refit_of_epoch is not None:
+        trained = (
+            f"refit on train + valid for {len(history)} epochs, the last kept; the validation scores are the first "
+            f"run's (train only, best epoch {refit_of_epoch}), as the refit trained on those rows"
+        )
     lines = [
         f"# mmemo run: {out_dir.name}",
         "",
-        f"Data: `{data_name(cfg)}`; labels: {', '.join(labels)}; "
-        f"best epoch {best_epoch} of {len(history)} (by validation UA, {CONDITION_NAMES[cfg.train.monitor]}).",
+        f"Data: `{data_name(cfg)}`; labels: {', '.join(labels)}; {trained}.",
         "",
         format_table(valid, "## Validation"),
         "",
@@ -153,11 +161,17 @@ def print_epoch(epoch: int, loss: float, valid: dict, by_corpus: dict, monitor: 
 
 
 def save_results(
-    run: Run, state: TrainState, valid: dict, test: dict | None, calibration: dict, by_corpus: dict
+    run: Run,
+    state: TrainState,
+    valid: dict,
+    test: dict | None,
+    calibration: dict,
+    by_corpus: dict,
+    refit_of_epoch: int | None = None,
 ) -> None:
     """The end of a run on rank 0: the best model saved again with its card (config.json gains the temperature,
     README.md the final scores and calibration), the calibration and per-corpus lines on the terminal, and
-    report.md with its figures (`write_report`)."""
+    report.md with its figures (`write_report`; `refit_of_epoch` as there)."""
     final = "test" if test else "valid"
     card = ModelCard.from_loaders(
         run.loaders, data_name(run.cfg), test or valid, final, calibration, by_corpus.get(final)
@@ -175,4 +189,5 @@ def save_results(
         test,
         calibration,
         by_corpus,
+        refit_of_epoch,
     )

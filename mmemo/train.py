@@ -248,13 +248,15 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
         run.recognizer.temperature = calibration["temperature"]
     valid = score(valid_logits, num_labels)
     by_corpus = {"valid": score_by_corpus(valid_logits, run.loaders["valid"].dataset.rows, num_labels)}
+    if refit_of is not None:  # the refit trained on the valid rows: report the first run's scores on them
+        valid, by_corpus["valid"] = refit_of["valid"], refit_of["valid_by_corpus"]
     test = None
     if "test" in run.loaders:
         test_logits = collect_logits(run.model, run.loaders["test"], run.device)
         test = score(test_logits, num_labels)
         by_corpus["test"] = score_by_corpus(test_logits, run.loaders["test"].dataset.rows, num_labels)
     if run.main:
-        save_results(run, state, valid, test, calibration, by_corpus)
+        save_results(run, state, valid, test, calibration, by_corpus, refit_of and refit_of["best_epoch"])
     barrier(run.world_size)
     result = {
         "out_dir": run.out_dir,

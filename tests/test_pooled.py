@@ -230,6 +230,12 @@ def test_refit_trains_on_train_and_valid_for_the_best_epoch_count(synth_corpus, 
     refit = EmotionRecognizer.from_pretrained(tmp_path / "run" / "refit" / "model").model.state_dict()
     final = EmotionRecognizer.from_pretrained(result["model_dir"]).model.state_dict()
     assert all(torch.equal(refit[k], final[k]) for k in refit)
+    # the run folder's report describes the model it holds: the refit's test scores, the first run's validation ones
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"refit on train + valid for {epochs} epochs" in report
+    for split in ("test", "valid"):
+        audio = result[split]["audio"]
+        assert f"| audio-only | {audio['n']} | {audio['wa']:.3f} | {audio['ua']:.3f} |" in report, split
     # the refit trained on train + valid: the pooled statistics are theirs
     splits = load_splits(cfg)
     fresh = build_recognizer(cfg.model, splits, torch.device("cpu"))

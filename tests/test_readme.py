@@ -105,7 +105,7 @@ OVERRIDES = {
     r"^mmemo (train|cv|ablate) \S*quickstart\b": _flatten("model", TINY_MODEL),
     r"^mmemo (train|cv|ablate) \S*emodb_cv\b": [*_flatten("model", TINY_WHISPER), "data.max_audio_seconds=2.0"],
     # the pretrained recipe on one layer of its tower: the tower's pass over EmoDB is the slow part, cached per layer set
-    r"^mmemo (train|cv) \S*whisper_base\b": ["model.audio_layers=1", "model.pooled_layers=[1]"],
+    r"^mmemo (train|cv) \S*whisper_base(_speaker)?\b": ["model.audio_layers=1", "model.pooled_layers=[1]"],
     r"^mmemo (cv|ablate)\b": ["--seeds", "0"],
     r"^mmemo cv\b(?!.*--folds)": ["--folds", "3"],  # the fewest speaker groups cv accepts
     # functionals computed once and kept where configs/emodb_cv.yaml keeps them (decoding EmoDB costs ~40 s)
