@@ -76,16 +76,21 @@ def probe(x: np.ndarray, labels, speakers, folds, norm: str) -> float:
     uas = []
     for fold in sorted(set(folds)):
         test = folds == fold
-        if norm == "speaker":
-            z = np.empty_like(x)
-            for speaker in set(speakers):
-                own = speakers == speaker
-                z[own] = (x[own] - x[own].mean(0)) / (x[own].std(0) + 1e-3)
-        else:
-            z = (x - x[~test].mean(0)) / (x[~test].std(0) + 1e-3)
+        z = standardised(x, speakers, test, norm)
         clf = LogisticRegression(max_iter=3000).fit(z[~test], labels[~test])
         uas.append(recall_score(labels[test], clf.predict(z[test]), average="macro"))
     return float(np.mean(uas))
+
+
+def standardised(x: np.ndarray, speakers: np.ndarray, test: np.ndarray, norm: str) -> np.ndarray:
+    """Every dimension z-scored by each speaker's own clips ("speaker") or by the training clips' ("global")."""
+    if norm == "global":
+        return (x - x[~test].mean(0)) / (x[~test].std(0) + 1e-3)
+    z = np.empty_like(x)
+    for speaker in set(speakers):
+        own = speakers == speaker
+        z[own] = (x[own] - x[own].mean(0)) / (x[own].std(0) + 1e-3)
+    return z
 
 
 if __name__ == "__main__":
