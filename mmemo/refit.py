@@ -26,8 +26,9 @@ def refit_config(cfg: Config, epochs: int) -> Config:
 
 def adopt_refit(first: dict, refit: dict, main: bool, epochs: int) -> dict:
     """The run's result once its refit has trained: rank 0 (`main`) copies the refit's model over the first run's
-    `model_dir`, and its report.md and confusion matrix (the first run's training curves stay); the result has the refit's test scores and the first run's folder, best epoch and validation scores
-    (the refit trained on the valid rows).
+    `model_dir`, and its report.md and confusion matrix (the first run's training curves stay); the result has the
+    refit's test scores and the first run's folder, best epoch and validation scores (the refit trained on the valid
+    rows).
 
     Args:
         first: the first run's result (`mmemo.train.train`).

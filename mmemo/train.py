@@ -256,7 +256,8 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
         test = score(test_logits, num_labels)
         by_corpus["test"] = score_by_corpus(test_logits, run.loaders["test"].dataset.rows, num_labels)
     if run.main:
-        save_results(run, state, valid, test, calibration, by_corpus, refit_of and refit_of["best_epoch"])
+        first_best = refit_of["best_epoch"] if refit_of else None
+        save_results(run, state, valid, test, calibration, by_corpus, first_best)
     barrier(run.world_size)
     result = {
         "out_dir": run.out_dir,
