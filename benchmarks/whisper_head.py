@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from emodb_args import emodb_parser, root_and_overrides
 from sklearn.metrics import recall_score
-from whisper_probe import standardised
+from whisper_probe import ALL_LAYERS, standardised
 
 from mmemo.builders import build_recognizer, pooled_tables
 from mmemo.config import load_config
@@ -64,7 +64,7 @@ def main() -> None:
         rows = prepare("emodb", root, output=manifest, overwrite=True)
         cfg = load_config(
             "whisper_base",
-            [f"data.manifest={manifest}", f"model.audio_encoder={args.model}", "model.pooled_layers=[]", *overrides],
+            [f"data.manifest={manifest}", f"model.audio_encoder={args.model}", *ALL_LAYERS, *overrides],
         )
         recognizer = build_recognizer(cfg.model, {"train": rows}, torch.device("cpu"))
         states = pooled_tables(recognizer, {"all": rows}, cfg, None, set_statistics=False)["all"][0]
@@ -119,6 +119,7 @@ def build_head(cfg, overrides: list[str], variant: dict, seed: int, rows: list[d
     """The recipe's `EmotionModel` with the variant's settings; inputs arrive standardised (statistics 0 and 1)."""
     settings = [
         f"model.audio_encoder={cfg.model.audio_encoder}",
+        "model.audio_layers=0",
         f"model.pooled_layers={variant['layers']}",
         f"model.acoustic_features={variant['token']}",
         f"model.dropout={variant['dropout']}",

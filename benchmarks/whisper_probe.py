@@ -27,6 +27,7 @@ from mmemo.config import load_config
 from mmemo.data.corpora import prepare
 
 SETS = {"2-4": [2, 3, 4], "1-5": [1, 2, 3, 4, 5], "all": None}
+ALL_LAYERS = ("model.audio_layers=0", "model.pooled_layers=[]")  # the whole tower (the recipe prunes it), every state
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
         rows = prepare("emodb", root, output=manifest, overwrite=True)
         cfg = load_config(
             "whisper_base",
-            [f"data.manifest={manifest}", f"model.audio_encoder={args.model}", "model.pooled_layers=[]", *overrides],
+            [f"data.manifest={manifest}", f"model.audio_encoder={args.model}", *ALL_LAYERS, *overrides],
         )
         start = time.time()
         recognizer = build_recognizer(cfg.model, {"train": rows}, torch.device("cpu"))
