@@ -240,16 +240,15 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
     # Every rank holds the whole validation split, so all fit the same temperature. One pass gives the logits for
     # both calibration and the validation scores (the temperature changes no argmax).
     num_labels = len(run.recognizer.labels)
-    valid_logits = collect_logits(run.model, run.loaders["valid"], run.device)
     if refit_of is None:
+        valid_logits = collect_logits(run.model, run.loaders["valid"], run.device)
         calibration = calibrate(run.recognizer, valid_logits["both"].logits, valid_logits["both"].labels)
-    else:
+        valid = score(valid_logits, num_labels)
+        by_corpus = {"valid": score_by_corpus(valid_logits, run.loaders["valid"].dataset.rows, num_labels)}
+    else:  # the refit trained on the valid rows: the first run's temperature and scores on them stand
         calibration = refit_of["calibration"]
         run.recognizer.temperature = calibration["temperature"]
-    valid = score(valid_logits, num_labels)
-    by_corpus = {"valid": score_by_corpus(valid_logits, run.loaders["valid"].dataset.rows, num_labels)}
-    if refit_of is not None:  # the refit trained on the valid rows: report the first run's scores on them
-        valid, by_corpus["valid"] = refit_of["valid"], refit_of["valid_by_corpus"]
+        valid, by_corpus = refit_of["valid"], {"valid": refit_of["valid_by_corpus"]}
     test = None
     if "test" in run.loaders:
         test_logits = collect_logits(run.model, run.loaders["test"], run.device)
