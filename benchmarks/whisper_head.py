@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,12 +22,11 @@ import numpy as np
 import torch
 from emodb_args import emodb_parser, root_and_overrides
 from sklearn.metrics import recall_score
-from whisper_probe import ALL_LAYERS, standardised
+from whisper_probe import standardised, tower_states
 
-from mmemo.builders import build_recognizer, pooled_tables
+from mmemo.builders import build_recognizer
 from mmemo.config import load_config
 from mmemo.data.cache import AudioCache
-from mmemo.data.corpora import prepare
 from mmemo.data.dataset import clip_seconds
 
 RECIPE = {"layers": [2, 3, 4], "norm": "global", "token": False, "dropout": 0.1, "epochs": 20, "buckets": False}
@@ -59,15 +57,7 @@ def main() -> None:
     root, overrides = root_and_overrides(parser, args)
     torch.set_num_threads(1)
     variants = {n: v for n, v in VARIANTS.items() if not args.only or any(w in n for w in args.only)}
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = Path(tmp) / "emodb.jsonl"
-        rows = prepare("emodb", root, output=manifest, overwrite=True)
-        cfg = load_config(
-            "whisper_base",
-            [f"data.manifest={manifest}", f"model.audio_encoder={args.model}", *ALL_LAYERS, *overrides],
-        )
-        recognizer = build_recognizer(cfg.model, {"train": rows}, torch.device("cpu"))
-        states = pooled_tables(recognizer, {"all": rows}, cfg, None, set_statistics=False)["all"][0]
+    rows, cfg, states, _ = tower_states(root, args.model, overrides)
     cache = AudioCache(cfg.data.cache_dir, cfg.model.sampling_rate)
     corpus = {
         "states": states,

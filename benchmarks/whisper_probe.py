@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
 
 from mmemo.builders import build_recognizer, pooled_tables
-from mmemo.config import load_config
+from mmemo.config import Config, load_config
 from mmemo.data.corpora import prepare
 
 SETS = {"2-4": [2, 3, 4], "1-5": [1, 2, 3, 4, 5], "all": None}
@@ -36,17 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     root, overrides = root_and_overrides(parser, args)
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = Path(tmp) / "emodb.jsonl"
-        rows = prepare("emodb", root, output=manifest, overwrite=True)
-        cfg = load_config(
-            "whisper_base",
-            [f"data.manifest={manifest}", f"model.audio_encoder={args.model}", *ALL_LAYERS, *overrides],
-        )
-        start = time.time()
-        recognizer = build_recognizer(cfg.model, {"train": rows}, torch.device("cpu"))
-        states = pooled_tables(recognizer, {"all": rows}, cfg, None, set_statistics=False)["all"][0]
-        seconds = time.time() - start
+    rows, _, states, seconds = tower_states(root, args.model, overrides)
     labels = np.array([r["label"] for r in rows])
     speakers = np.array([r["speaker"] for r in rows])
     folds = np.array([r["fold"] for r in rows])
@@ -69,6 +59,21 @@ def main() -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"model": args.model, "ua": table, "seconds": seconds}, indent=2) + "\n")
+
+
+def tower_states(root: str, model: str, overrides: list[str]) -> tuple[list[dict], Config, np.ndarray, float]:
+    """EmoDB's rows (the importer's folds), the `whisper_base` config they were read with, every hidden state of the
+    whole tower mean-pooled per clip (N, layers, D; through the recipe's cache), and the seconds those states took."""
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "emodb.jsonl"
+        rows = prepare("emodb", root, output=manifest, overwrite=True)
+        cfg = load_config(
+            "whisper_base", [f"data.manifest={manifest}", f"model.audio_encoder={model}", *ALL_LAYERS, *overrides]
+        )
+        start = time.time()
+        recognizer = build_recognizer(cfg.model, {"train": rows}, torch.device("cpu"))
+        states = pooled_tables(recognizer, {"all": rows}, cfg, None, set_statistics=False)["all"][0]
+        return rows, cfg, states, time.time() - start
 
 
 def probe(x: np.ndarray, labels, speakers, folds, norm: str) -> float:
