@@ -53,7 +53,12 @@ class TrainState:
 
 
 def save_state(run: Run, state: TrainState) -> None:
-    """Checkpoint a training run at `state.step` under `run.out_dir/checkpoints` (rank 0 writes, every rank waits)."""
+    """Checkpoint a training run at `state.step` under `run.out_dir/checkpoints` (rank 0 writes, every rank waits).
+
+    A refit writes none: a killed refit starts again from its beginning, so they would never be read.
+    """
+    if run.refit:
+        return
     if run.main:
         save_checkpoint(
             run.out_dir / "checkpoints",

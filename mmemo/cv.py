@@ -20,7 +20,8 @@ one run folder per seed:
       fold-1/manifest.jsonl   the input rows with `split` rewritten for this fold (absolute audio paths)
       fold-1/<corpus>.jsonl   with data.manifests: each corpus's own rows (labels as in its manifest), split
                               rewritten; the fold's run lists them in data.manifests with the same label maps
-      fold-1/seed-0/          a normal `train` run folder (config, metrics, model, report)
+      fold-1/seed-0/          a `train` run folder (config, metrics, model, report), its checkpoints removed once
+                              it has finished: a cv run is never resumed
 
 With several corpora each run also records its test scores per corpus, and the results their mean ± std over
 runs (`corpus_means`, `corpus_std`; `format_corpus_table` prints them).
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +280,9 @@ def cross_validate(
                 train=dataclasses.replace(cfg.train, seed=seed, output_dir=str(run_dir), teacher=run_teacher),
             )
             result = train(run_cfg)
+            # a cv run is never resumed: its model and reports stay, its training state (a second copy of the
+            # weights, with the optimizer's) goes
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             run = {
                 "fold": fold,
                 "seed": seed,

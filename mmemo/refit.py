@@ -25,10 +25,10 @@ def refit_config(cfg: Config, epochs: int) -> Config:
 
 
 def adopt_refit(first: dict, refit: dict, main: bool, epochs: int) -> dict:
-    """The run's result once its refit has trained: rank 0 (`main`) copies the refit's model over the first run's
-    `model_dir`, and its report.md and confusion matrix (the first run's training curves stay); the result has the
-    refit's test scores and the first run's folder, best epoch and validation scores (the refit trained on the valid
-    rows).
+    """The run's result once its refit has trained: rank 0 (`main`) moves the refit's model over the first run's
+    `model_dir` (one copy of the weights on disk, not two) and copies its report.md and confusion matrix (the first
+    run's training curves stay); the result has the refit's test scores and the first run's folder, best epoch and
+    validation scores (the refit trained on the valid rows).
 
     Args:
         first: the first run's result (`mmemo.train.train`).
@@ -38,7 +38,9 @@ def adopt_refit(first: dict, refit: dict, main: bool, epochs: int) -> dict:
     """
     if main:
         with atomic_folder(first["model_dir"]) as tmp:
-            shutil.copytree(refit["model_dir"], tmp, dirs_exist_ok=True)
+            for item in Path(refit["model_dir"]).iterdir():
+                item.rename(tmp / item.name)
+        Path(refit["model_dir"]).rmdir()
         for name in ("report.md", "confusion_matrix.png"):  # the run folder describes the model it holds
             shutil.copy2(Path(refit["out_dir"]) / name, Path(first["out_dir"]) / name)
     keep = ("out_dir", "model_dir", "best_epoch", "valid", "valid_by_corpus")

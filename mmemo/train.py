@@ -304,7 +304,7 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
         print_epoch(state.epoch + 1, train_loss, valid, by_corpus, cfg.train.monitor, improved)
     if improved:
         state.best_ua, state.best_epoch, state.stale = monitored, state.epoch + 1, 0
-        if run.main:
+        if run.main and (not run.refit or state.epoch + 1 == cfg.train.epochs):  # a refit writes its last epoch only
             run.recognizer.save_pretrained(
                 run.out_dir / "model", card=ModelCard.from_loaders(run.loaders, data_name(run.cfg))
             )

@@ -161,7 +161,9 @@ def test_cv_end_to_end(cv_run, capsys):
         assert not speakers["valid"] & speakers["train"]
         assert sorted(speakers["test"]) == run["test_speakers"] and run["shared_speakers"] == []
         assert run["n"]["test"] == run["test"]["both"]["n"] == sum(r["split"] == "test" for r in rows)
-        assert (out / f"fold-{run['fold']}" / "seed-0" / "model" / "config.json").is_file()
+        run_dir = out / f"fold-{run['fold']}" / "seed-0"
+        assert (run_dir / "model" / "config.json").is_file()
+        assert not (run_dir / "checkpoints").exists()  # a cv run is never resumed: one copy of its weights stays
         all_speakers |= speakers["test"]
         total += run["n"]["test"]
     assert len(all_speakers) == 9 and total == 96  # every row is tested exactly once
