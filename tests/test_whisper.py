@@ -135,3 +135,36 @@ def test_train_save_load_predict_with_the_whisper_tower(synth_corpus, tmp_path):
     one = rec.predict(audio=wave, sampling_rate=16000)
     batch = rec.predict(audio=[wave, wave[:9000]], sampling_rate=16000)
     assert one.label in rec.labels and batch[0].probabilities == pytest.approx(one.probabilities, abs=1e-5)
+
+
+def test_the_front_end_convolutions_as_linear_layers_give_the_same_states():
+    model, _ = _model()
+    rng = np.random.default_rng(3)
+    batch = _features([rng.normal(0, 0.1, n).astype(np.float32) for n in (16000, 40000, 40160)])
+    with torch.no_grad():
+        before, mask = model.audio_encoder.hidden_states(batch["input_features"], batch["attention_mask"])
+        model.audio_encoder.convolutions_as_linear()
+        after, mask_after = model.audio_encoder.hidden_states(batch["input_features"], batch["attention_mask"])
+    assert not any(isinstance(m, torch.nn.Conv1d) for m in model.audio_encoder.modules())
+    assert torch.equal(mask, mask_after)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+
+
+def test_int8_quantizes_the_whisper_front_end_too(synth_corpus, tmp_path):
+    """quantize() reaches Whisper's two convolutions (as linear layers over their windows): no fp32 convolution or
+    linear layer is left in the tower, and the predictions stay close to fp32."""
+    from conftest import tiny_config_dict
+
+    from mmemo.config import config_from_dict
+    from mmemo.inference import EmotionRecognizer
+    from mmemo.train import train
+
+    cfg = tiny_config_dict(synth_corpus, tmp_path / "run", epochs=1)
+    cfg["model"]["audio_config"] = dict(WHISPER)
+    model_dir = train(config_from_dict(cfg))["model_dir"]
+    fp32, int8 = EmotionRecognizer.from_pretrained(model_dir), EmotionRecognizer.from_pretrained(model_dir, int8=True)
+    tower = int8.model.audio_encoder
+    assert not any(type(m) in (torch.nn.Conv1d, torch.nn.Linear) for m in tower.modules())
+    waves = [np.random.default_rng(seed).normal(0, 0.1, 32000).astype(np.float32) for seed in range(4)]
+    for a, b in zip(fp32.predict(audio=waves, sampling_rate=16000), int8.predict(audio=waves, sampling_rate=16000)):
+        assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < 0.05
