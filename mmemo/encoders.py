@@ -2,8 +2,8 @@
 a Whisper-family audio encoder on log-mel features, plus the builders that load or rebuild their models.
 
 The wrappers own their internals, so the training loop, export and reports never reach into a Hugging Face
-model: every wrapper answers `hf_config`, `num_layers`, `layer_of(name)`, `gradient_checkpointing(on)` and
-`disable_masking()` (the `EncoderWrapper` base), besides `lock` (freezing) and `forward`, which returns states
+model: every wrapper answers `hf_config`, `num_layers`, `layer_of(name)`, `gradient_checkpointing(on)`,
+`disable_masking()` and `convolutions_as_linear()` (the `EncoderWrapper` base), besides `lock` (freezing) and `forward`, which returns states
 (B, T, D_tower) and their mask (B, T).
 """
 
@@ -82,6 +82,10 @@ class EncoderWrapper(nn.Module):
 
     def disable_masking(self) -> None:
         """Turn off training-time input masking (the towers here have none unless they override this)."""
+
+    def convolutions_as_linear(self) -> None:
+        """Run convolutions as linear layers over their input windows (`WindowLinear`) before int8 quantisation,
+        which reaches `nn.Linear` only; the towers here keep theirs unless they override this."""
 
     def pooled(self, inputs: torch.Tensor, attention_mask: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
         """Each of hidden states `layers` (0: the input embeddings) mean-pooled over a clip's frames: (B, len, D).
@@ -258,21 +262,28 @@ class WhisperAudioEncoder(EncoderWrapper):
         return self.mixed(input_features, attention_mask)
 
     def convolutions_as_linear(self) -> None:
-        """Run the two front-end convolutions as linear layers over their input windows (`WindowLinear`), so that
-        int8 quantisation, which reaches `nn.Linear` only, covers them too: on a 5 s clip they are a third of a
-        layer's work and, left in fp32, a quarter of a 2-layer tower's int8 time (docs/compression.md)."""
-        self.model.conv1 = WindowLinear(self.model.conv1)
-        self.model.conv2 = WindowLinear(self.model.conv2)
+        """The two front-end convolutions as `WindowLinear`s, so that int8 covers them: on a 5 s clip they do a
+        third of a layer's multiplications, and in fp32 they took a sixth of a 2-layer tower's int8 predict
+        (docs/compression.md). Converted convolutions stay as they are."""
+        for name in ("conv1", "conv2"):
+            conv = getattr(self.model, name)
+            if isinstance(conv, nn.Conv1d):
+                setattr(self.model, name, WindowLinear(conv))
 
 
 class WindowLinear(nn.Module):
     """A `nn.Conv1d` (no groups or dilation) computed as one `nn.Linear` over its input windows: the same outputs
-    (B, C_out, T_out), from a layer that int8 quantisation reaches."""
+    (B, C_out, T_out), from a layer that int8 quantisation reaches.
+
+    Raises:
+        ValueError: `conv` has groups, dilation, string padding or a padding mode other than zeros.
+    """
 
     def __init__(self, conv: nn.Conv1d):
         super().__init__()
-        if conv.groups != 1 or conv.dilation != (1,) or not isinstance(conv.padding, tuple):
-            raise ValueError(f"WindowLinear takes a plain Conv1d (no groups, dilation or string padding), got {conv}")
+        plain = conv.groups == 1 and conv.dilation == (1,) and conv.padding_mode == "zeros"
+        if not plain or not isinstance(conv.padding, tuple):
+            raise ValueError(f"WindowLinear takes a plain Conv1d (no groups or dilation, zero padding), got {conv}")
         (self.kernel,), (self.stride,), (self.padding,) = conv.kernel_size, conv.stride, conv.padding
         self.linear = nn.Linear(conv.in_channels * self.kernel, conv.out_channels, bias=conv.bias is not None)
         with torch.no_grad():

@@ -31,7 +31,7 @@ from mmemo.config import ModelConfig
 from mmemo.data.audio import load_audio, prepare_waveform
 from mmemo.data.dataset import Collator, move_batch
 from mmemo.device import resolve_device
-from mmemo.encoders import WhisperAudioEncoder, encoders_from_configs
+from mmemo.encoders import encoders_from_configs
 from mmemo.errors import DataError, MmemoError
 from mmemo.model import EmotionModel
 from mmemo.model_card import ModelCard, describe_encoder
@@ -184,9 +184,7 @@ class EmotionRecognizer:
         if self.device.type != "cpu":
             raise MmemoError(f"int8 quantization runs on the CPU only; the model is on {self.device}")
         if not self.quantized:
-            tower = self.model.audio_encoder
-            if isinstance(tower, WhisperAudioEncoder):
-                tower.convolutions_as_linear()
+            self.model.audio_encoder.convolutions_as_linear()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated but still the simplest path
                 self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -9,10 +9,12 @@ and test scores in the first run's place.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from pathlib import Path
 
 from mmemo.config import Config
+from mmemo.errors import ModelLoadError
 from mmemo.io import atomic_folder
 
 
@@ -22,6 +24,22 @@ def refit_config(cfg: Config, epochs: int) -> Config:
     refit_cfg.train.output_dir = str(Path(cfg.train.output_dir) / "refit")
     refit_cfg.train.epochs, refit_cfg.train.patience, refit_cfg.train.overwrite = epochs, 0, True
     return refit_cfg
+
+
+def check_resumable(out_dir: str | os.PathLike) -> None:
+    """Refuse to resume a run whose refit has finished: its model/ is then the refit's, trained on the valid rows,
+    and the first run's best model, which resuming would build on, is gone (a run killed during its refit resumes:
+    its refit starts again).
+
+    Raises:
+        ModelLoadError: `<out_dir>/refit/report.md` exists.
+    """
+    if (Path(out_dir) / "refit" / "report.md").is_file():
+        raise ModelLoadError(
+            f"{out_dir} finished its refit: model/ holds the refit's model (trained on train + valid), not the first "
+            "run's best epoch, so the run cannot be resumed or extended; start a new run (another "
+            "train.output_dir) with the train.epochs you want"
+        )
 
 
 def adopt_refit(first: dict, refit: dict, main: bool, epochs: int) -> dict:
@@ -38,9 +56,7 @@ def adopt_refit(first: dict, refit: dict, main: bool, epochs: int) -> dict:
     """
     if main:
         with atomic_folder(first["model_dir"]) as tmp:
-            for item in Path(refit["model_dir"]).iterdir():
-                item.rename(tmp / item.name)
-        Path(refit["model_dir"]).rmdir()
+            os.replace(refit["model_dir"], tmp)  # a folder's rename onto an empty one: all or nothing
         for name in ("report.md", "confusion_matrix.png"):  # the run folder describes the model it holds
             shutil.copy2(Path(refit["out_dir"]) / name, Path(first["out_dir"]) / name)
     keep = ("out_dir", "model_dir", "best_epoch", "valid", "valid_by_corpus")

@@ -55,7 +55,7 @@ from mmemo.modality_dropout import as_views, build_strategy
 from mmemo.model import EmotionModel, cross_entropy
 from mmemo.model_card import ModelCard
 from mmemo.progress import progress_bar
-from mmemo.refit import adopt_refit, refit_config
+from mmemo.refit import adopt_refit, check_resumable, refit_config
 from mmemo.report import print_epoch, print_header, save_results, save_run_config
 
 
@@ -203,7 +203,7 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
         resume: continue the run in `cfg.train.output_dir` from its latest checkpoint. A larger
             `train.epochs` extends the run: the LR schedule is rebuilt for the new total and continues from the
             resumed step; config.yaml is rewritten (the original kept as config.original.yaml). A killed refit
-            starts again from its beginning.
+            starts again from its beginning; a run whose refit has finished is not resumed (`check_resumable`).
         refit_of: the first run's result when this is its refit (train + valid, the last epoch kept, the first
             run's calibration temperature: the valid rows were trained on).
 
@@ -212,6 +212,8 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
         skipped, "calibration": temperature and ECE, "refit_epochs": epochs of the refit or None}; scores map
         condition ("both", "text", "audio") → metrics.
     """
+    if resume:
+        check_resumable(cfg.train.output_dir)
     run = setup(cfg, resume=resume, refit=refit_of is not None)
     model_dir = run.out_dir / "model"
     log_path = run.out_dir / "metrics.jsonl"
@@ -234,9 +236,10 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
         train_loss = train_epoch(run, state)
         end_epoch(run, state, train_loss, time.time() - start)
 
-    barrier(run.world_size)  # rank 0 has written the best model
-    best = EmotionRecognizer.from_pretrained(model_dir, device=run.device)
-    run.model.load_state_dict(best.model.state_dict())
+    if refit_of is None:  # back to the best epoch, which rank 0 has written
+        barrier(run.world_size)
+        best = EmotionRecognizer.from_pretrained(model_dir, device=run.device)
+        run.model.load_state_dict(best.model.state_dict())
     # Every rank holds the whole validation split, so all fit the same temperature. One pass gives the logits for
     # both calibration and the validation scores (the temperature changes no argmax).
     num_labels = len(run.recognizer.labels)
@@ -275,7 +278,8 @@ def train(cfg: Config, resume: bool = False, refit_of: dict | None = None) -> di
         refit_cfg = refit_config(cfg, epochs)
         if run.main:
             tqdm.write(f"refit: training on train + valid for {epochs} epochs in {refit_cfg.train.output_dir}")
-        return adopt_refit(result, train(refit_cfg, refit_of=result), run.main, epochs)
+        result = adopt_refit(result, train(refit_cfg, refit_of=result), run.main, epochs)
+        barrier(run.world_size)  # rank 0 has moved the refit's model into model/
     return result
 
 
@@ -304,7 +308,7 @@ def end_epoch(run: Run, state: TrainState, train_loss: float, seconds: float) ->
         print_epoch(state.epoch + 1, train_loss, valid, by_corpus, cfg.train.monitor, improved)
     if improved:
         state.best_ua, state.best_epoch, state.stale = monitored, state.epoch + 1, 0
-        if run.main and (not run.refit or state.epoch + 1 == cfg.train.epochs):  # a refit writes its last epoch only
+        if run.main and not run.refit:  # a refit keeps its last epoch, which it holds: save_results writes it
             run.recognizer.save_pretrained(
                 run.out_dir / "model", card=ModelCard.from_loaders(run.loaders, data_name(run.cfg))
             )

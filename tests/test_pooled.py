@@ -2,6 +2,7 @@
 head trained on it, speaker profiles with pooled statistics, refit on train + valid."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,7 +220,7 @@ def test_a_speaker_profile_carries_the_pooled_statistics_and_must_fit_the_tower(
 
 
 @pytest.mark.slow
-def test_refit_trains_on_train_and_valid_for_the_best_epoch_count(synth_corpus, tower, tmp_path):
+def test_refit_trains_on_train_and_valid_for_the_best_epoch_count(synth_corpus, tower, tmp_path, monkeypatch):
     cfg = _config(synth_corpus, tmp_path / "run", tower, cache_dir=tmp_path / "cache")
     cfg.train.refit = True
     result = train(cfg)
@@ -229,9 +230,10 @@ def test_refit_trains_on_train_and_valid_for_the_best_epoch_count(synth_corpus, 
     assert len(log) == epochs
     final = EmotionRecognizer.from_pretrained(result["model_dir"]).model.state_dict()
     # one copy of the weights: the refit's model moved into the run's model/, and no checkpoints of the refit (a
-    # killed refit starts again); the first run keeps its checkpoint (`--resume` with more epochs extends it)
-    assert sorted(p.name for p in (tmp_path / "run" / "refit").iterdir() if p.is_dir()) == []
-    assert (tmp_path / "run" / "checkpoints" / "latest").is_file()
+    # killed refit starts again); model/ is no longer the first run's best, so the run cannot be resumed
+    assert not any(p.is_dir() for p in (tmp_path / "run" / "refit").iterdir())
+    with pytest.raises(ModelLoadError, match="finished its refit: model/ holds the refit's model"):
+        train(cfg, resume=True)
     # the run folder's report describes the model it holds: the refit's test scores, the first run's validation ones
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"refit on train + valid for {epochs} epochs" in report
@@ -243,9 +245,19 @@ def test_refit_trains_on_train_and_valid_for_the_best_epoch_count(synth_corpus, 
     fresh = build_recognizer(cfg.model, splits, torch.device("cpu"))
     pooled_tables(fresh, {"train": splits["train"] + splits["valid"]}, cfg, None)
     torch.testing.assert_close(final["pooled_mean"], fresh.model.pooled_mean)
-    # train.refit_epochs sets the refit's length, whatever the best epoch was
+    # train.refit_epochs sets the refit's length, whatever the best epoch was; the refit saves its last epoch only
     cfg.train.refit_epochs, cfg.train.output_dir = epochs + 2, str(tmp_path / "fixed")
+    saved, save = [], EmotionRecognizer.save_pretrained
+
+    def recorded(rec, path, **kwargs):
+        saved.append(Path(path))
+        return save(rec, path, **kwargs)
+
+    monkeypatch.setattr(EmotionRecognizer, "save_pretrained", recorded)
     assert train(cfg)["refit_epochs"] == epochs + 2
+    assert [p for p in saved if Path(p).is_relative_to(tmp_path / "fixed" / "refit")] == [
+        tmp_path / "fixed" / "refit" / "model"
+    ]
     assert len((tmp_path / "fixed" / "refit" / "metrics.jsonl").read_text().splitlines()) == epochs + 2
 
 

@@ -150,6 +150,7 @@ def test_the_front_end_convolutions_as_linear_layers_give_the_same_states():
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_int8_quantizes_the_whisper_front_end_too(synth_corpus, tmp_path):
     """quantize() reaches Whisper's two convolutions (as linear layers over their windows): no fp32 convolution or
     linear layer is left in the tower, and the predictions stay close to fp32."""
@@ -163,6 +164,7 @@ def test_int8_quantizes_the_whisper_front_end_too(synth_corpus, tmp_path):
     cfg["model"]["audio_config"] = dict(WHISPER)
     model_dir = train(config_from_dict(cfg))["model_dir"]
     fp32, int8 = EmotionRecognizer.from_pretrained(model_dir), EmotionRecognizer.from_pretrained(model_dir, int8=True)
+    fp32.temperature = int8.temperature = 1.0  # a 1-epoch model's calibration flattens every probability
     tower = int8.model.audio_encoder
     assert not any(type(m) in (torch.nn.Conv1d, torch.nn.Linear) for m in tower.modules())
     waves = [np.random.default_rng(seed).normal(0, 0.1, 32000).astype(np.float32) for seed in range(4)]
