@@ -11,6 +11,10 @@ pooled forward separately.
 (hidden states 0..K are the same computation pruned or not), so pruned depths that still reach every pooled layer
 need no cross-validation of their own.
 
+`int8` times one model folder as fp32 and under each choice of `EmotionRecognizer.quantize` (weights per tensor or
+per channel, a Whisper tower's convolutions fp32 or int8); `quantised` scores a cv folder's fold models fp32 and
+int8 (the same choices as flags).
+
 `table` joins those timings with `mmemo cv` results (the test UA of each fold and seed): mean over folds, ± the
 std over seeds' fold means, as docs/real_speech.md reports.
 
@@ -74,6 +78,13 @@ def main() -> None:
     p = sub.add_parser("quantised", help="a cv folder's fold models scored fp32 and int8 (mmemo evaluate's way)")
     p.add_argument("cv_dir")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--per-tensor", action="store_true", help="int8 scales per weight, not per output channel")
+    p.add_argument("--fp32-convolutions", action="store_true", help="keep a Whisper tower's convolutions fp32")
+    p.add_argument("--json", default=None)
+    p = sub.add_parser("int8", help="one model folder's latency as fp32 and under each int8 choice, one thread")
+    p.add_argument("model")
+    p.add_argument("--repeats", type=int, default=60, help="timed calls per variant")
+    p.add_argument("--wav-dir", default=str(EMODB_WAV))
     p.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.command == "latency":
@@ -85,7 +96,7 @@ def main() -> None:
         for k, row in results["by_layers"].items():
             print(f"K={k}: pooled states {row['pooled']} max |pruned - full| = {row['max_abs_diff']:.2e}")
     elif args.command == "quantised":
-        results = quantised(args.cv_dir, args.seeds)
+        results = quantised(args.cv_dir, args.seeds, not args.per_tensor, not args.fp32_convolutions)
         for precision in ("fp32", "int8"):
             summary = cv_summary_of(results[precision])
             print(
@@ -97,6 +108,11 @@ def main() -> None:
             fp32 = Path(args.json).with_name(Path(args.json).stem + "_fp32.json")
             fp32.write_text(json.dumps(results["fp32"], indent=2) + "\n")
         return
+    elif args.command == "int8":
+        results = int8_choices(args.model, args.repeats, args.wav_dir)
+        print("| variant | 5 s clip + text p50 (ms) | p95 (ms) | CPU p50 (ms) |\n|---|---:|---:|---:|")
+        for name, ms in results["latency_ms"].items():
+            print(f"| {name} | {ms['p50']:.1f} | {ms['p95']:.1f} | {ms['cpu_p50']:.1f} |")
     else:
         ua, int8_ua = (dict(_pair(u) for u in given) for given in (args.ua, args.int8_ua))
         results = table(json.loads(Path(args.latency).read_text()), ua, int8_ua)
@@ -223,25 +239,50 @@ def table(latency: dict, ua: dict, int8_ua: dict) -> dict:
     return {"machine": latency["machine"], "rows": rows}
 
 
-def quantised(cv_dir: str, seeds: list[int]) -> dict:
+def quantised(cv_dir: str, seeds: list[int], per_channel: bool = True, convolutions: bool = True) -> dict:
     """Each fold model (of `seeds`) in a cv folder scored on its fold's test split as `mmemo evaluate` scores (whole
-    clips), fp32 and torch int8: {"fp32": {"runs": [...]}, "int8": {"runs": [...]}}, cv_results-shaped."""
-    from mmemo.evaluate import evaluate_manifest
+    clips), fp32 and torch int8 (`EmotionRecognizer.quantize(per_channel, convolutions)`): {"fp32": {"runs": [...]},
+    "int8": {"runs": [...]}}, cv_results-shaped."""
+    from mmemo.data.manifest import read_manifest
+    from mmemo.evaluate import row_logits, score
+    from mmemo.inference import EmotionRecognizer
 
     out = {"fp32": {"runs": []}, "int8": {"runs": []}}
     for folder in sorted(p.parent for seed in seeds for p in Path(cv_dir).glob(f"fold-*/seed-{seed}/model")):
         run = {"fold": folder.parent.name.removeprefix("fold-"), "seed": int(folder.name.removeprefix("seed-"))}
+        rows = [r for r in read_manifest(folder.parent / "manifest.jsonl") if r["split"] == "test"]
         for precision in out:
-            scores = evaluate_manifest(
-                folder / "model",
-                folder.parent / "manifest.jsonl",
-                device="cpu",
-                int8=precision == "int8",
-                progress=False,
-            )
+            recognizer = EmotionRecognizer.from_pretrained(folder / "model")
+            if precision == "int8":
+                recognizer.quantize(per_channel=per_channel, convolutions=convolutions)
+            scores = score(row_logits(recognizer, rows), len(recognizer.labels))
             test = {c: {"ua": scores[c]["ua"]} for c in ("both", "text", "audio")}
             out[precision]["runs"].append({"fold": run["fold"], "seed": run["seed"], "test": test})
     return out
+
+
+def int8_choices(folder: str, repeats: int, wav_dir) -> dict:
+    """One model folder's `predict` on the 5 s speech clip + transcript, one thread, as fp32 and as int8 with each
+    choice of `EmotionRecognizer.quantize` (weights per tensor or per channel; a Whisper tower's front-end
+    convolutions fp32 or int8), called in turns: {"machine", "latency_ms": {variant: percentiles}}."""
+    from mmemo.inference import EmotionRecognizer
+
+    torch.set_num_threads(1)
+    clip = speech_clip(wav_dir)
+    predictors = {"fp32": EmotionRecognizer.from_pretrained(folder).predict}
+    for per_channel in (False, True):
+        for convolutions in (False, True):
+            weights, convs = "per channel" if per_channel else "per tensor", "int8" if convolutions else "fp32"
+            name = f"int8, {weights}, convolutions {convs}"
+            recognizer = EmotionRecognizer.from_pretrained(folder)
+            predictors[name] = recognizer.quantize(per_channel=per_channel, convolutions=convolutions).predict
+    times = _interleaved(predictors, lambda p: p(text=TRANSCRIPT, audio=clip, sampling_rate=RATE), repeats)
+    return {
+        "machine": _machine(),
+        "model": str(folder),
+        "latency_ms": {name: _percentiles(seconds) for name, seconds in times.items()},
+        "machine_after": _machine(),
+    }
 
 
 def cv_summary(paths: list[str]) -> dict:

@@ -170,3 +170,5 @@ def test_int8_quantizes_the_whisper_front_end_too(synth_corpus, tmp_path):
     waves = [np.random.default_rng(seed).normal(0, 0.1, 32000).astype(np.float32) for seed in range(4)]
     for a, b in zip(fp32.predict(audio=waves, sampling_rate=16000), int8.predict(audio=waves, sampling_rate=16000)):
         assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < 0.05
+    kept = EmotionRecognizer.from_pretrained(model_dir).quantize(per_channel=False, convolutions=False)
+    assert isinstance(kept.model.audio_encoder.model.conv2, torch.nn.Conv1d)
