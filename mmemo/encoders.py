@@ -3,8 +3,8 @@ a Whisper-family audio encoder on log-mel features, plus the builders that load 
 
 The wrappers own their internals, so the training loop, export and reports never reach into a Hugging Face
 model: every wrapper answers `hf_config`, `num_layers`, `layer_of(name)`, `gradient_checkpointing(on)`,
-`disable_masking()` and `convolutions_as_linear()` (the `EncoderWrapper` base), besides `lock` (freezing) and `forward`, which returns states
-(B, T, D_tower) and their mask (B, T).
+`disable_masking()` and `convolutions_as_linear()` (the `EncoderWrapper` base), besides `lock` (freezing) and
+`forward`, which returns states (B, T, D_tower) and their mask (B, T).
 """
 
 from __future__ import annotations
