@@ -13,6 +13,7 @@ Prints one table (UA per fold and mean over seeds), writes JSON.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
@@ -88,6 +89,9 @@ def head_cv(corpus: dict, variant: dict, cfg, overrides: list[str], seed: int) -
     layers = variant["layers"]
     x = corpus["states"][:, layers].reshape(len(corpus["labels"]), -1)
     labels = torch.from_numpy(corpus["labels"])
+    # Every fold starts from the same model and torch RNG state: built once (tower load, tokenizer), copied per fold.
+    initial = build_head(cfg, overrides, variant, seed, corpus["rows"])
+    rng_state = torch.get_rng_state()
     uas = []
     for fold in sorted(set(corpus["folds"])):
         test = corpus["folds"] == fold
@@ -96,7 +100,8 @@ def head_cv(corpus: dict, variant: dict, cfg, overrides: list[str], seed: int) -
         if variant["token"]:
             z = standardised(corpus["functionals"], corpus["speakers"], test, variant["norm"])
             audio["functionals"] = torch.from_numpy(np.clip(z, -5, 5)).float()
-        model = build_head(cfg, overrides, variant, seed, corpus["rows"])
+        model = copy.deepcopy(initial)
+        torch.set_rng_state(rng_state)
         train_head(model, audio, labels, np.flatnonzero(~test), corpus["seconds"], variant, seed)
         model.eval()
         with torch.no_grad():
