@@ -80,6 +80,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--per-tensor", action="store_true", help="int8 scales per weight, not per output channel")
     p.add_argument("--fp32-convolutions", action="store_true", help="keep a Whisper tower's convolutions fp32")
+    p.add_argument("--onnx", action="store_true", help="also score each model's ONNX int8 export")
     p.add_argument("--json", default=None)
     p = sub.add_parser("int8", help="one model folder's latency as fp32 and under each int8 choice, one thread")
     p.add_argument("model")
@@ -96,8 +97,8 @@ def main() -> None:
         for k, row in results["by_layers"].items():
             print(f"K={k}: pooled states {row['pooled']} max |pruned - full| = {row['max_abs_diff']:.2e}")
     elif args.command == "quantised":
-        results = quantised(args.cv_dir, args.seeds, not args.per_tensor, not args.fp32_convolutions)
-        for precision in ("fp32", "int8"):
+        results = quantised(args.cv_dir, args.seeds, not args.per_tensor, not args.fp32_convolutions, args.onnx)
+        for precision in results:
             summary = cv_summary_of(results[precision])
             print(
                 f"{precision}: audio-only UA {summary['audio']['mean']:.3f}, text+audio {summary['both']['mean']:.3f}"
@@ -105,8 +106,9 @@ def main() -> None:
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(results["int8"], indent=2) + "\n")
-            fp32 = Path(args.json).with_name(Path(args.json).stem + "_fp32.json")
-            fp32.write_text(json.dumps(results["fp32"], indent=2) + "\n")
+            for precision in set(results) - {"int8"}:
+                also = Path(args.json).with_name(f"{Path(args.json).stem}_{precision}.json")
+                also.write_text(json.dumps(results[precision], indent=2) + "\n")
         return
     elif args.command == "int8":
         results = int8_choices(args.model, args.repeats, args.wav_dir)
@@ -239,15 +241,22 @@ def table(latency: dict, ua: dict, int8_ua: dict) -> dict:
     return {"machine": latency["machine"], "rows": rows}
 
 
-def quantised(cv_dir: str, seeds: list[int], per_channel: bool = True, convolutions: bool = True) -> dict:
+def quantised(
+    cv_dir: str, seeds: list[int], per_channel: bool = True, convolutions: bool = True, onnx: bool = False
+) -> dict:
     """Each fold model (of `seeds`) in a cv folder scored on its fold's test split as `mmemo evaluate` scores (whole
-    clips), fp32 and torch int8 (`EmotionRecognizer.quantize(per_channel, convolutions)`): {"fp32": {"runs": [...]},
-    "int8": {"runs": [...]}}, cv_results-shaped."""
+    clips), fp32 and torch int8 (`EmotionRecognizer.quantize(per_channel, convolutions)`), and with `onnx` its ONNX
+    int8 export (`mmemo export --onnx --int8`) through the export's own runtime: {"fp32": {"runs": [...]}, "int8":
+    ..., "onnx_int8": ...}, cv_results-shaped."""
+    import tempfile
+
     from mmemo.data.manifest import read_manifest
     from mmemo.evaluate import row_logits, score
+    from mmemo.export import export_onnx
     from mmemo.inference import EmotionRecognizer
+    from mmemo.onnx_runtime import OnnxEmotionRecognizer
 
-    out = {"fp32": {"runs": []}, "int8": {"runs": []}}
+    out = {"fp32": {"runs": []}, "int8": {"runs": []}} | ({"onnx_int8": {"runs": []}} if onnx else {})
     for folder in sorted(p.parent for seed in seeds for p in Path(cv_dir).glob(f"fold-*/seed-{seed}/model")):
         run = {"fold": folder.parent.name.removeprefix("fold-"), "seed": int(folder.name.removeprefix("seed-"))}
         rows = [r for r in read_manifest(folder.parent / "manifest.jsonl") if r["split"] == "test"]
@@ -255,10 +264,24 @@ def quantised(cv_dir: str, seeds: list[int], per_channel: bool = True, convoluti
             recognizer = EmotionRecognizer.from_pretrained(folder / "model")
             if precision == "int8":
                 recognizer.quantize(per_channel=per_channel, convolutions=convolutions)
-            scores = score(row_logits(recognizer, rows), len(recognizer.labels))
+            with tempfile.TemporaryDirectory() as tmp:
+                if precision == "onnx_int8":
+                    export_onnx(folder / "model", tmp, int8=True, overwrite=True)
+                    recognizer = _OnnxRows(recognizer, OnnxEmotionRecognizer(tmp))
+                scores = score(row_logits(recognizer, rows), len(recognizer.labels))
             test = {c: {"ua": scores[c]["ua"]} for c in ("both", "text", "audio")}
             out[precision]["runs"].append({"fold": run["fold"], "seed": run["seed"], "test": test})
     return out
+
+
+class _OnnxRows:
+    """An ONNX export in the row-scoring loop's place of an `EmotionRecognizer`: the export predicts; its model
+    folder's recognizer supplies the settings and speaker profiles the loop asks for."""
+
+    def __init__(self, recognizer, runtime):
+        self.config, self.labels, self.predict = recognizer.config, runtime.labels, runtime.predict
+        self.uses_profiles = recognizer.uses_profiles
+        self.enrolment_statistics, self.profile_from = recognizer.enrolment_statistics, recognizer.profile_from
 
 
 def int8_choices(folder: str, repeats: int, wav_dir) -> dict:

@@ -273,7 +273,10 @@ class WhisperAudioEncoder(EncoderWrapper):
 
 class WindowLinear(nn.Module):
     """A `nn.Conv1d` (no groups or dilation) computed as one `nn.Linear` over its input windows: the same outputs
-    (B, C_out, T_out), from a layer that int8 quantisation reaches.
+    (B, C_out, T_out), from a layer that int8 quantisation (PyTorch's, and onnxruntime's MatMul) reaches.
+
+    The windows are the kernel's k strided slices of the padded input side by side, each from its own offset to
+    its own fixed distance before the end, so they have T_out frames each and the ONNX graph needs no shapes.
 
     Raises:
         ValueError: `conv` has groups, dilation, string padding or a padding mode other than zeros.
@@ -286,15 +289,16 @@ class WindowLinear(nn.Module):
             raise ValueError(f"WindowLinear takes a plain Conv1d (no groups or dilation, zero padding), got {conv}")
         (self.kernel,), (self.stride,), (self.padding,) = conv.kernel_size, conv.stride, conv.padding
         self.linear = nn.Linear(conv.in_channels * self.kernel, conv.out_channels, bias=conv.bias is not None)
-        with torch.no_grad():
-            self.linear.weight.copy_(conv.weight.reshape(conv.out_channels, -1))  # (C_out, C_in·k): channel-major
+        with torch.no_grad():  # (C_out, C_in, k) -> (C_out, k·C_in): offset-major, as the windows are laid out
+            self.linear.weight.copy_(conv.weight.transpose(1, 2).reshape(conv.out_channels, -1))
             if conv.bias is not None:
                 self.linear.bias.copy_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        windows = F.pad(x, (self.padding, self.padding)).unfold(2, self.kernel, self.stride)  # (B, C_in, T_out, k)
-        windows = windows.transpose(1, 2).flatten(2)  # (B, T_out, C_in·k)
-        return self.linear(windows).transpose(1, 2)  # (B, C_out, T_out)
+        x = F.pad(x, (self.padding, self.padding)).transpose(1, 2)  # (B, T_pad, C_in)
+        last = self.kernel - 1
+        windows = torch.cat([x[:, i : (i - last) or None : self.stride] for i in range(self.kernel)], dim=2)
+        return self.linear(windows).transpose(1, 2)  # (B, T_out, k·C_in) -> (B, C_out, T_out)
 
 
 def build_encoders(cfg: ModelConfig, vocab_size: int | None = None) -> tuple[nn.Module, nn.Module]:

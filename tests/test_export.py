@@ -325,7 +325,16 @@ def test_a_speaker_profile_standardises_the_pooled_states_and_functionals_in_the
 
 
 def test_a_whisper_int8_export_stays_close(whisper_exports, test_rows):
+    """...and its front-end convolutions are int8 MatMuls too: no convolution, and the only float MatMuls left are
+    attention's (two activations), none with a weight."""
+    import onnx
+
     export = whisper_exports["pooled_int8"]
+    graph = onnx.load(str(export["out_dir"] / "audio_encoder.onnx")).graph
+    weights = {w.name for w in graph.initializer}
+    ops = [node.op_type for node in graph.node]
+    assert "MatMulInteger" in ops and not {"Conv", "ConvInteger"} & set(ops)
+    assert not [n.name for n in graph.node if n.op_type == "MatMul" and weights & set(n.input)]
     rec = EmotionRecognizer.from_pretrained(export["model_dir"])
     waves = _clips(test_rows)
     got = [g.to_dict() for g in OnnxEmotionRecognizer(export["out_dir"]).predict(audio=waves, sampling_rate=16000)]
