@@ -53,7 +53,7 @@ except ImportError as e:
 
 OPSET = 17
 # what `mmemo_onnx_runtime.py` imports: the first three always, soundfile for files, scipy for resampling
-RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "tokenizers", "soundfile", "scipy")
+RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "tokenizers", "threadpoolctl", "soundfile", "scipy")
 FP32_TOLERANCE = 1e-3  # max |Δ probability| between PyTorch and the fp32 export
 # The copy of mmemo/data/acoustic.py in an export folder stands alone: its one mmemo import becomes this line.
 _ACOUSTIC_IMPORT = "from mmemo.errors import DataError\n"
@@ -269,7 +269,7 @@ PyTorch, no mmemo install. Probabilities are calibrated (temperature {meta["temp
 pip install {install}
 ```
 
-{", ".join(f"`{r}`" for r in RUNTIME_REQUIREMENTS[:3])} are always needed; `soundfile` reads audio files
+{", ".join(f"`{r}`" for r in RUNTIME_REQUIREMENTS[:4])} are always needed; `soundfile` reads audio files
 and `scipy` resamples audio that is not at {meta["sampling_rate"]} Hz (each imported only when needed).{extra_install}
 
 ## Predict

@@ -130,7 +130,7 @@ def test_export_folder_has_a_readme_that_names_what_the_runtime_imports(trained_
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
     third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
-    assert third_party == set(RUNTIME_REQUIREMENTS)  # the pip names equal the import names for all five
+    assert third_party == set(RUNTIME_REQUIREMENTS)  # the pip names equal the import names for all six
     assert f"pip install {' '.join(RUNTIME_REQUIREMENTS)}" in readme
     assert "from mmemo_onnx_runtime import OnnxEmotionRecognizer" in readme and "sampling_rate=" in readme
     labels = EmotionRecognizer.from_pretrained(trained_run["model_dir"]).labels
