@@ -264,11 +264,13 @@ def quantised(
             recognizer = EmotionRecognizer.from_pretrained(folder / "model")
             if precision == "int8":
                 recognizer.quantize(per_channel=per_channel, convolutions=convolutions)
-            with tempfile.TemporaryDirectory() as tmp:
-                if precision == "onnx_int8":
+            if precision == "onnx_int8":
+                with tempfile.TemporaryDirectory() as tmp:
                     export_onnx(folder / "model", tmp, int8=True, overwrite=True)
-                    recognizer = _OnnxRows(recognizer, OnnxEmotionRecognizer(tmp))
-                scores = score(row_logits(recognizer, rows), len(recognizer.labels))
+                    logits = row_logits(_OnnxRows(recognizer, OnnxEmotionRecognizer(tmp)), rows)
+            else:
+                logits = row_logits(recognizer, rows)
+            scores = score(logits, len(recognizer.labels))
             test = {c: {"ua": scores[c]["ua"]} for c in ("both", "text", "audio")}
             out[precision]["runs"].append({"fold": run["fold"], "seed": run["seed"], "test": test})
     return out

@@ -52,7 +52,7 @@ except ImportError as e:
     raise MmemoError(f"ONNX export needs the export extra: pip install 'mmemo[export]' ({e})") from None
 
 OPSET = 17
-# what `mmemo_onnx_runtime.py` imports: the first three always, soundfile for files, scipy for resampling
+# what `mmemo_onnx_runtime.py` imports: the first four always, soundfile for files, scipy for resampling
 RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "tokenizers", "threadpoolctl", "soundfile", "scipy")
 FP32_TOLERANCE = 1e-3  # max |Δ probability| between PyTorch and the fp32 export
 # The copy of mmemo/data/acoustic.py in an export folder stands alone: its one mmemo import becomes this line.

@@ -1,4 +1,4 @@
-"""Predict from an ONNX export folder (written by `mmemo export`) with NumPy, onnxruntime and tokenizers only.
+"""Predict from an ONNX export folder (written by `mmemo export`) with NumPy, onnxruntime, tokenizers, threadpoolctl.
 
 This module imports neither torch nor the rest of mmemo, so it runs where torch is not installed; `mmemo
 export` also copies it into the export folder as `mmemo_onnx_runtime.py`. It mirrors the PyTorch recognizer's
