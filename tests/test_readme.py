@@ -17,7 +17,9 @@ What is not run, and why (each is an explicit rule, never a silent default):
     * `pip install -e ".[EXTRA]"`: nothing is installed; the extras must exist in pyproject.toml;
     * a command that names an external corpus in EXTERNAL_DATA (EmoDB: `../shared/data/emodb`) is skipped, with
       the path in the reason, only when that data is absent; so is one naming a weights package of
-      WEIGHT_PACKAGES that is not installed, or reading a models/ folder that no earlier command wrote;
+      WEIGHT_PACKAGES that is not installed, or reading a models/ folder that no earlier command wrote; and so is
+      one reading a folder that a skipped earlier command writes (`-o`, `--out-dir`, `--onnx`, `train.output_dir=`),
+      with that command's line and reason in its own;
     * in the Python block, statements calling `push_to_hub` (the test has no network and no token;
       tests/test_inference.py uploads to a local fake endpoint instead).
 
@@ -357,6 +359,32 @@ def _missing_external_data(text: str, work: Path) -> str | None:
     return None
 
 
+OUTPUT_FLAGS = ("-o", "--output", "--out-dir", "--onnx")
+
+
+def _outputs(text: str) -> list[str]:
+    """The paths a command writes: the values of OUTPUT_FLAGS and of a `train.output_dir=` override."""
+    words = shlex.split(text)
+    written = [word for previous, word in zip(["", *words], words) if previous in OUTPUT_FLAGS]
+    return written + [w.split("=", 1)[1] for w in words if w.startswith("train.output_dir=")]
+
+
+def _skip_reason(command: Command, work: Path, commands: list[Command] = RUNNABLE) -> str | None:
+    """Why `command` cannot run here: data it names is absent, or it reads what a skipped earlier command writes."""
+    unwritten: dict[str, str] = {}  # a path a skipped command would have written -> why it was skipped
+    for current in commands:
+        reason = _missing_external_data(current.text, work)
+        words = [w.split("=", 1)[-1] for w in shlex.split(current.text)]
+        for path, why in unwritten.items():
+            if not reason and any(w == path or w.startswith(f"{path}/") for w in words):
+                reason = f"reads {path}, which a skipped command writes ({why})"
+        if current is command:
+            return reason
+        if reason:
+            unwritten.update(dict.fromkeys(_outputs(current.text), f"line {current.line}: {reason}"))
+    raise ValueError(f"README.md line {command.line} is not among the commands")
+
+
 def test_the_readme_has_commands_and_its_command_list_is_recognised_as_synopsis():
     assert RUNNABLE, "README.md: no runnable command found; has the code-block format changed?"
     # the plain block with the most `mmemo ` lines is the command list: every one of its lines is synopsis
@@ -390,6 +418,19 @@ def test_the_rules_run_a_new_command_and_refuse_an_unknown_program(tmp_path):
     (tmp_path / "work").mkdir()
     (tmp_path / "shared" / "data" / "emodb").mkdir(parents=True)
     assert _missing_external_data("mmemo baseline data/emodb.jsonl", tmp_path / "work") is None
+    # a command reading what a skipped command writes is skipped too, naming that command's line and reason
+    chain = readme_commands(
+        readme_blocks(
+            "```bash\nmmemo cv c data/emodb.jsonl model.audio_encoder=models/w --out-dir runs/k3\n"
+            "mmemo export runs/k3/fold-1/seed-0/model --onnx exports/k3\nmmemo predict exports/k3 --text hi\n"
+            "mmemo predict runs/quickstart/model --text hi\n```\n"
+        )
+    )
+    reasons = [_skip_reason(c, tmp_path / "work", chain) for c in chain]
+    assert reasons[0] == "needs models/w, which `mmemo convert` writes from the whisper-base extra's weights"
+    assert reasons[1].startswith("reads runs/k3, which a skipped command writes (line 2: needs models/w")
+    assert reasons[2].startswith("reads exports/k3, which a skipped command writes (line 3: reads runs/k3")
+    assert reasons[3] is None
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.synopsis], ids=lambda c: f"line{c.line}")
@@ -419,7 +460,7 @@ def test_a_synopsis_line_names_a_real_subcommand_and_its_options(command):
 
 @pytest.mark.parametrize("command", RUNNABLE, ids=lambda c: f"line{c.line}-{c.text[:40]}")
 def test_a_readme_command_runs_as_written(command, work):
-    reason = _missing_external_data(command.text, work)
+    reason = _skip_reason(command, work)
     if reason:
         pytest.skip(f"README.md line {command.line}: {reason}")
     checked = 0
