@@ -53,11 +53,9 @@ class TrainState:
 
 
 def save_state(run: Run, state: TrainState) -> None:
-    """Checkpoint a training run at `state.step` under `run.out_dir/checkpoints` (rank 0 writes, every rank waits).
-
-    A refit writes none: a killed refit starts again from its beginning, so they would never be read.
-    """
-    if run.refit:
+    """Checkpoint a training run at `state.step` under `run.out_dir/checkpoints` (rank 0 writes, every rank waits);
+    nothing with `train.checkpoints` off."""
+    if not run.cfg.train.checkpoints:
         return
     if run.main:
         save_checkpoint(
@@ -113,7 +111,8 @@ def latest_checkpoint(folder: Path) -> Path:
     if not pointer.is_file():
         raise ModelLoadError(
             f"no checkpoint to resume from in {folder} (a run writes its first one at the end "
-            "of epoch 1, or every train.checkpoint_every steps); start the run without --resume"
+            "of epoch 1, or every train.checkpoint_every steps, unless train.checkpoints is false); start the run "
+            "without --resume"
         )
     target = folder / pointer.read_text(encoding="utf-8").strip()
     if not (target / "progress.json").is_file():

@@ -158,6 +158,9 @@ class TrainConfig:
     # bit-identical weights on one machine: one CPU thread, deterministic kernels (an op without one is an
     # error), CUBLAS_WORKSPACE_CONFIG on CUDA; slower
     deterministic: bool = False
+    # Write the training state (weights, optimizer, progress) at each epoch's end, for --resume. Off for runs that
+    # are never resumed: each of `mmemo cv`'s, and a refit (a killed one starts again).
+    checkpoints: bool = True
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     progress: bool = True
     # After early stopping has chosen the epoch count on the valid split, train again from the same seed on train

@@ -20,8 +20,8 @@ one run folder per seed:
       fold-1/manifest.jsonl   the input rows with `split` rewritten for this fold (absolute audio paths)
       fold-1/<corpus>.jsonl   with data.manifests: each corpus's own rows (labels as in its manifest), split
                               rewritten; the fold's run lists them in data.manifests with the same label maps
-      fold-1/seed-0/          a `train` run folder (config, metrics, model, report), its checkpoints removed once
-                              it has finished: a cv run is never resumed
+      fold-1/seed-0/          a `train` run folder (config, metrics, model, report) without checkpoints
+                              (train.checkpoints false): a cv run is never resumed
 
 With several corpora each run also records its test scores per corpus, and the results their mean ± std over
 runs (`corpus_means`, `corpus_std`; `format_corpus_table` prints them).
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -277,12 +276,12 @@ def cross_validate(
                 cfg,
                 model=model_cfg,
                 data=dataclasses.replace(cfg.data, **data),
-                train=dataclasses.replace(cfg.train, seed=seed, output_dir=str(run_dir), teacher=run_teacher),
+                # a cv run is never resumed: no training state (a second copy of the weights, with the optimizer's)
+                train=dataclasses.replace(
+                    cfg.train, seed=seed, output_dir=str(run_dir), teacher=run_teacher, checkpoints=False
+                ),
             )
             result = train(run_cfg)
-            # a cv run is never resumed: its model and reports stay, its training state (a second copy of the
-            # weights, with the optimizer's) goes
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             run = {
                 "fold": fold,
                 "seed": seed,

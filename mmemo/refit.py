@@ -19,10 +19,12 @@ from mmemo.io import atomic_folder
 
 
 def refit_config(cfg: Config, epochs: int) -> Config:
-    """The refit's config: `cfg` writing to `<output_dir>/refit`, for `epochs` epochs, without early stopping."""
+    """The refit's config: `cfg` writing to `<output_dir>/refit`, for `epochs` epochs, without early stopping, and
+    without checkpoints (a killed refit starts again from its beginning, so they would never be read)."""
     refit_cfg = copy.deepcopy(cfg)
     refit_cfg.train.output_dir = str(Path(cfg.train.output_dir) / "refit")
     refit_cfg.train.epochs, refit_cfg.train.patience, refit_cfg.train.overwrite = epochs, 0, True
+    refit_cfg.train.checkpoints = False
     return refit_cfg
 
 

@@ -100,7 +100,7 @@ def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
 @pytest.mark.slow
 def test_state_step_counts_optimizer_steps_and_checkpoints_follow_them(synth_corpus, tmp_path):
     """With grad_accum 2 a step is two batches: `checkpoint_every: 2` checkpoints every fourth batch."""
-    from mmemo.checkpoint import TrainState, latest_checkpoint
+    from mmemo.checkpoint import TrainState, latest_checkpoint, save_state
     from mmemo.train import setup, train_epoch
 
     cfg = tiny_config_dict(synth_corpus, tmp_path / "accum", epochs=1, grad_accum=2, checkpoint_every=2, threads=1)
@@ -113,6 +113,12 @@ def test_state_step_counts_optimizer_steps_and_checkpoints_follow_them(synth_cor
     assert run.scheduler.last_epoch == state.step  # the schedule counts the same steps
     last_mid_epoch = 2 * ((math.ceil(batches / 2) - 1) // 2)  # mid-epoch checkpoints only, every 2 steps
     assert latest_checkpoint(run.out_dir / "checkpoints").name == f"step-{last_mid_epoch:07d}"
+    save_state(run, state)  # the epoch end's
+    assert latest_checkpoint(run.out_dir / "checkpoints").name == f"step-{state.step:07d}"
+    run.cfg.train.checkpoints = False  # as in `mmemo cv`'s runs and a refit: no training state is written
+    state.step += 1
+    save_state(run, state)
+    assert latest_checkpoint(run.out_dir / "checkpoints").name == f"step-{state.step - 1:07d}"
 
 
 def test_resolve_device_names_the_setting_and_checks_cuda():
