@@ -76,14 +76,14 @@ def tower_states(root: str, model: str, overrides: list[str]) -> tuple[list[dict
         return rows, cfg, states, time.time() - start
 
 
-def probe(x: np.ndarray, labels, speakers, folds, norm: str) -> float:
-    """Mean UA over the folds of a logistic regression trained on the other folds."""
+def probe(x: np.ndarray, labels, speakers, folds, norm: str, c: float = 1.0) -> float:
+    """Mean UA over the folds of a logistic regression (inverse regularisation `c`) trained on the other folds."""
     x = x.astype(np.float64)
     uas = []
     for fold in sorted(set(folds)):
         test = folds == fold
         z = standardised(x, speakers, test, norm)
-        clf = LogisticRegression(max_iter=3000).fit(z[~test], labels[~test])
+        clf = LogisticRegression(C=c, max_iter=3000).fit(z[~test], labels[~test])
         uas.append(recall_score(labels[test], clf.predict(z[test]), average="macro"))
     return float(np.mean(uas))
 
