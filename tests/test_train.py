@@ -99,7 +99,8 @@ def test_out_of_memory_batch_is_split_and_retried(synth_corpus, tmp_path):
 
 @pytest.mark.slow
 def test_state_step_counts_optimizer_steps_and_checkpoints_follow_them(synth_corpus, tmp_path):
-    """With grad_accum 2 a step is two batches: `checkpoint_every: 2` checkpoints every fourth batch."""
+    """With grad_accum 2 a step is two batches: `checkpoint_every: 2` checkpoints every fourth batch; with
+    `train.checkpoints` off nothing is written."""
     from mmemo.checkpoint import TrainState, latest_checkpoint, save_state
     from mmemo.train import setup, train_epoch
 
