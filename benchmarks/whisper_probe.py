@@ -11,6 +11,7 @@ regression (scikit-learn defaults, C = 1) is fitted on the other four of the imp
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -31,34 +32,50 @@ ALL_LAYERS = ("model.audio_layers=0", "model.pooled_layers=[]")  # the whole tow
 
 
 def main() -> None:
-    parser = emodb_parser(__doc__.splitlines()[0])
+    args, root, overrides = parse_args(__doc__.splitlines()[0])
+    rows, _, states, seconds = tower_states(root, args.model, overrides)
+    table = layer_table(rows, states)
+    print_table(table)
+    print(f"pooled states of {len(rows)} clips: {seconds:.0f} s (from the cache when it holds them)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"model": args.model, "ua": table, "seconds": seconds}, indent=2) + "\n")
+
+
+def parse_args(description: str) -> tuple[argparse.Namespace, str, list[str]]:
+    """The probe benchmarks' command line (EmoDB's folder, overrides, `--model`, `--json`); torch on one thread."""
+    parser = emodb_parser(description)
     parser.add_argument("--model", required=True, help="a Whisper checkpoint folder or hub id")
     args = parser.parse_args()
     root, overrides = root_and_overrides(parser, args)
     torch.set_num_threads(1)
-    rows, _, states, seconds = tower_states(root, args.model, overrides)
-    labels = np.array([r["label"] for r in rows])
-    speakers = np.array([r["speaker"] for r in rows])
-    folds = np.array([r["fold"] for r in rows])
+    return args, root, overrides
+
+
+def layer_table(rows: list[dict], states: np.ndarray) -> dict[str, dict[str, float]]:
+    """The probe's UA for each hidden state and each set in `SETS`, standardised globally and per speaker:
+    {norm: {"layer i" or "layers NAME": UA}}."""
+    labels, speakers, folds = (np.array([r[key] for r in rows]) for key in ("label", "speaker", "fold"))
     layers = states.shape[1]
     columns = {f"layer {i}": [i] for i in range(layers)} | {
         f"layers {name}": chosen or list(range(layers)) for name, chosen in SETS.items()
     }
-    table = {
+    return {
         norm: {
             name: probe(states[:, chosen].reshape(len(rows), -1), labels, speakers, folds, norm)
             for name, chosen in columns.items()
         }
         for norm in ("global", "speaker")
     }
+
+
+def print_table(table: dict[str, dict[str, float]]) -> None:
+    """One Markdown row per entry of `table` (its name, then the UA of each column)."""
+    columns = list(next(iter(table.values())))
     print(f"| EmoDB, 5 speaker folds, UA | {' | '.join(columns)} |")
     print(f"|---|{'---:|' * len(columns)}")
-    for norm, scores in table.items():
-        print(f"| {norm} | {' | '.join(f'{scores[name]:.3f}' for name in columns)} |")
-    print(f"pooled states of {len(rows)} clips: {seconds:.0f} s (from the cache when it holds them)")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"model": args.model, "ua": table, "seconds": seconds}, indent=2) + "\n")
+    for row, scores in table.items():
+        print(f"| {row} | {' | '.join(f'{scores[name]:.3f}' for name in columns)} |")
 
 
 def tower_states(root: str, model: str, overrides: list[str]) -> tuple[list[dict], Config, np.ndarray, float]:

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from emodb_args import emodb_parser, root_and_overrides
 from transformers import WhisperFeatureExtractor
-from whisper_probe import SETS, probe, tower_states
+from whisper_probe import layer_table, parse_args, print_table, tower_states
 
 from mmemo.data.tower_cache import pooled_table, tower_digest
 
@@ -29,32 +28,17 @@ FRAME_SAMPLES = 320  # one encoder position: 20 ms at 16 kHz
 
 
 def main() -> None:
-    parser = emodb_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a Whisper checkpoint folder or hub id")
-    args = parser.parse_args()
-    root, overrides = root_and_overrides(parser, args)
-    torch.set_num_threads(1)
+    args, root, overrides = parse_args(__doc__.splitlines()[0])
     rows, cfg, clip_states, clip_seconds = tower_states(root, args.model, overrides)
     start = time.time()
     window_states = windowed_states(rows, cfg)
     window_seconds = time.time() - start
-    labels, speakers, folds = (np.array([r[key] for r in rows]) for key in ("label", "speaker", "fold"))
-    layers = clip_states.shape[1]
-    columns = {f"layer {i}": [i] for i in range(layers)} | {
-        f"layers {name}": chosen or list(range(layers)) for name, chosen in SETS.items()
-    }
     table = {
-        f"{encoding}, {norm}": {
-            name: probe(states[:, chosen].reshape(len(rows), -1), labels, speakers, folds, norm)
-            for name, chosen in columns.items()
-        }
+        f"{encoding}, {norm}": scores
         for encoding, states in (("clip", clip_states), ("30 s window", window_states))
-        for norm in ("global", "speaker")
+        for norm, scores in layer_table(rows, states).items()
     }
-    print(f"| EmoDB, 5 speaker folds, UA | {' | '.join(columns)} |")
-    print(f"|---|{'---:|' * len(columns)}")
-    for row, scores in table.items():
-        print(f"| {row} | {' | '.join(f'{scores[name]:.3f}' for name in columns)} |")
+    print_table(table)
     print(
         f"states of {len(rows)} clips, one thread: clip length {clip_seconds:.0f} s, 30 s window {window_seconds:.0f} s"
     )
